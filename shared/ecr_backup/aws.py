@@ -1,0 +1,109 @@
+"""Wiring: builds the S3, DynamoDB and registry adapters from settings, once per process."""
+
+from __future__ import annotations
+
+import threading
+from datetime import datetime
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ecr_backup.blobstore import MiB, S3BlobStore
+from ecr_backup.errors import RegistryAuthError
+from ecr_backup.index import DynamoIndex
+from ecr_backup.registry import Anonymous, Credentials, RegistryClient, TokenCredentials
+from ecr_backup.replicator import Replicator
+from ecr_backup.settings import Settings
+
+if TYPE_CHECKING:
+    import boto3
+
+
+def ecr_registry_url(account: str, region: str) -> str:
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://{account}.dkr.ecr.{region}.{suffix}"
+
+
+class EcrTokenSource:
+    """GetAuthorizationToken for one registry; the token is base64 'AWS:<password>'."""
+
+    def __init__(self, session: boto3.Session, account: str, region: str) -> None:
+        self._ecr = session.client("ecr", region_name=region)
+        self._account = account
+
+    def __call__(self) -> tuple[str, datetime]:
+        try:
+            answer = self._ecr.get_authorization_token(registryIds=[self._account])
+        except (ClientError, BotoCoreError) as e:
+            raise RegistryAuthError(
+                f"cannot get an ECR token for registry {self._account}: {e}"
+            ) from e
+        data = answer["authorizationData"][0]
+        return data["authorizationToken"], data["expiresAt"]
+
+
+class AwsServices:
+    """Adapters built lazily and reused: a warm Lambda keeps its clients and ECR tokens."""
+
+    def __init__(self, settings: Settings, session: boto3.Session | None = None) -> None:
+        if session is None:
+            import boto3
+
+            session = boto3.Session()
+        self.settings = settings
+        self._session = session
+        self._registries: dict[tuple[str, str], RegistryClient] = {}
+        self._lock = threading.Lock()
+
+    @cached_property
+    def store(self) -> S3BlobStore:
+        from botocore.config import Config
+
+        in_flight = max(2 * self.settings.concurrency, 4)
+        config = Config(max_pool_connections=in_flight * 2, retries={"mode": "standard"})
+        return S3BlobStore(
+            self.settings.bucket,
+            self.settings.prefix,
+            client=self._session.client("s3", config=config),
+            part_size=self.settings.part_size_mib * MiB,
+            parts_in_flight=in_flight,
+        )
+
+    @cached_property
+    def index(self) -> DynamoIndex:
+        return DynamoIndex(self.settings.table, client=self._session.client("dynamodb"))
+
+    def registry(self, account: str, region: str) -> RegistryClient:
+        """The source registry of an event's account and region (or the configured override)."""
+        with self._lock:
+            client = self._registries.get((account, region))
+            if client is None:
+                credentials: Credentials = (
+                    Anonymous()
+                    if self.settings.source_auth == "none"
+                    else TokenCredentials(EcrTokenSource(self._session, account, region))
+                )
+                url = self.settings.source_registry or ecr_registry_url(account, region)
+                client = RegistryClient(url, credentials)
+                self._registries[(account, region)] = client
+            return client
+
+    def replicator(self, account: str, region: str) -> Replicator:
+        return Replicator(
+            self.registry(account, region),
+            self.store,
+            self.index,
+            concurrency=self.settings.concurrency,
+        )
+
+    def caller_source(self) -> tuple[str, str]:
+        """This session's account and region: the default source for a manual replicate."""
+        region = self._session.region_name or "us-east-1"
+        try:
+            account = self._session.client("sts", region_name=region).get_caller_identity()[
+                "Account"
+            ]
+        except (ClientError, BotoCoreError) as e:
+            raise RegistryAuthError(f"cannot tell which AWS account to read from: {e}") from e
+        return account, region

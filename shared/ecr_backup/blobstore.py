@@ -1,0 +1,262 @@
+"""Content-addressed storage of blobs and manifests in S3: `<prefix>blobs/sha256/<hex>`.
+
+Each object's bytes hash to its name, as in an OCI image layout. Writes are
+conditional (If-None-Match: *) so an object, once there, is never overwritten, and a
+concurrent identical write is success. Large blobs stream through a multipart upload
+whose parts carry their own SHA-256; the upload completes (becomes visible) only after
+the whole stream matched its descriptor, else it is aborted and nothing is stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from ecr_backup.digest import Digest
+from ecr_backup.errors import BlobNotFoundError, DigestMismatchError, StorageError
+from ecr_backup.streams import Readable, VerifyingReader
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef
+
+MiB = 1024 * 1024
+_ALREADY_THERE = frozenset({"PreconditionFailed", "412"})
+_MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+class S3BlobStore:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        client: S3Client | None = None,
+        part_size: int = 16 * MiB,
+        parts_in_flight: int = 8,
+    ) -> None:
+        if part_size < 5 * MiB:
+            raise ValueError("S3 multipart parts must be at least 5 MiB")
+        self.bucket = bucket
+        self.prefix = prefix
+        self.part_size = part_size
+        self._s3 = client or _default_client(parts_in_flight)
+        # One budget of part buffers for the whole store bounds memory whatever the number of
+        # blobs copied at once: peak ~= (parts_in_flight + copies reading) * part_size.
+        self._budget = threading.BoundedSemaphore(parts_in_flight)
+        self._uploads = ThreadPoolExecutor(parts_in_flight, thread_name_prefix="s3-part")
+
+    def close(self) -> None:
+        self._uploads.shutdown(wait=True)
+
+    # -- keys --------------------------------------------------------------------
+
+    def blob_key(self, digest: Digest) -> str:
+        return f"{self.prefix}blobs/{digest.algorithm}/{digest.hex}"
+
+    def record_key(self, name: str) -> str:
+        return f"{self.prefix}refs/{name}"
+
+    # -- reading -------------------------------------------------------------------
+
+    def stat(self, digest: Digest) -> int | None:
+        """The stored size of a blob, or None when the bucket does not hold it."""
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=self.blob_key(digest))
+        except ClientError as e:
+            if _code(e) in _MISSING:
+                return None
+            raise _storage_error(e, f"HEAD {self.blob_key(digest)}") from e
+        return int(head["ContentLength"])
+
+    @contextmanager
+    def open(self, digest: Digest, *, version_id: str | None = None) -> Iterator[Readable]:
+        key = self.blob_key(digest)
+        extra: dict[str, Any] = {"VersionId": version_id} if version_id else {}
+        try:
+            body = self._s3.get_object(Bucket=self.bucket, Key=key, **extra)["Body"]
+        except ClientError as e:
+            if _code(e) in _MISSING:
+                raise BlobNotFoundError(f"{digest} is not in s3://{self.bucket}/{key}") from e
+            raise _storage_error(e, f"GET {key}") from e
+        try:
+            yield body
+        finally:
+            body.close()
+
+    def read(self, digest: Digest) -> bytes:
+        """Read a small object (a manifest) whole, checking it still hashes to its name."""
+        with self.open(digest) as body:
+            data = body.read()
+        if Digest.of(data) != digest:
+            raise DigestMismatchError(digest, "stored object no longer hashes to its name")
+        return data
+
+    def iter_blobs(self) -> Iterator[tuple[Digest, int]]:
+        for key, size in self._list(f"{self.prefix}blobs/sha256/"):
+            yield Digest("sha256", key.rsplit("/", 1)[1]), size
+
+    def iter_records(self, under: str = "") -> Iterator[tuple[str, bytes]]:
+        """Every record object under `<prefix>refs/<under>`, with its bytes."""
+        for key, _ in self._list(self.record_key(under)):
+            try:
+                body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            except ClientError as e:
+                raise _storage_error(e, f"GET {key}") from e
+            with body:
+                yield key, body.read()
+
+    # -- writing -------------------------------------------------------------------
+
+    def put_bytes(self, digest: Digest, data: bytes) -> bool:
+        """Store bytes under their digest; False when the object was already there."""
+        if Digest.of(data) != digest:
+            raise DigestMismatchError(digest, f"bytes hash to {Digest.of(data)}")
+        return self._put_object(self.blob_key(digest), data, digest.checksum_sha256())
+
+    def put_stream(self, digest: Digest, size: int, source: Readable) -> bool:
+        """Copy a stream into the store, verified; False when the object was already there."""
+        reader = VerifyingReader(source, digest, size)
+        if size <= self.part_size:
+            with self._budget:
+                data = reader.read_exactly(size + 1)
+                reader.verify()
+                return self._put_object(self.blob_key(digest), data, digest.checksum_sha256())
+        return self._put_multipart(reader)
+
+    def put_record(self, name: str, body: bytes) -> bool:
+        """Write an immutable record under refs/; False when that record already exists."""
+        checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
+        return self._put_object(self.record_key(name), body, checksum, "application/json")
+
+    def _put_object(
+        self, key: str, body: bytes, checksum: str, content_type: str = "application/octet-stream"
+    ) -> bool:
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ChecksumSHA256=checksum,
+                ContentType=content_type,
+                IfNoneMatch="*",
+            )
+        except ClientError as e:
+            if _code(e) in _ALREADY_THERE:
+                return False
+            raise _storage_error(e, f"PUT {key}") from e
+        return True
+
+    def _put_multipart(self, reader: VerifyingReader) -> bool:
+        key = self.blob_key(reader.digest)
+        try:
+            upload_id = self._s3.create_multipart_upload(
+                Bucket=self.bucket,
+                Key=key,
+                ChecksumAlgorithm="SHA256",
+                ContentType="application/octet-stream",
+            )["UploadId"]
+        except ClientError as e:
+            raise _storage_error(e, f"start multipart upload of {key}") from e
+        completed = False
+        try:
+            parts = self._upload_parts(reader, key, upload_id)
+            reader.verify()
+            try:
+                self._s3.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                    IfNoneMatch="*",
+                )
+            except ClientError as e:
+                if _code(e) in _ALREADY_THERE:
+                    return False
+                raise _storage_error(e, f"complete multipart upload of {key}") from e
+            completed = True
+            return True
+        finally:
+            if not completed:
+                self._abort(key, upload_id)
+
+    def _upload_parts(
+        self, reader: VerifyingReader, key: str, upload_id: str
+    ) -> list[CompletedPartTypeDef]:
+        futures: list[Future[CompletedPartTypeDef]] = []
+        try:
+            number = 1
+            while True:
+                self._budget.acquire()
+                try:
+                    data = reader.read_exactly(self.part_size)
+                except BaseException:
+                    self._budget.release()
+                    raise
+                if not data:
+                    self._budget.release()
+                    break
+                future = self._uploads.submit(self._upload_part, key, upload_id, number, data)
+                future.add_done_callback(lambda _: self._budget.release())
+                futures.append(future)
+                number += 1
+            return [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+    def _upload_part(
+        self, key: str, upload_id: str, number: int, data: bytes
+    ) -> CompletedPartTypeDef:
+        checksum = base64.b64encode(hashlib.sha256(data).digest()).decode()
+        try:
+            answer = self._s3.upload_part(
+                Bucket=self.bucket,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=data,
+                ChecksumSHA256=checksum,
+            )
+        except ClientError as e:
+            raise _storage_error(e, f"upload part {number} of {key}") from e
+        return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum}
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        # The bucket's lifecycle rule removes abandoned uploads; the original error matters.
+        with contextlib.suppress(ClientError):
+            self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+    def _list(self, prefix: str) -> Iterator[tuple[str, int]]:
+        paginator = self._s3.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield item["Key"], int(item["Size"])
+        except ClientError as e:
+            raise _storage_error(e, f"list s3://{self.bucket}/{prefix}") from e
+
+
+def _default_client(pool: int) -> S3Client:
+    import boto3
+    from botocore.config import Config
+
+    config = Config(max_pool_connections=max(pool * 2, 10), retries={"mode": "standard"})
+    return boto3.client("s3", config=config)
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _storage_error(error: ClientError, what: str) -> StorageError:
+    return StorageError(f"{what}: {_code(error) or 'error'}")

@@ -1,0 +1,172 @@
+"""Backup subcommands: setup, replicate, handle-event."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from ecr_backup.cli.common import (
+    add_source_options,
+    add_storage_options,
+    emit,
+    human_size,
+    services_from,
+)
+from ecr_backup.errors import EcrBackupError, InvalidInputError
+from ecr_backup.events import parse_event
+from ecr_backup.provision import ensure_bucket
+from ecr_backup.records import Action, ImageEvent
+from ecr_backup.reference import ImageRef
+from ecr_backup.replicator import CopyReport
+from ecr_backup.service import EventOutcome, handle_ecr_event
+
+
+def register(commands: Any) -> None:
+    setup = commands.add_parser("setup", help="create the bucket and index table if missing")
+    add_storage_options(setup)
+    setup.add_argument("--retention-days", type=int, default=35, help="Object Lock default days")
+    setup.add_argument(
+        "--retention-mode", choices=("GOVERNANCE", "COMPLIANCE"), default="GOVERNANCE"
+    )
+    setup.set_defaults(run=run_setup)
+
+    replicate = commands.add_parser(
+        "replicate", help="back up one image now: REPOSITORY[:TAG|@DIGEST]"
+    )
+    replicate.add_argument("image", metavar="REPOSITORY[:TAG|@DIGEST]")
+    add_storage_options(replicate)
+    add_source_options(replicate)
+    replicate.set_defaults(run=run_replicate)
+
+    handle = commands.add_parser(
+        "handle-event",
+        help="run the Lambda's code path on an ECR event or an SQS batch of them",
+    )
+    handle.add_argument("file", metavar="FILE|-")
+    add_storage_options(handle)
+    add_source_options(handle)
+    handle.set_defaults(run=run_handle_event)
+
+
+def run_setup(args: argparse.Namespace) -> int:
+    if args.retention_days < 1:
+        raise InvalidInputError("--retention-days must be at least 1")
+    services = services_from(args)
+    session = services._session
+    created_bucket = ensure_bucket(
+        session.client("s3"),
+        services.settings.bucket,
+        region=session.region_name or "us-east-1",
+        retention_days=args.retention_days,
+        retention_mode=args.retention_mode,
+    )
+    created_table = services.index.create_if_missing()
+    emit(
+        args,
+        {
+            "bucket": services.settings.bucket,
+            "bucket_created": created_bucket,
+            "table": services.settings.table,
+            "table_created": created_table,
+        },
+        [
+            f"bucket {services.settings.bucket}: {'created' if created_bucket else 'exists'}",
+            f"table  {services.settings.table}: {'created' if created_table else 'exists'}",
+        ],
+    )
+    return 0
+
+
+def run_replicate(args: argparse.Namespace) -> int:
+    ref = ImageRef.parse(args.image)
+    services = services_from(args)
+    account, region = services.caller_source()
+    replicator = services.replicator(account, region)
+    report = replicator.replicate(ref.repository, ref.reference)
+    assert report.root is not None
+    replicator.record(
+        ImageEvent(
+            repository=ref.repository,
+            digest=report.root,
+            action=Action.PUSH,
+            time=datetime.now(UTC),
+            tag=ref.tag,
+            source_account=account,
+            source_region=region,
+            event_id="manual",
+        )
+    )
+    emit(args, {"image": str(ref), **report.as_dict()}, describe_report(str(ref), report))
+    return 0
+
+
+def run_handle_event(args: argparse.Namespace) -> int:
+    raw = sys.stdin.read() if args.file == "-" else _read_file(args.file)
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(f"{args.file}: not valid JSON: {e}") from e
+    services = services_from(args)
+    if isinstance(document, dict) and isinstance(document.get("Records"), list):
+        return _handle_batch(args, document["Records"], services.replicator)
+    outcome = handle_ecr_event(parse_event(document), services.replicator)
+    emit(args, outcome.as_dict(), describe_outcome(outcome))
+    return 0
+
+
+def _handle_batch(args: argparse.Namespace, records: list[Any], replicator_for: Any) -> int:
+    """Like the Lambda: each record succeeds or fails alone; failures are listed."""
+    outcomes: list[dict[str, object]] = []
+    failures: list[dict[str, str]] = []
+    lines: list[str] = []
+    for position, record in enumerate(records):
+        message_id = (
+            str(record.get("messageId", position)) if isinstance(record, dict) else str(position)
+        )
+        try:
+            body = record["body"] if isinstance(record, dict) else None
+            if not isinstance(body, str):
+                raise InvalidInputError(f"record {message_id}: no body")
+            outcome = handle_ecr_event(parse_event(body), replicator_for)
+        except EcrBackupError as e:
+            failures.append({"itemIdentifier": message_id})
+            print(f"ecr-backup: record {message_id} failed: {e}", file=sys.stderr)
+            continue
+        outcomes.append(outcome.as_dict())
+        lines.extend(describe_outcome(outcome))
+    emit(args, {"outcomes": outcomes, "batchItemFailures": failures}, lines)
+    return 1 if failures else 0
+
+
+def _read_file(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as e:
+        raise InvalidInputError(f"cannot read {path}: {e.strerror}") from e
+
+
+def describe_outcome(outcome: EventOutcome) -> list[str]:
+    if outcome.image is None:
+        return [f"event {outcome.event_id}: ignored (not a successful ECR push or delete)"]
+    image = outcome.image
+    name = f"{image.repository}:{image.tag}" if image.tag else image.repository
+    if outcome.report is None:
+        return [f"{name}@{image.digest}: deletion recorded (nothing deleted from the backup)"]
+    return describe_report(f"{name}@{image.digest}", outcome.report)
+
+
+def describe_report(name: str, report: CopyReport) -> list[str]:
+    lines = [
+        f"{name}: backed up",
+        f"  manifests stored {len(report.manifests_stored)}, already complete "
+        f"{len(report.manifests_skipped)}",
+        f"  blobs copied {len(report.blobs_copied)} ({human_size(report.bytes_copied)}), "
+        f"already held {len(report.blobs_skipped)}",
+    ]
+    if report.blobs_foreign:
+        lines.append(f"  foreign layers not served by the registry: {len(report.blobs_foreign)}")
+    return lines

@@ -1,0 +1,83 @@
+"""ECR's EventBridge "ECR Image Action" events, validated and turned into ImageEvents."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ecr_backup.digest import Digest
+from ecr_backup.errors import InvalidInputError
+from ecr_backup.records import Action, ImageEvent
+
+ECR_SOURCE = "aws.ecr"
+IMAGE_ACTION = "ECR Image Action"
+
+_MODEL = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
+
+
+class EcrImageActionDetail(BaseModel):
+    model_config = _MODEL
+
+    result: str
+    action_type: str = Field(alias="action-type")
+    repository_name: str = Field(alias="repository-name")
+    image_digest: str | None = Field(default=None, alias="image-digest")
+    image_tag: str | None = Field(default=None, alias="image-tag")
+    manifest_media_type: str | None = Field(default=None, alias="manifest-media-type")
+
+
+class EcrEvent(BaseModel):
+    """The EventBridge envelope; detail is checked only for ECR image actions."""
+
+    model_config = _MODEL
+
+    id: str
+    source: str
+    detail_type: str = Field(alias="detail-type")
+    account: str
+    region: str
+    time: datetime
+    detail: dict[str, Any]
+
+    def image_event(self) -> ImageEvent | None:
+        """The push or deletion this event reports, or None when it is not one to act on."""
+        if self.source != ECR_SOURCE or self.detail_type != IMAGE_ACTION:
+            return None
+        try:
+            detail = EcrImageActionDetail.model_validate(self.detail)
+        except ValidationError as e:
+            raise InvalidInputError(f"event {self.id}: invalid ECR detail: {_first(e)}") from e
+        if detail.result != "SUCCESS" or detail.action_type not in ("PUSH", "DELETE"):
+            return None
+        if not detail.image_digest:
+            raise InvalidInputError(f"event {self.id}: no image-digest in detail")
+        return ImageEvent(
+            repository=detail.repository_name,
+            digest=Digest.parse(detail.image_digest),
+            action=Action(detail.action_type),
+            time=self.time,
+            tag=detail.image_tag or None,
+            media_type=detail.manifest_media_type,
+            source_account=self.account,
+            source_region=self.region,
+            event_id=self.id,
+        )
+
+
+def parse_event(data: str | bytes | dict[str, Any]) -> EcrEvent:
+    try:
+        document = json.loads(data) if isinstance(data, str | bytes) else data
+        return EcrEvent.model_validate(document)
+    except json.JSONDecodeError as e:
+        raise InvalidInputError(f"event is not valid JSON: {e}") from e
+    except ValidationError as e:
+        raise InvalidInputError(f"invalid EventBridge event: {_first(e)}") from e
+
+
+def _first(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "event"
+    return f"{where}: {first['msg']}"

@@ -1,0 +1,356 @@
+"""The DynamoDB index: which blobs the bucket holds, which manifests are complete, and
+every repository's pushes and tags over time. Every lookup is a Get, BatchGet or Query.
+
+Items (pk / sk):
+  BLOB#<digest>   / BLOB              a blob (or manifest bytes) durable in the bucket
+  BLOB#<digest>   / MANIFEST          a manifest whose whole closure is durable
+  SUBJECT#<digest>/ <digest>          a referrer (signature, SBOM) of the subject
+  REPOS           / <repository>      the repositories we hold
+  REPO#<repo>     / TAG#<tag>         a tag's latest state (newest event wins)
+  REPO#<repo>     / HIST#<tag>#<time>#<digest>   every event of a tag ('@' when untagged)
+  REPO#<repo>     / IMAGE#<digest>    an image ever pushed to the repository
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from ecr_backup.digest import Digest
+from ecr_backup.errors import IndexMissingError, IndexStoreError
+from ecr_backup.records import (
+    Action,
+    ImageEvent,
+    ManifestRecord,
+    TagState,
+    format_time,
+    parse_time,
+)
+from ecr_backup.schema import create_table_arguments
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+_BATCH_GET_LIMIT = 100
+_UNTAGGED = "@"
+Item = dict[str, Any]
+
+
+def _s(value: str) -> dict[str, str]:
+    return {"S": value}
+
+
+def _n(value: int) -> dict[str, str]:
+    return {"N": str(value)}
+
+
+class DynamoIndex:
+    def __init__(self, table: str, *, client: DynamoDBClient | None = None) -> None:
+        self.table = table
+        if client is None:
+            import boto3
+
+            client = boto3.client("dynamodb")
+        self._db = client
+
+    # -- setup -----------------------------------------------------------------
+
+    def create_if_missing(self) -> bool:
+        try:
+            self._db.create_table(**create_table_arguments(self.table))
+        except ClientError as e:
+            if _code(e) == "ResourceInUseException":
+                return False
+            raise _index_error(e, f"create table {self.table}") from e
+        self._db.get_waiter("table_exists").wait(TableName=self.table)
+        try:
+            self._db.update_continuous_backups(
+                TableName=self.table,
+                PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
+            )
+        except ClientError as e:
+            raise _index_error(e, f"enable point-in-time recovery on {self.table}") from e
+        return True
+
+    # -- blobs -----------------------------------------------------------------
+
+    def stored_blobs(self, digests: Iterable[Digest]) -> set[Digest]:
+        """Which of these blobs the index knows as stored: ceil(n/100) BatchGetItem calls."""
+        wanted = sorted(set(digests))
+        found: set[Digest] = set()
+        for start in range(0, len(wanted), _BATCH_GET_LIMIT):
+            keys = [
+                self._key(f"BLOB#{d}", "BLOB") for d in wanted[start : start + _BATCH_GET_LIMIT]
+            ]
+            for item in self._batch_get(keys):
+                found.add(Digest.parse(item["pk"]["S"].removeprefix("BLOB#")))
+        return found
+
+    def record_blob(self, digest: Digest, size: int, media_type: str, stored_at: datetime) -> None:
+        self._put(
+            {
+                **self._key(f"BLOB#{digest}", "BLOB"),
+                "size": _n(size),
+                "media_type": _s(media_type),
+                "stored_at": _s(format_time(stored_at)),
+            }
+        )
+
+    def blob_size(self, digest: Digest) -> int | None:
+        item = self._get(f"BLOB#{digest}", "BLOB")
+        return int(item["size"]["N"]) if item else None
+
+    # -- manifests -------------------------------------------------------------
+
+    def manifest(self, digest: Digest) -> ManifestRecord | None:
+        """The record of a complete manifest, or None if it is not (yet) complete."""
+        item = self._get(f"BLOB#{digest}", "MANIFEST")
+        return _manifest_record(item) if item else None
+
+    def mark_complete(self, record: ManifestRecord) -> None:
+        item: Item = {
+            **self._key(f"BLOB#{record.digest}", "MANIFEST"),
+            "media_type": _s(record.media_type),
+            "size": _n(record.size),
+            "total_size": _n(record.total_size),
+            "completed_at": _s(format_time(record.completed_at)),
+        }
+        if record.artifact_type:
+            item["artifact_type"] = _s(record.artifact_type)
+        if record.subject:
+            item["subject"] = _s(str(record.subject))
+            referrer: Item = {
+                **self._key(f"SUBJECT#{record.subject}", str(record.digest)),
+                "media_type": _s(record.media_type),
+                "size": _n(record.size),
+            }
+            if record.artifact_type:
+                referrer["artifact_type"] = _s(record.artifact_type)
+            self._put(referrer)
+        self._put(item)
+
+    def referrers(self, subject: Digest) -> list[ManifestRecord]:
+        records = []
+        for item in self._query(f"SUBJECT#{subject}"):
+            found = self.manifest(Digest.parse(item["sk"]["S"]))
+            if found:
+                records.append(found)
+        return records
+
+    # -- repositories, tags, history ---------------------------------------------
+
+    def record_event(self, event: ImageEvent) -> None:
+        """Record a push or deletion; safe to replay and to apply out of order."""
+        repo_pk = f"REPO#{event.repository}"
+        when = format_time(event.time)
+        tag = event.tag or _UNTAGGED
+        history: Item = {
+            **self._key(repo_pk, f"HIST#{tag}#{when}#{event.digest}"),
+            "digest": _s(str(event.digest)),
+            "action": _s(str(event.action)),
+            "time": _s(when),
+        }
+        for name, value in (
+            ("media_type", event.media_type),
+            ("source_account", event.source_account),
+            ("source_region", event.source_region),
+            ("event_id", event.event_id),
+        ):
+            if value:
+                history[name] = _s(value)
+        self._put(history)
+        if event.action is Action.PUSH:
+            self._put({**self._key("REPOS", event.repository)})
+            self._put_if_absent({**self._key(repo_pk, f"IMAGE#{event.digest}"), "time": _s(when)})
+        if event.tag:
+            self._advance_tag(repo_pk, event, when)
+
+    def _advance_tag(self, repo_pk: str, event: ImageEvent, when: str) -> None:
+        # Events arrive out of order: the tag moves only to a newer event.
+        try:
+            self._db.put_item(
+                TableName=self.table,
+                Item={
+                    **self._key(repo_pk, f"TAG#{event.tag}"),
+                    "digest": _s(str(event.digest)),
+                    "action": _s(str(event.action)),
+                    "time": _s(when),
+                },
+                ConditionExpression="attribute_not_exists(pk) OR #t <= :t",
+                ExpressionAttributeNames={"#t": "time"},
+                ExpressionAttributeValues={":t": _s(when)},
+            )
+        except ClientError as e:
+            if _code(e) != "ConditionalCheckFailedException":
+                raise _index_error(e, f"update tag {event.repository}:{event.tag}") from e
+
+    def repositories(self) -> list[str]:
+        return [item["sk"]["S"] for item in self._query("REPOS")]
+
+    def tags(self, repository: str) -> list[TagState]:
+        """Each tag's current state; removed tags are included with action DELETE."""
+        return [
+            TagState(
+                repository=repository,
+                tag=item["sk"]["S"].removeprefix("TAG#"),
+                digest=Digest.parse(item["digest"]["S"]),
+                time=parse_time(item["time"]["S"]),
+                action=Action(item["action"]["S"]),
+            )
+            for item in self._query(f"REPO#{repository}", begins_with="TAG#")
+        ]
+
+    def history(self, repository: str, tag: str | None) -> list[ImageEvent]:
+        """Every event of a tag (None: untagged pushes), oldest first."""
+        prefix = f"HIST#{tag or _UNTAGGED}#"
+        return [
+            _event(repository, tag, item)
+            for item in self._query(f"REPO#{repository}", begins_with=prefix)
+        ]
+
+    def tag_at(self, repository: str, tag: str, at: datetime) -> ImageEvent | None:
+        """The tag's last event at or before `at` (a DELETE means it was removed then)."""
+        low = f"HIST#{tag}#"
+        high = f"HIST#{tag}#{format_time(at)}#~"  # '~' sorts after every digest character
+        items = list(
+            self._query(f"REPO#{repository}", between=(low, high), newest_first=True, limit=1)
+        )
+        return _event(repository, tag, items[0]) if items else None
+
+    def images(self, repository: str) -> list[Digest]:
+        return [
+            Digest.parse(item["sk"]["S"].removeprefix("IMAGE#"))
+            for item in self._query(f"REPO#{repository}", begins_with="IMAGE#")
+        ]
+
+    # -- plumbing ----------------------------------------------------------------
+
+    @staticmethod
+    def _key(pk: str, sk: str) -> Item:
+        return {"pk": _s(pk), "sk": _s(sk)}
+
+    def _get(self, pk: str, sk: str) -> Item | None:
+        try:
+            answer = self._db.get_item(
+                TableName=self.table, Key=self._key(pk, sk), ConsistentRead=True
+            )
+        except ClientError as e:
+            raise _index_error(e, f"read {pk}") from e
+        return answer.get("Item")
+
+    def _put(self, item: Item) -> None:
+        try:
+            self._db.put_item(TableName=self.table, Item=item)
+        except ClientError as e:
+            raise _index_error(e, f"write {item['pk']['S']}") from e
+
+    def _put_if_absent(self, item: Item) -> None:
+        try:
+            self._db.put_item(
+                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
+        except ClientError as e:
+            if _code(e) != "ConditionalCheckFailedException":
+                raise _index_error(e, f"write {item['pk']['S']}") from e
+
+    def _batch_get(self, keys: list[Item]) -> Iterator[Item]:
+        pending: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
+        attempt = 0
+        while pending:
+            try:
+                answer = self._db.batch_get_item(RequestItems=pending)
+            except ClientError as e:
+                raise _index_error(e, "batch read blobs") from e
+            yield from answer.get("Responses", {}).get(self.table, [])
+            pending = dict(answer.get("UnprocessedKeys") or {})
+            if pending:
+                # Throttled keys come back unprocessed: back off before asking again.
+                time.sleep(min(0.05 * 2**attempt, 2.0))
+                attempt += 1
+
+    def _query(
+        self,
+        pk: str,
+        *,
+        begins_with: str | None = None,
+        between: tuple[str, str] | None = None,
+        newest_first: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[Item]:
+        condition = "pk = :pk"
+        values: Item = {":pk": _s(pk)}
+        if begins_with is not None:
+            condition += " AND begins_with(sk, :prefix)"
+            values[":prefix"] = _s(begins_with)
+        if between is not None:
+            condition += " AND sk BETWEEN :low AND :high"
+            values[":low"], values[":high"] = _s(between[0]), _s(between[1])
+        arguments: dict[str, Any] = {
+            "TableName": self.table,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ScanIndexForward": not newest_first,
+            "ConsistentRead": True,
+        }
+        if limit is not None:
+            arguments["Limit"] = limit
+        returned = 0
+        try:
+            for page in self._db.get_paginator("query").paginate(**arguments):
+                for item in page.get("Items", []):
+                    yield item
+                    returned += 1
+                    if limit is not None and returned >= limit:
+                        return
+        except ClientError as e:
+            raise _index_error(e, f"query {pk}") from e
+
+
+def _event(repository: str, tag: str | None, item: Item) -> ImageEvent:
+    def text(name: str) -> str | None:
+        value = item.get(name)
+        return value["S"] if value else None
+
+    return ImageEvent(
+        repository=repository,
+        digest=Digest.parse(item["digest"]["S"]),
+        action=Action(item["action"]["S"]),
+        time=parse_time(item["time"]["S"]),
+        tag=tag,
+        media_type=text("media_type"),
+        source_account=text("source_account"),
+        source_region=text("source_region"),
+        event_id=text("event_id"),
+    )
+
+
+def _manifest_record(item: Item) -> ManifestRecord:
+    subject = item.get("subject")
+    artifact_type = item.get("artifact_type")
+    return ManifestRecord(
+        digest=Digest.parse(item["pk"]["S"].removeprefix("BLOB#")),
+        media_type=item["media_type"]["S"],
+        size=int(item["size"]["N"]),
+        total_size=int(item["total_size"]["N"]),
+        completed_at=parse_time(item["completed_at"]["S"]),
+        subject=Digest.parse(subject["S"]) if subject else None,
+        artifact_type=artifact_type["S"] if artifact_type else None,
+    )
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _index_error(error: ClientError, what: str) -> IndexStoreError:
+    if _code(error) == "ResourceNotFoundException":
+        return IndexMissingError(f"{what}: index table not found")
+    return IndexStoreError(f"{what}: {_code(error) or 'error'}")
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

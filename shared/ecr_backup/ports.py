@@ -1,0 +1,43 @@
+"""The small interfaces the engine needs from the outside world (registry, S3, DynamoDB)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Protocol
+
+from ecr_backup.digest import Digest
+from ecr_backup.model import Manifest
+from ecr_backup.records import ImageEvent, ManifestRecord
+from ecr_backup.streams import Readable
+
+
+class SourceRegistry(Protocol):
+    def get_manifest(self, repository: str, reference: str) -> Manifest: ...
+
+    def open_blob(self, repository: str, digest: Digest) -> AbstractContextManager[Readable]: ...
+
+
+class BlobStore(Protocol):
+    def stat(self, digest: Digest) -> int | None: ...
+
+    def put_stream(self, digest: Digest, size: int, source: Readable) -> bool: ...
+
+    def put_bytes(self, digest: Digest, data: bytes) -> bool: ...
+
+    def put_record(self, name: str, body: bytes) -> bool: ...
+
+
+class BackupIndex(Protocol):
+    def stored_blobs(self, digests: Iterable[Digest]) -> set[Digest]: ...
+
+    def record_blob(
+        self, digest: Digest, size: int, media_type: str, stored_at: datetime
+    ) -> None: ...
+
+    def manifest(self, digest: Digest) -> ManifestRecord | None: ...
+
+    def mark_complete(self, record: ManifestRecord) -> None: ...
+
+    def record_event(self, event: ImageEvent) -> None: ...

@@ -1,0 +1,114 @@
+"""What the index and the bucket's push records say about images."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from ecr_backup.digest import Digest
+from ecr_backup.errors import InvalidInputError
+from ecr_backup.reference import validate_repository, validate_tag
+
+
+class Action(StrEnum):
+    PUSH = "PUSH"
+    DELETE = "DELETE"
+
+
+def format_time(moment: datetime) -> str:
+    """Fixed-width UTC text, so that string order is time order in DynamoDB sort keys."""
+    if moment.tzinfo is None:
+        raise InvalidInputError("times must carry a timezone")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: str) -> datetime:
+    """ISO 8601; a time without an offset is taken as UTC."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError as e:
+        raise InvalidInputError(
+            f"invalid time {text!r}: use ISO 8601, e.g. 2026-01-31T12:00:00Z"
+        ) from e
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageEvent:
+    """One push or deletion as ECR reported it; kept forever, in the index and the bucket."""
+
+    repository: str
+    digest: Digest
+    action: Action
+    time: datetime
+    tag: str | None = None
+    media_type: str | None = None
+    source_account: str | None = None
+    source_region: str | None = None
+    event_id: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_repository(self.repository)
+        if self.tag is not None:
+            validate_tag(self.tag)
+
+    @property
+    def record_name(self) -> str:
+        """The record's key under refs/: one per (time, action, tag, digest); replays collide."""
+        when = format_time(self.time)
+        tag = self.tag or "@"
+        return f"{self.repository}/_events/{when}_{self.action}_{tag}_{self.digest.hex}.json"
+
+    def to_json(self) -> bytes:
+        document = {
+            "repository": self.repository,
+            "digest": str(self.digest),
+            "action": str(self.action),
+            "time": format_time(self.time),
+            "tag": self.tag,
+            "mediaType": self.media_type,
+            "sourceAccount": self.source_account,
+            "sourceRegion": self.source_region,
+            "eventId": self.event_id,
+        }
+        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> ImageEvent:
+        try:
+            doc = json.loads(data)
+            return cls(
+                repository=doc["repository"],
+                digest=Digest.parse(doc["digest"]),
+                action=Action(doc["action"]),
+                time=parse_time(doc["time"]),
+                tag=doc.get("tag"),
+                media_type=doc.get("mediaType"),
+                source_account=doc.get("sourceAccount"),
+                source_region=doc.get("sourceRegion"),
+                event_id=doc.get("eventId"),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidInputError(f"invalid push record: {e}") from e
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRecord:
+    digest: Digest
+    media_type: str
+    size: int
+    total_size: int
+    completed_at: datetime
+    subject: Digest | None = None
+    artifact_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TagState:
+    repository: str
+    tag: str
+    digest: Digest
+    time: datetime
+    action: Action

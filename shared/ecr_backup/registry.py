@@ -1,0 +1,384 @@
+"""A client of the OCI Distribution API: enough to back images up and to restore them.
+
+Blob GETs follow the registry's redirect to presigned storage URLs (ECR sends S3 URLs)
+without forwarding our Authorization header to that other host.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+from urllib.parse import urlencode, urljoin, urlsplit
+
+import urllib3
+from urllib3.exceptions import HTTPError as Urllib3Error
+
+from ecr_backup import mediatypes
+from ecr_backup.digest import Digest
+from ecr_backup.errors import (
+    BlobNotFoundError,
+    DigestMismatchError,
+    InvalidInputError,
+    ManifestNotFoundError,
+    RegistryAuthError,
+    RegistryError,
+    RepositoryNotFoundError,
+)
+from ecr_backup.model import Manifest, parse_manifest
+from ecr_backup.streams import Readable
+
+log = logging.getLogger(__name__)
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_RETRYABLE = frozenset({429, 500, 502, 503, 504})
+
+
+class Credentials(Protocol):
+    def authorization(self, *, refresh: bool = False) -> str | None:
+        """The Authorization header value, or None for anonymous access."""
+        ...
+
+
+class Anonymous:
+    def authorization(self, *, refresh: bool = False) -> str | None:
+        return None
+
+
+class TokenCredentials:
+    """Basic auth from a token source (ECR's GetAuthorizationToken), cached until it expires.
+
+    The token source returns the base64 "AWS:<password>" token and its expiry.
+    """
+
+    _EARLY = timedelta(minutes=5)
+
+    def __init__(
+        self,
+        fetch: Callable[[], tuple[str, datetime]],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires = datetime.min.replace(tzinfo=UTC)
+
+    def authorization(self, *, refresh: bool = False) -> str | None:
+        with self._lock:
+            if refresh or self._token is None or self._clock() >= self._expires - self._EARLY:
+                self._token, self._expires = self._fetch()
+            return f"Basic {self._token}"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    attempts: int = 5
+    base_delay: float = 0.2
+    max_delay: float = 10.0
+
+    def delay(self, attempt: int) -> float:
+        # Full jitter: concurrent Lambdas hitting a throttled registry spread out.
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+
+class RegistryClient:
+    def __init__(
+        self,
+        base_url: str,
+        credentials: Credentials | None = None,
+        *,
+        http: urllib3.PoolManager | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        parts = urlsplit(base_url if "://" in base_url else f"https://{base_url}")
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise InvalidInputError(f"invalid registry URL {base_url!r}")
+        self.base_url = f"{parts.scheme}://{parts.netloc}"
+        self.host = parts.netloc
+        self._credentials = credentials or Anonymous()
+        self._http = http or urllib3.PoolManager(
+            maxsize=16, timeout=urllib3.Timeout(connect=10, read=120), retries=False
+        )
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
+
+    # -- reading ---------------------------------------------------------------
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
+        """Fetch a manifest by tag or digest; by digest, the bytes must hash to it."""
+        response = self._registry_request(
+            "GET",
+            f"/v2/{repository}/manifests/{reference}",
+            headers={"Accept": mediatypes.MANIFEST_ACCEPT},
+        )
+        if response.status == 404:
+            raise self._not_found(response, f"manifest {repository}:{reference}")
+        self._raise_for_status(response, f"GET manifest {repository}:{reference}")
+        manifest = parse_manifest(response.data, response.headers.get("Content-Type"))
+        if reference.startswith("sha256:") and str(manifest.digest) != reference:
+            raise DigestMismatchError(
+                reference, f"registry served bytes hashing to {manifest.digest}"
+            )
+        return manifest
+
+    @contextmanager
+    def open_blob(self, repository: str, digest: Digest) -> Iterator[Readable]:
+        """Stream a blob; follows the redirect to storage without our credentials."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        response = self._registry_request("GET", path, stream=True)
+        if response.status in _REDIRECTS:
+            location = urljoin(self.base_url + path, response.headers["Location"])
+            response.drain_conn()
+            response.release_conn()
+            response = self._send("GET", location, headers={}, stream=True, auth=False)
+        try:
+            if response.status == 404:
+                response.drain_conn()
+                raise BlobNotFoundError(f"blob {digest} not found in {repository}")
+            self._raise_for_status(response, f"GET blob {repository}@{digest}")
+            yield response
+        finally:
+            response.release_conn()
+
+    def blob_size(self, repository: str, digest: Digest) -> int | None:
+        """HEAD a blob: its size when the repository holds it, else None."""
+        response = self._registry_request("HEAD", f"/v2/{repository}/blobs/{digest}")
+        if response.status == 404:
+            return None
+        if response.status in _REDIRECTS:
+            return int(response.headers.get("Content-Length", "0") or 0)
+        self._raise_for_status(response, f"HEAD blob {repository}@{digest}")
+        return int(response.headers.get("Content-Length", "0"))
+
+    def has_manifest(self, repository: str, reference: str) -> bool:
+        response = self._registry_request(
+            "HEAD",
+            f"/v2/{repository}/manifests/{reference}",
+            headers={"Accept": mediatypes.MANIFEST_ACCEPT},
+        )
+        if response.status == 404:
+            return False
+        self._raise_for_status(response, f"HEAD manifest {repository}:{reference}")
+        return True
+
+    # -- writing ---------------------------------------------------------------
+
+    def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool:
+        """Ask the registry to link a blob it holds in another repository; True if it did."""
+        query = urlencode({"mount": str(digest), "from": from_repository})
+        response = self._registry_request(
+            "POST", f"/v2/{repository}/blobs/uploads/?{query}", retry_body=True
+        )
+        if response.status == 201:
+            return True
+        if response.status == 202:
+            # Not mounted: the registry opened an upload session we will not use.
+            self._cancel_upload(response)
+            return False
+        if response.status in (404, 405):
+            return False
+        self._raise_for_status(response, f"mount {digest} into {repository}")
+        return False
+
+    def upload_blob(
+        self, repository: str, digest: Digest, size: int, source: Readable, chunk_size: int
+    ) -> None:
+        """Upload a blob: one PUT when it fits a chunk, else PATCH chunks then PUT.
+
+        ECR takes chunks of at least 5 MiB (but the last), so chunk_size must respect that.
+        """
+        start = self._registry_request("POST", f"/v2/{repository}/blobs/uploads/", retry_body=True)
+        self._raise_for_status(start, f"start upload of {digest} to {repository}", expect=(202,))
+        location = self._upload_location(start)
+        offset = 0
+        chunk = _read_full(source, min(chunk_size, size))
+        while offset + len(chunk) < size:
+            if not chunk:
+                raise DigestMismatchError(digest, f"source ended at {offset} of {size} bytes")
+            end = offset + len(chunk) - 1
+            patched = self._send(
+                "PATCH",
+                location,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"{offset}-{end}",
+                    "Content-Length": str(len(chunk)),
+                },
+                body=chunk,
+                retry_body=False,
+            )
+            self._raise_for_status(patched, f"upload chunk of {digest}", expect=(202, 204))
+            location = self._upload_location(patched)
+            offset += len(chunk)
+            chunk = _read_full(source, min(chunk_size, size - offset))
+        separator = "&" if "?" in location else "?"
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(chunk))}
+        if chunk and offset:
+            headers["Content-Range"] = f"{offset}-{offset + len(chunk) - 1}"
+        done = self._send(
+            "PUT",
+            f"{location}{separator}{urlencode({'digest': str(digest)})}",
+            headers=headers,
+            body=chunk,
+            retry_body=False,
+        )
+        self._raise_for_status(done, f"finish upload of {digest}", expect=(201, 204))
+
+    def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> Digest:
+        """PUT the manifest's exact bytes, so the registry computes the same digest."""
+        response = self._registry_request(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            headers={"Content-Type": manifest.media_type},
+            body=manifest.raw,
+            retry_body=True,
+        )
+        self._raise_for_status(response, f"PUT manifest {repository}:{reference}")
+        served = response.headers.get("Docker-Content-Digest")
+        if served and served != str(manifest.digest):
+            raise DigestMismatchError(manifest.digest, f"registry recorded {served}")
+        return manifest.digest
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _registry_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        stream: bool = False,
+        retry_body: bool = True,
+    ) -> urllib3.BaseHTTPResponse:
+        return self._send(
+            method,
+            self.base_url + path,
+            headers=headers or {},
+            body=body,
+            stream=stream,
+            retry_body=retry_body,
+            auth=True,
+        )
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: dict[str, str],
+        body: bytes | None = None,
+        stream: bool = False,
+        retry_body: bool = True,
+        auth: bool = True,
+    ) -> urllib3.BaseHTTPResponse:
+        refreshed = False
+        attempt = 0
+        while True:
+            sent = dict(headers)
+            if auth:
+                authorization = self._credentials.authorization(refresh=refreshed)
+                if authorization:
+                    sent["Authorization"] = authorization
+            try:
+                response = self._http.request(
+                    method,
+                    url,
+                    headers=sent,
+                    body=body,
+                    preload_content=not stream,
+                    redirect=False,
+                    retries=False,
+                )
+            except Urllib3Error as e:
+                if not retry_body or attempt + 1 >= self._retry.attempts:
+                    raise RegistryError(f"{method} {_safe(url)} failed: {e}") from e
+                log.warning("retrying %s %s after %s", method, _safe(url), type(e).__name__)
+                self._sleep(self._retry.delay(attempt))
+                attempt += 1
+                continue
+            if response.status == 401 and auth and not refreshed:
+                # Tokens expire (ECR: 12 h) or are rotated: fetch a new one, once.
+                response.drain_conn()
+                refreshed = True
+                continue
+            if response.status == 401:
+                response.drain_conn()
+                raise RegistryAuthError(f"{method} {_safe(url)}: registry refused our credentials")
+            if response.status in _RETRYABLE and retry_body and attempt + 1 < self._retry.attempts:
+                response.drain_conn()
+                self._sleep(_retry_after(response) or self._retry.delay(attempt))
+                attempt += 1
+                continue
+            return response
+
+    def _upload_location(self, response: urllib3.BaseHTTPResponse) -> str:
+        location = response.headers.get("Location")
+        if not location:
+            raise RegistryError("registry did not return an upload location")
+        return urljoin(self.base_url + "/", location)
+
+    def _cancel_upload(self, response: urllib3.BaseHTTPResponse) -> None:
+        location = response.headers.get("Location")
+        if location:
+            cancelled = self._send("DELETE", urljoin(self.base_url + "/", location), headers={})
+            cancelled.drain_conn()
+
+    def _not_found(self, response: urllib3.BaseHTTPResponse, what: str) -> Exception:
+        codes = _error_codes(response)
+        if "NAME_UNKNOWN" in codes or "REPOSITORY_NOT_FOUND" in codes:
+            return RepositoryNotFoundError(f"{what}: repository not found")
+        return ManifestNotFoundError(f"{what} not found")
+
+    @staticmethod
+    def _raise_for_status(
+        response: urllib3.BaseHTTPResponse, what: str, expect: tuple[int, ...] = (200,)
+    ) -> None:
+        if response.status in expect or (expect == (200,) and 200 <= response.status < 300):
+            return
+        codes = ", ".join(_error_codes(response)) or "no error code"
+        raise RegistryError(f"{what}: HTTP {response.status} ({codes})")
+
+
+def _read_full(source: Readable, amount: int) -> bytes:
+    chunks: list[bytes] = []
+    while amount > 0:
+        data = source.read(amount)
+        if not data:
+            break
+        chunks.append(data)
+        amount -= len(data)
+    return b"".join(chunks)
+
+
+def _error_codes(response: urllib3.BaseHTTPResponse) -> list[str]:
+    try:
+        body = json.loads(response.data or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        return []
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return []
+    return [str(e.get("code")) for e in errors if isinstance(e, dict) and e.get("code")]
+
+
+def _retry_after(response: urllib3.BaseHTTPResponse) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value and value.isdigit():
+        return min(float(value), 30.0)
+    return None
+
+
+def _safe(url: str) -> str:
+    """A URL without its query string: presigned URLs carry credentials there."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"

@@ -1,0 +1,188 @@
+"""The backup engine: copy one pushed image into the bucket, incrementally, manifest last."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from ecr_backup.digest import Digest
+from ecr_backup.errors import BlobNotFoundError, StorageError
+from ecr_backup.model import Descriptor, Manifest
+from ecr_backup.ports import BackupIndex, BlobStore, SourceRegistry
+from ecr_backup.records import Action, ImageEvent, ManifestRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONCURRENCY = 4
+
+
+@dataclass
+class CopyReport:
+    """What one replication did; safe to update from the copy threads."""
+
+    manifests_stored: list[Digest] = field(default_factory=list)
+    manifests_skipped: list[Digest] = field(default_factory=list)
+    blobs_copied: list[Digest] = field(default_factory=list)
+    blobs_skipped: list[Digest] = field(default_factory=list)
+    blobs_foreign: list[Digest] = field(default_factory=list)
+    bytes_copied: int = 0
+    root: Digest | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def copied(self, digest: Digest, size: int) -> None:
+        with self._lock:
+            self.blobs_copied.append(digest)
+            self.bytes_copied += size
+
+    def skipped(self, digest: Digest) -> None:
+        with self._lock:
+            self.blobs_skipped.append(digest)
+
+    def foreign(self, digest: Digest) -> None:
+        with self._lock:
+            self.blobs_foreign.append(digest)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "root": str(self.root) if self.root else None,
+            "manifests_stored": [str(d) for d in self.manifests_stored],
+            "manifests_skipped": [str(d) for d in self.manifests_skipped],
+            "blobs_copied": [str(d) for d in self.blobs_copied],
+            "blobs_skipped": [str(d) for d in self.blobs_skipped],
+            "blobs_foreign": [str(d) for d in self.blobs_foreign],
+            "bytes_copied": self.bytes_copied,
+        }
+
+
+class Replicator:
+    def __init__(
+        self,
+        registry: SourceRegistry,
+        store: BlobStore,
+        index: BackupIndex,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self._registry = registry
+        self._store = store
+        self._index = index
+        self._concurrency = concurrency
+        self._clock = clock
+
+    def backup_event(self, event: ImageEvent) -> CopyReport:
+        """Back up what an ECR event names, then record the event: bucket first, index second."""
+        report = CopyReport()
+        if event.action is Action.PUSH:
+            self.replicate(event.repository, str(event.digest), report)
+        self.record(event)
+        return report
+
+    def record(self, event: ImageEvent) -> None:
+        """Record an event: the bucket's record first (rebuild-index reads it), then the index."""
+        self._store.put_record(event.record_name, event.to_json())
+        self._index.record_event(event)
+
+    def replicate(
+        self, repository: str, reference: str, report: CopyReport | None = None
+    ) -> CopyReport:
+        """Copy a manifest (by tag or digest) and everything under it that we lack."""
+        report = report if report is not None else CopyReport()
+        if reference.startswith("sha256:"):
+            digest = Digest.parse(reference)
+            if self._index.manifest(digest) is not None:
+                # A replay: the index says the whole closure is durable; touch no registry.
+                report.manifests_skipped.append(digest)
+                report.root = digest
+                return report
+        manifest = self._registry.get_manifest(repository, reference)
+        report.root = manifest.digest
+        with ThreadPoolExecutor(self._concurrency, thread_name_prefix="blob-copy") as pool:
+            self._replicate_manifest(repository, manifest, report, pool)
+        return report
+
+    def _replicate_manifest(
+        self,
+        repository: str,
+        manifest: Manifest,
+        report: CopyReport,
+        pool: ThreadPoolExecutor,
+    ) -> int:
+        """Store a manifest's closure, then the manifest; returns the closure's total size."""
+        existing = self._index.manifest(manifest.digest)
+        if existing is not None:
+            report.manifests_skipped.append(manifest.digest)
+            return existing.total_size
+
+        total = manifest.size
+        for child in manifest.children:
+            child_manifest = self._registry.get_manifest(repository, str(child.digest))
+            total += self._replicate_manifest(repository, child_manifest, report, pool)
+
+        blobs = _unique(manifest.blobs)
+        known = self._index.stored_blobs(b.digest for b in blobs)
+        missing = [b for b in blobs if b.digest not in known]
+        for blob in blobs:
+            if blob.digest in known:
+                report.skipped(blob.digest)
+        # list() waits for every copy and re-raises the first failure: manifest last.
+        list(pool.map(lambda blob: self._copy_blob(repository, blob, report), missing))
+        total += sum(b.size for b in blobs)
+
+        now = self._clock()
+        self._store.put_bytes(manifest.digest, manifest.raw)
+        self._index.record_blob(manifest.digest, manifest.size, manifest.media_type, now)
+        self._index.mark_complete(
+            ManifestRecord(
+                digest=manifest.digest,
+                media_type=manifest.media_type,
+                size=manifest.size,
+                total_size=total,
+                completed_at=now,
+                subject=manifest.subject.digest if manifest.subject else None,
+                artifact_type=manifest.artifact_type,
+            )
+        )
+        report.manifests_stored.append(manifest.digest)
+        return total
+
+    def _copy_blob(self, repository: str, blob: Descriptor, report: CopyReport) -> None:
+        stored_size = self._store.stat(blob.digest)
+        if stored_size is None:
+            try:
+                with self._registry.open_blob(repository, blob.digest) as stream:
+                    written = self._store.put_stream(blob.digest, blob.size, stream)
+            except BlobNotFoundError:
+                if not blob.is_foreign:
+                    raise
+                log.warning(
+                    "foreign layer %s is not served by the registry; recorded, not copied",
+                    blob.digest,
+                )
+                report.foreign(blob.digest)
+                return
+            if written:
+                report.copied(blob.digest, blob.size)
+            else:
+                report.skipped(blob.digest)  # a concurrent copy stored it first
+        elif stored_size != blob.size:
+            raise StorageError(
+                f"{blob.digest} is stored with {stored_size} bytes, but its descriptor says "
+                f"{blob.size}"
+            )
+        else:
+            report.skipped(blob.digest)  # left by an earlier run that stopped before indexing
+        self._index.record_blob(blob.digest, blob.size, blob.media_type, self._clock())
+
+
+def _unique(descriptors: tuple[Descriptor, ...]) -> list[Descriptor]:
+    seen: dict[Digest, Descriptor] = {}
+    for d in descriptors:
+        seen.setdefault(d.digest, d)
+    return list(seen.values())

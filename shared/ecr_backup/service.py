@@ -1,0 +1,49 @@
+"""The one code path for an ECR event, shared by the Lambda handler and `handle-event`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from ecr_backup.events import EcrEvent
+from ecr_backup.records import Action, ImageEvent
+from ecr_backup.replicator import CopyReport, Replicator
+
+log = logging.getLogger(__name__)
+
+Status = Literal["backed-up", "deletion-recorded", "ignored"]
+
+
+@dataclass(frozen=True)
+class EventOutcome:
+    event_id: str
+    status: Status
+    image: ImageEvent | None = None
+    report: CopyReport | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        answer: dict[str, object] = {"event_id": self.event_id, "status": self.status}
+        if self.image is not None:
+            answer["repository"] = self.image.repository
+            answer["digest"] = str(self.image.digest)
+            answer["tag"] = self.image.tag
+        if self.report is not None:
+            answer["report"] = self.report.as_dict()
+        return answer
+
+
+def handle_ecr_event(
+    event: EcrEvent, replicator_for: Callable[[str, str], Replicator]
+) -> EventOutcome:
+    """PUSH: back the image up; DELETE: record it, deleting nothing; anything else: ignore."""
+    image = event.image_event()
+    if image is None:
+        log.info("ignoring event %s (%s from %s)", event.id, event.detail_type, event.source)
+        return EventOutcome(event.id, "ignored")
+    replicator = replicator_for(event.account, event.region)
+    if image.action is Action.DELETE:
+        replicator.record(image)
+        return EventOutcome(event.id, "deletion-recorded", image)
+    return EventOutcome(event.id, "backed-up", image, replicator.backup_event(image))

@@ -1,0 +1,73 @@
+"""Settings: one validated model, read from flags or ECR_BACKUP_* variables when asked."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ecr_backup.errors import InvalidInputError
+
+ENV_PREFIX = "ECR_BACKUP_"
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    bucket: str
+    table: str
+    prefix: str = ""
+    source_registry: str | None = None
+    source_auth: Literal["ecr", "none"] = "ecr"
+    concurrency: int = Field(default=4, ge=1, le=64)
+    part_size_mib: int = Field(default=16, ge=5, le=512)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, value: str) -> str:
+        if not _BUCKET.fullmatch(value):
+            raise ValueError("not a valid S3 bucket name")
+        return value
+
+    @field_validator("table")
+    @classmethod
+    def _table(cls, value: str) -> str:
+        if not _TABLE.fullmatch(value):
+            raise ValueError("not a valid DynamoDB table name")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.strip("/")
+        return f"{value}/" if value else ""
+
+    @field_validator("source_registry")
+    @classmethod
+    def _registry(cls, value: str | None) -> str | None:
+        if value and not re.fullmatch(r"https?://[^/\s]+/?", value):
+            raise ValueError("must be a URL such as https://HOST[:PORT]")
+        return value.rstrip("/") if value else None
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
+        """Flags (overrides that are not None) win over ECR_BACKUP_* variables."""
+        values: dict[str, object] = {}
+        for name in cls.model_fields:
+            env_value = environ.get(ENV_PREFIX + name.upper())
+            if env_value not in (None, ""):
+                values[name] = env_value
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return cls.model_validate(values)
+        except ValidationError as e:
+            first = e.errors()[0]
+            name = str(first["loc"][0]) if first["loc"] else "settings"
+            raise InvalidInputError(
+                f"invalid setting {ENV_PREFIX}{name.upper()} (--{name.replace('_', '-')}): "
+                f"{first['msg']}"
+            ) from e

@@ -1,0 +1,59 @@
+"""Readers that check a descriptor's digest and size while the bytes stream past."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Protocol
+
+from ecr_backup.digest import Digest
+from ecr_backup.errors import DigestMismatchError
+
+
+class Readable(Protocol):
+    def read(self, amt: int = ..., /) -> bytes: ...
+
+
+class VerifyingReader:
+    """Wraps a stream; `verify()` after the last read raises if digest or size differ.
+
+    Reading past the expected size fails at once, so a registry that serves too much
+    cannot make us buffer or upload unbounded data.
+    """
+
+    def __init__(self, source: Readable, digest: Digest, size: int) -> None:
+        self._source = source
+        self.digest = digest
+        self.size = size
+        self._hash = hashlib.sha256()
+        self.bytes_read = 0
+
+    def read(self, amt: int = -1, /) -> bytes:
+        data = self._source.read(amt) if amt >= 0 else self._source.read()
+        self.bytes_read += len(data)
+        if self.bytes_read > self.size:
+            raise DigestMismatchError(
+                self.digest, f"more than the expected {self.size} bytes were served"
+            )
+        self._hash.update(data)
+        return data
+
+    def read_exactly(self, amt: int) -> bytes:
+        """Read until `amt` bytes or the end of the stream (HTTP bodies return short reads)."""
+        chunks: list[bytes] = []
+        wanted = amt
+        while wanted > 0:
+            chunk = self.read(wanted)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            wanted -= len(chunk)
+        return b"".join(chunks)
+
+    def verify(self) -> None:
+        if self.bytes_read != self.size:
+            raise DigestMismatchError(
+                self.digest, f"expected {self.size} bytes, got {self.bytes_read}"
+            )
+        actual = Digest.from_hash(self._hash)
+        if actual != self.digest:
+            raise DigestMismatchError(self.digest, f"bytes hash to {actual}")
