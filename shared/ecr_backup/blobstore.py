@@ -145,6 +145,9 @@ class S3BlobStore:
                 Bucket=self.bucket,
                 Key=key,
                 Body=body,
+                # The algorithm header is what Object Lock buckets require; the value is ours,
+                # so S3 checks the bytes against the digest we verified.
+                ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
                 ContentType=content_type,
                 IfNoneMatch="*",
@@ -225,6 +228,7 @@ class S3BlobStore:
                 UploadId=upload_id,
                 PartNumber=number,
                 Body=data,
+                ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
             )
         except ClientError as e:

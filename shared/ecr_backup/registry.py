@@ -59,6 +59,9 @@ class TokenCredentials:
     """
 
     _EARLY = timedelta(minutes=5)
+    # A token whose stated expiry is already near (clock skew) is still used for a minute;
+    # a 401 refreshes it sooner.
+    _MINIMUM = timedelta(minutes=1)
 
     def __init__(
         self,
@@ -73,8 +76,10 @@ class TokenCredentials:
 
     def authorization(self, *, refresh: bool = False) -> str | None:
         with self._lock:
-            if refresh or self._token is None or self._clock() >= self._expires - self._EARLY:
-                self._token, self._expires = self._fetch()
+            now = self._clock()
+            if refresh or self._token is None or now >= self._expires:
+                self._token, stated_expiry = self._fetch()
+                self._expires = max(stated_expiry - self._EARLY, now + self._MINIMUM)
             return f"Basic {self._token}"
 
 

@@ -1,0 +1,42 @@
+"""Local stand-ins for AWS (moto) and a container registry (CNCF distribution),
+plus OCI image generation, for tests, demos and benchmarks."""
+
+from devkit.images import (
+    BuiltManifest,
+    Descriptor,
+    Layer,
+    OciLayoutBuilder,
+    http_push,
+    http_push_manifest,
+    random_layer,
+    sha256_digest,
+    skopeo_inspect_raw,
+    skopeo_push,
+    write_random_layer,
+)
+from devkit.servers import (
+    LocalRegistry,
+    LoggedRequest,
+    MotoServer,
+    ecr_password_from_moto,
+    free_port,
+)
+
+__all__ = [
+    "BuiltManifest",
+    "Descriptor",
+    "Layer",
+    "LocalRegistry",
+    "LoggedRequest",
+    "MotoServer",
+    "OciLayoutBuilder",
+    "ecr_password_from_moto",
+    "free_port",
+    "http_push",
+    "http_push_manifest",
+    "random_layer",
+    "sha256_digest",
+    "skopeo_inspect_raw",
+    "skopeo_push",
+    "write_random_layer",
+]

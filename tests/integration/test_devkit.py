@@ -1,0 +1,246 @@
+"""The devkit itself works: servers, image building, pushing, redirects, logs."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import socket
+import tarfile
+from pathlib import Path
+
+import pytest
+import urllib3
+
+from devkit import (
+    LocalRegistry,
+    MotoServer,
+    OciLayoutBuilder,
+    ecr_password_from_moto,
+    http_push,
+    http_push_manifest,
+    random_layer,
+    sha256_digest,
+    skopeo_inspect_raw,
+    skopeo_push,
+    write_random_layer,
+)
+from devkit.images import COSIGN_SIGNATURE_ARTIFACT, OCI_INDEX
+
+pytestmark = pytest.mark.integration
+
+BLOB_GET = r"^/v2/.+/blobs/sha256:[0-9a-f]{64}$"
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResponse:
+    # No redirect following: tests look at the 307 themselves.
+    return urllib3.request("GET", url, headers=headers, redirect=False, retries=False)
+
+
+def assert_served_as_built(registry: LocalRegistry, repo: str, ref: str, digest: str) -> None:
+    raw = skopeo_inspect_raw(registry, repo, ref)
+    assert sha256_digest(raw) == digest
+
+
+# --- servers ------------------------------------------------------------------------
+
+
+def test_moto_ecr_password_is_stable(moto_server: MotoServer) -> None:
+    # The library caches this token; moto derives it from the registry id only.
+    assert ecr_password_from_moto(moto_server) == ecr_password_from_moto(moto_server)
+    assert ecr_password_from_moto(moto_server) == "123456789012-auth-token"
+    assert ecr_password_from_moto(moto_server, "111122223333") == "111122223333-auth-token"
+
+
+def test_registry_requires_basic_auth(registry: LocalRegistry, moto_server: MotoServer) -> None:
+    assert registry.password == ecr_password_from_moto(moto_server)
+    anonymous = get(f"{registry.url}/v2/")
+    assert anonymous.status == 401
+    assert anonymous.headers["WWW-Authenticate"].startswith("Basic ")
+    wrong = urllib3.make_headers(basic_auth="AWS:wrong")
+    assert get(f"{registry.url}/v2/", wrong).status == 401
+    assert get(f"{registry.url}/v2/", registry.auth_headers).status == 200
+
+
+def test_registry_stores_blobs_in_moto_s3(
+    registry: LocalRegistry, oci_images: OciLayoutBuilder
+) -> None:
+    image = oci_images.simple_image(seed=100)
+    skopeo_push(oci_images.path, image.ref, registry, "devkit/s3", "v1")
+    s3 = registry.storage.client("s3")
+    for blob in image.blobs:
+        stored = s3.get_object(
+            Bucket=registry.storage_bucket, Key=registry.blob_data_key(blob.digest)
+        )
+        assert stored["Body"].read() == oci_images.read_blob(blob.digest)
+
+
+def test_servers_are_stopped_on_exit() -> None:
+    with MotoServer() as moto, LocalRegistry(moto, password="pw") as reg:
+        processes = [moto.process, reg.process]
+        ports = [moto.port, reg.port]
+        assert all(p is not None and p.poll() is None for p in processes)
+        log_dir = reg.log_path.parent
+    assert all(p is not None and p.poll() is not None for p in processes)
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
+            pass
+    assert not log_dir.exists()
+
+
+# --- images -------------------------------------------------------------------------
+
+
+def test_random_layer_is_a_deterministic_gzipped_tar(tmp_path: Path) -> None:
+    layer = random_layer(10_000, seed=5)
+    assert layer == random_layer(10_000, seed=5)
+    assert layer != random_layer(10_000, seed=6)
+    with tarfile.open(fileobj=io.BytesIO(layer), mode="r:gz") as tar:
+        (member,) = tar.getmembers()
+        assert member.size == 10_000
+    # Streaming to disk produces the same bytes.
+    digest, size = write_random_layer(tmp_path / "layer", 10_000, seed=5)
+    assert (digest, size) == (sha256_digest(layer), len(layer))
+    assert gzip.decompress(layer)  # valid gzip all the way through
+
+
+def test_skopeo_push_keeps_the_built_digest(
+    registry: LocalRegistry, oci_images: OciLayoutBuilder
+) -> None:
+    image = oci_images.simple_image(seed=200, n_layers=3)
+    pushed = skopeo_push(oci_images.path, image.ref, registry, "devkit/single", "v1")
+    assert pushed == image.digest
+    assert skopeo_inspect_raw(registry, "devkit/single", "v1") == image.manifest
+    assert_served_as_built(registry, "devkit/single", image.digest, image.digest)
+
+
+def test_images_sharing_base_layers(registry: LocalRegistry, oci_images: OciLayoutBuilder) -> None:
+    base = oci_images.simple_image(seed=300)
+    derived = oci_images.extend(base, seed=310)
+    assert derived.layers[:2] == base.layers
+    for image, tag in ((base, "base"), (derived, "derived")):
+        assert (
+            skopeo_push(oci_images.path, image.ref, registry, "devkit/shared", tag) == image.digest
+        )
+        assert_served_as_built(registry, "devkit/shared", tag, image.digest)
+
+
+def test_multi_arch_index_keeps_its_digest(
+    registry: LocalRegistry, oci_images: OciLayoutBuilder
+) -> None:
+    index = oci_images.multi_arch_image(seed=400)
+    assert [c.platform for c in index.children] == [
+        {"architecture": "amd64", "os": "linux"},
+        {"architecture": "arm64", "os": "linux"},
+    ]
+    assert skopeo_push(oci_images.path, index.ref, registry, "devkit/multi", "v1") == index.digest
+    raw = skopeo_inspect_raw(registry, "devkit/multi", "v1")
+    assert sha256_digest(raw) == index.digest
+    assert json.loads(raw)["mediaType"] == OCI_INDEX
+    for child in index.children:
+        assert_served_as_built(registry, "devkit/multi", child.digest, child.digest)
+
+
+def test_docker_schema2_image_and_list_via_http_push(
+    registry: LocalRegistry, oci_images: OciLayoutBuilder
+) -> None:
+    image = oci_images.simple_image(seed=500, docker=True)
+    manifest_list = oci_images.index([image], docker=True)
+    with pytest.raises(ValueError, match="http_push"):
+        skopeo_push(oci_images.path, image.ref, registry, "devkit/docker", "v1")
+    assert (
+        http_push(oci_images, manifest_list, registry, "devkit/docker", "list")
+        == manifest_list.digest
+    )
+    assert_served_as_built(registry, "devkit/docker", "list", manifest_list.digest)
+    assert_served_as_built(registry, "devkit/docker", image.digest, image.digest)
+
+
+def test_artifact_with_subject(registry: LocalRegistry, oci_images: OciLayoutBuilder) -> None:
+    image = oci_images.simple_image(seed=600)
+    signature = oci_images.artifact(image)
+    assert signature.subject is not None and signature.subject.digest == image.digest
+    skopeo_push(oci_images.path, image.ref, registry, "devkit/signed", "v1")
+    # distribution 2.8 stores the manifest verbatim (subject and artifactType
+    # included) though it has no referrers API.
+    tag = "sha256-" + image.digest.removeprefix("sha256:") + ".sig"
+    assert (
+        skopeo_push(oci_images.path, signature.ref, registry, "devkit/signed", tag)
+        == signature.digest
+    )
+    served = json.loads(skopeo_inspect_raw(registry, "devkit/signed", tag))
+    assert served["subject"]["digest"] == image.digest
+    assert served["artifactType"] == COSIGN_SIGNATURE_ARTIFACT
+    # Same artifact through the plain HTTP API.
+    blobs = {b.digest: oci_images.read_blob(b.digest) for b in signature.blobs}
+    http_push_manifest(
+        registry,
+        "devkit/signed-http",
+        image.digest,
+        image.manifest,
+        image.media_type,
+        {b.digest: oci_images.read_blob(b.digest) for b in image.blobs},
+    )
+    pushed = http_push_manifest(
+        registry, "devkit/signed-http", tag, signature.manifest, signature.media_type, blobs
+    )
+    assert pushed == signature.digest
+
+
+# --- blob redirects, request log, corruption ------------------------------------------
+
+
+def test_blob_get_redirects_to_presigned_moto_url(
+    registry: LocalRegistry, oci_images: OciLayoutBuilder
+) -> None:
+    image = oci_images.simple_image(seed=700)
+    skopeo_push(oci_images.path, image.ref, registry, "devkit/redirect", "v1")
+    layer = image.layers[0].descriptor
+    url = f"{registry.url}/v2/devkit/redirect/blobs/{layer.digest}"
+    path = f"^/v2/devkit/redirect/blobs/{layer.digest}$"
+    assert registry.count_requests("GET", path) == 0
+
+    response = get(url, registry.auth_headers)
+    assert response.status == 307
+    location = response.headers["Location"]
+    assert location.startswith(f"{registry.storage.endpoint}/{registry.storage_bucket}/")
+    assert "X-Amz-Signature=" in location
+    # The presigned URL needs no registry credentials, like ECR's S3 redirect.
+    fetched = get(location)
+    assert fetched.status == 200
+    assert fetched.data == oci_images.read_blob(layer.digest)
+
+    assert registry.wait_for_request_count("GET", path, 1, status=307) == 1
+    get(url, registry.auth_headers)
+    assert registry.wait_for_request_count("GET", path, 2) == 2
+    assert registry.count_requests("GET", BLOB_GET) >= 2
+
+
+def test_corrupted_blob_is_served_corrupted(
+    registry: LocalRegistry, oci_images: OciLayoutBuilder
+) -> None:
+    image = oci_images.simple_image(seed=800, layer_size=2048)
+    skopeo_push(oci_images.path, image.ref, registry, "devkit/corrupt", "v1")
+    layer = image.layers[1].descriptor
+    original = oci_images.read_blob(layer.digest)
+    corrupted = bytes([original[0] ^ 0xFF]) + original[1:]  # same size, wrong digest
+    registry.overwrite_blob_data(layer.digest, corrupted)
+
+    response = get(f"{registry.url}/v2/devkit/corrupt/blobs/{layer.digest}", registry.auth_headers)
+    assert response.status == 307
+    served = get(response.headers["Location"]).data
+    assert served == corrupted
+    assert hashlib.sha256(served).hexdigest() != layer.digest.removeprefix("sha256:")
+
+
+def test_registry_without_redirect_serves_blobs_itself(
+    registry_storage: MotoServer, oci_images: OciLayoutBuilder
+) -> None:
+    image = oci_images.simple_image(seed=900, n_layers=1)
+    with LocalRegistry(registry_storage, redirect=False) as plain:
+        skopeo_push(oci_images.path, image.ref, plain, "devkit/plain", "v1")
+        layer = image.layers[0].descriptor
+        response = get(f"{plain.url}/v2/devkit/plain/blobs/{layer.digest}")
+        assert response.status == 200
+        assert response.data == oci_images.read_blob(layer.digest)

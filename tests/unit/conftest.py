@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from ecr_backup.blobstore import MiB, S3BlobStore
+from ecr_backup.index import DynamoIndex
+from ecr_backup.provision import ensure_bucket
+from moto import mock_aws
+
+BUCKET = "backup-bucket"
+TABLE = "backup-index"
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def s3(aws: None) -> Any:
+    client = boto3.client("s3")
+    ensure_bucket(client, BUCKET, region="us-east-1")
+    return client
+
+
+@pytest.fixture
+def store(s3: Any) -> Iterator[S3BlobStore]:
+    blob_store = S3BlobStore(BUCKET, "backup/", client=s3, part_size=5 * MiB, parts_in_flight=3)
+    yield blob_store
+    blob_store.close()
+
+
+@pytest.fixture
+def index(aws: None) -> DynamoIndex:
+    dynamo = DynamoIndex(TABLE, client=boto3.client("dynamodb"))
+    dynamo.create_if_missing()
+    return dynamo

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from typing import Any
+
+import pytest
+from ecr_backup.blobstore import MiB, S3BlobStore
+from ecr_backup.digest import Digest
+from ecr_backup.errors import DigestMismatchError
+
+from .conftest import BUCKET
+
+
+def keys(s3: Any) -> list[str]:
+    answer = s3.list_objects_v2(Bucket=BUCKET)
+    return [item["Key"] for item in answer.get("Contents", [])]
+
+
+def versions(s3: Any, key: str) -> int:
+    answer = s3.list_object_versions(Bucket=BUCKET, Prefix=key)
+    return len(answer.get("Versions", []))
+
+
+def uploads(s3: Any) -> list[Any]:
+    return list(s3.list_multipart_uploads(Bucket=BUCKET).get("Uploads", []))
+
+
+def test_small_blob_is_stored_under_its_digest(store: S3BlobStore, s3: Any) -> None:
+    data = b"layer bytes"
+    digest = Digest.of(data)
+    assert store.put_stream(digest, len(data), io.BytesIO(data)) is True
+    key = f"backup/blobs/sha256/{digest.hex}"
+    assert keys(s3) == [key]
+    assert s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == data
+    assert store.stat(digest) == len(data)
+    assert store.read(digest) == data
+
+
+def test_second_write_is_success_without_a_new_version(store: S3BlobStore, s3: Any) -> None:
+    data = b"same bytes"
+    digest = Digest.of(data)
+    assert store.put_stream(digest, len(data), io.BytesIO(data)) is True
+    assert store.put_stream(digest, len(data), io.BytesIO(data)) is False
+    assert store.put_bytes(digest, data) is False
+    assert versions(s3, store.blob_key(digest)) == 1
+
+
+def test_large_blob_goes_multipart_and_hashes_to_its_name(store: S3BlobStore, s3: Any) -> None:
+    data = os.urandom(12 * MiB + 123)
+    digest = Digest.of(data)
+    assert store.put_stream(digest, len(data), io.BytesIO(data)) is True
+    body = s3.get_object(Bucket=BUCKET, Key=store.blob_key(digest))["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == digest.hex
+    assert len(body) == len(data)
+    assert uploads(s3) == []
+
+
+@pytest.mark.parametrize("size", [100, 11 * MiB])
+def test_corrupt_stream_stores_nothing_and_names_the_digest(
+    store: S3BlobStore, s3: Any, size: int
+) -> None:
+    good = os.urandom(size)
+    digest = Digest.of(good)
+    bad = bytearray(good)
+    bad[size // 2] ^= 0xFF
+    with pytest.raises(DigestMismatchError, match=digest.hex):
+        store.put_stream(digest, size, io.BytesIO(bytes(bad)))
+    assert keys(s3) == []
+    assert uploads(s3) == []
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_wrong_size_is_refused(store: S3BlobStore, s3: Any, delta: int) -> None:
+    data = os.urandom(6 * MiB)
+    digest = Digest.of(data)
+    with pytest.raises(DigestMismatchError, match="bytes"):
+        store.put_stream(digest, len(data) + delta, io.BytesIO(data))
+    assert keys(s3) == []
+    assert uploads(s3) == []
+
+
+def test_put_bytes_refuses_bytes_that_do_not_match(store: S3BlobStore, s3: Any) -> None:
+    with pytest.raises(DigestMismatchError):
+        store.put_bytes(Digest.of(b"a"), b"b")
+    assert keys(s3) == []
+
+
+def test_records_are_immutable_and_listed(store: S3BlobStore) -> None:
+    assert store.put_record("app/_events/one.json", b"{}") is True
+    assert store.put_record("app/_events/one.json", b'{"other": 1}') is False
+    assert list(store.iter_records()) == [("backup/refs/app/_events/one.json", b"{}")]
+
+
+def test_part_size_below_s3_minimum_is_refused(s3: Any) -> None:
+    with pytest.raises(ValueError, match="5 MiB"):
+        S3BlobStore(BUCKET, client=s3, part_size=MiB)
