@@ -160,6 +160,8 @@ def describe_outcome(outcome: EventOutcome) -> list[str]:
 
 
 def describe_report(name: str, report: CopyReport) -> list[str]:
+    if not report.manifests_stored:
+        return [f"{name}: already backed up; nothing fetched or copied"]
     lines = [
         f"{name}: backed up",
         f"  manifests stored {len(report.manifests_stored)}, already complete "

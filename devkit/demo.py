@@ -1,0 +1,130 @@
+"""`make demo`: the backup's main job end to end, on loopback, with real parts.
+
+Starts moto (S3, DynamoDB, ECR's token API) and Debian's registry (S3 storage, 307
+redirects to presigned URLs and basic auth, as ECR does), pushes a multi-arch image
+with skopeo, delivers ECR's push events to `ecr-backup handle-event`, pushes a second
+version sharing base layers, and shows what was copied, skipped, and the bucket layout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from devkit import LocalRegistry, MotoServer, OciLayoutBuilder, ecr_password_from_moto, skopeo_push
+from devkit.images import BuiltManifest
+from ecr_backup.cli import main as ecr_backup
+
+REPOSITORY = "demo/web"
+ACCOUNT = "123456789012"
+
+
+def push_events(built: BuiltManifest, tag: str) -> list[dict[str, object]]:
+    """What ECR emits for a multi-arch push: one event per child, one for the index."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    pushed = [(child.digest, None) for child in built.children] + [(built.digest, tag)]
+    events = []
+    for digest, image_tag in pushed:
+        detail: dict[str, object] = {
+            "result": "SUCCESS",
+            "repository-name": REPOSITORY,
+            "image-digest": digest,
+            "action-type": "PUSH",
+            "manifest-media-type": built.media_type,
+        }
+        if image_tag:
+            detail["image-tag"] = image_tag
+        events.append(
+            {
+                "version": "0",
+                "id": f"demo-{digest[7:19]}",
+                "detail-type": "ECR Image Action",
+                "source": "aws.ecr",
+                "account": ACCOUNT,
+                "time": now,
+                "region": "us-east-1",
+                "resources": [],
+                "detail": detail,
+            }
+        )
+    random.shuffle(events)  # ECR gives no order guarantee; the backup does not need one
+    return events
+
+
+def deliver(events: list[dict[str, object]], workdir: Path) -> None:
+    """Deliver the events as the Lambda gets them: one SQS batch."""
+    batch = {
+        "Records": [
+            {"messageId": f"msg-{i}", "body": json.dumps(event)} for i, event in enumerate(events)
+        ]
+    }
+    path = workdir / "sqs-batch.json"
+    path.write_text(json.dumps(batch, indent=2))
+    print(f"$ ecr-backup handle-event {path.name}   # {len(events)} ECR push events")
+    code = ecr_backup(["handle-event", str(path)])
+    if code != 0:
+        raise SystemExit(f"demo: handle-event failed with exit code {code}")
+
+
+def show_layout(moto: MotoServer, bucket: str) -> None:
+    s3 = moto.client("s3")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    keys = [(item["Key"], item["Size"]) for page in pages for item in page.get("Contents", [])]
+    print(f"\ns3://{bucket}/ ({len(keys)} objects)")
+    for key, size in keys:
+        print(f"  {key:<110} {size:>9,} B")
+
+
+def main() -> None:
+    with (
+        MotoServer() as aws,
+        MotoServer() as registry_storage,
+        LocalRegistry(registry_storage, password=ecr_password_from_moto(aws)) as registry,
+        tempfile.TemporaryDirectory(prefix="ecr-backup-demo-") as tmp,
+    ):
+        workdir = Path(tmp)
+        bucket = "ecr-backup-demo"
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": aws.endpoint,
+                "AWS_ACCESS_KEY_ID": "demo",
+                "AWS_SECRET_ACCESS_KEY": "demo",
+                "AWS_DEFAULT_REGION": aws.region,
+                "ECR_BACKUP_BUCKET": bucket,
+                "ECR_BACKUP_TABLE": "ecr-backup-demo",
+                "ECR_BACKUP_SOURCE_REGISTRY": registry.url,
+            }
+        )
+        os.environ.pop("AWS_PROFILE", None)
+        print(f"moto (S3, DynamoDB, ECR API): {aws.endpoint}")
+        print(f"registry (S3 storage, 307 redirects, basic auth): {registry.url}\n")
+        print("$ ecr-backup setup")
+        ecr_backup(["setup"])
+
+        images = OciLayoutBuilder(workdir / "oci")
+        v1 = images.multi_arch_image(ref="v1", layer_size=256 * 1024, seed=1)
+        skopeo_push(images.path, "v1", registry, REPOSITORY, "v1")
+        print(f"\npushed {REPOSITORY}:v1 ({v1.digest}, linux/amd64 + linux/arm64) with skopeo")
+        deliver(push_events(v1, "v1"), workdir)
+
+        v2_children = [
+            images.extend(child, layer_size=64 * 1024, seed=10 + i)
+            for i, child in enumerate(v1.children)
+        ]
+        v2 = images.index(v2_children, ref="v2")
+        skopeo_push(images.path, "v2", registry, REPOSITORY, "v2")
+        print(f"\npushed {REPOSITORY}:v2 ({v2.digest}): same base layers, one new layer per arch")
+        deliver(push_events(v2, "v2"), workdir)
+
+        print("\nreplaying the v2 events (duplicate delivery): nothing is copied again")
+        deliver(push_events(v2, "v2"), workdir)
+        show_layout(aws, bucket)
+    print("\ndemo: done; servers stopped")
+
+
+if __name__ == "__main__":
+    main()
