@@ -14,12 +14,12 @@ from typing import Any
 
 import boto3
 import pytest
-from ecr_backup.aws import AwsServices
-from ecr_backup.provision import ensure_bucket
-from ecr_backup.settings import Settings
 
 from devkit import LocalRegistry, MotoServer, OciLayoutBuilder, ecr_password_from_moto
 from devkit.servers import REGISTRY_BINARY
+from ecr_backup.aws import AwsServices
+from ecr_backup.provision import ensure_bucket
+from ecr_backup.settings import Settings
 
 
 @pytest.fixture(scope="session")

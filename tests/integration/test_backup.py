@@ -10,11 +10,11 @@ import threading
 from datetime import UTC, datetime
 
 import pytest
+
+from devkit import LocalRegistry, OciLayoutBuilder, skopeo_push
 from ecr_backup.digest import Digest
 from ecr_backup.errors import DigestMismatchError
 from ecr_backup.records import Action, ImageEvent
-
-from devkit import LocalRegistry, OciLayoutBuilder, skopeo_push
 
 from .conftest import BackupTarget
 

@@ -5,10 +5,11 @@ from typing import Any
 
 import boto3
 import pytest
+from moto import mock_aws
+
 from ecr_backup.blobstore import MiB, S3BlobStore
 from ecr_backup.index import DynamoIndex
 from ecr_backup.provision import ensure_bucket
-from moto import mock_aws
 
 BUCKET = "backup-bucket"
 TABLE = "backup-index"

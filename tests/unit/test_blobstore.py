@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import pytest
+
 from ecr_backup.blobstore import MiB, S3BlobStore
 from ecr_backup.digest import Digest
 from ecr_backup.errors import DigestMismatchError

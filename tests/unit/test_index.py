@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+
 from ecr_backup.digest import Digest
 from ecr_backup.index import DynamoIndex
 from ecr_backup.records import Action, ImageEvent, ManifestRecord

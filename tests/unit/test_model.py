@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from ecr_backup import mediatypes
 from ecr_backup.digest import Digest
 from ecr_backup.errors import InvalidInputError, UnsupportedManifestError

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from ecr_backup import mediatypes
 from ecr_backup.digest import Digest
 from ecr_backup.errors import (

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+
 from ecr_backup import mediatypes
 from ecr_backup.blobstore import S3BlobStore
 from ecr_backup.digest import Digest

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from ecr_backup.errors import InvalidInputError
 from ecr_backup.events import parse_event
 from ecr_backup.records import Action
