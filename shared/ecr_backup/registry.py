@@ -137,22 +137,35 @@ class RegistryClient:
 
     @contextmanager
     def open_blob(self, repository: str, digest: Digest) -> Iterator[Readable]:
-        """Stream a blob; follows the redirect to storage without our credentials."""
+        """Stream a blob; a connection dropped mid-body resumes where it stopped (Range)."""
+        stream = _ResumingBody(self, repository, digest)
+        try:
+            yield stream
+        finally:
+            stream.close()
+
+    def _open_blob_at(
+        self, repository: str, digest: Digest, offset: int
+    ) -> urllib3.BaseHTTPResponse:
+        """GET a blob from `offset`, following the redirect to storage without our credentials."""
         path = f"/v2/{repository}/blobs/{digest}"
-        response = self._registry_request("GET", path, stream=True)
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        response = self._registry_request("GET", path, headers=headers, stream=True)
         if response.status in _REDIRECTS:
             location = urljoin(self.base_url + path, response.headers["Location"])
             response.drain_conn()
             response.release_conn()
-            response = self._send("GET", location, headers={}, stream=True, auth=False)
-        try:
-            if response.status == 404:
-                response.drain_conn()
-                raise BlobNotFoundError(f"blob {digest} not found in {repository}")
-            self._raise_for_status(response, f"GET blob {repository}@{digest}")
-            yield response
-        finally:
+            response = self._send("GET", location, headers=headers, stream=True, auth=False)
+        if response.status == 404:
+            response.drain_conn()
             response.release_conn()
+            raise BlobNotFoundError(f"blob {digest} not found in {repository}")
+        expected = (206,) if offset else (200,)
+        if response.status not in expected:
+            response.drain_conn()
+            response.release_conn()
+            self._raise_for_status(response, f"GET blob {repository}@{digest}", expect=expected)
+        return response
 
     def blob_size(self, repository: str, digest: Digest) -> int | None:
         """HEAD a blob: its size when the repository holds it, else None."""
@@ -352,6 +365,45 @@ class RegistryClient:
             return
         codes = ", ".join(_error_codes(response)) or "no error code"
         raise RegistryError(f"{what}: HTTP {response.status} ({codes})")
+
+
+class _ResumingBody:
+    """A blob body that reopens at the current offset when the connection drops.
+
+    Large layers take minutes to stream; a dropped connection then costs a reconnect,
+    not a restart of the whole copy. The digest is still checked by the caller.
+    """
+
+    def __init__(self, client: RegistryClient, repository: str, digest: Digest) -> None:
+        self._client = client
+        self._repository = repository
+        self._digest = digest
+        self._offset = 0
+        self._response = client._open_blob_at(repository, digest, 0)
+
+    def read(self, amt: int = -1, /) -> bytes:
+        attempt = 0
+        while True:
+            try:
+                data = self._response.read(amt if amt >= 0 else None)
+            except Urllib3Error as e:
+                attempt += 1
+                if attempt >= self._client._retry.attempts:
+                    raise RegistryError(
+                        f"GET blob {self._repository}@{self._digest} kept failing: {e}"
+                    ) from e
+                log.warning("resuming %s at byte %d after %s", self._digest, self._offset, e)
+                self._response.release_conn()
+                self._client._sleep(self._client._retry.delay(attempt))
+                self._response = self._client._open_blob_at(
+                    self._repository, self._digest, self._offset
+                )
+                continue
+            self._offset += len(data)
+            return data
+
+    def close(self) -> None:
+        self._response.release_conn()
 
 
 def _read_full(source: Readable, amount: int) -> bytes:

@@ -72,9 +72,18 @@ def server() -> Iterator[tuple[str, Script]]:
                 return
             self.send_response(status)
             for k, v in extra.items():
-                self.send_header(k, v)
+                if k != "X-Truncate-At":
+                    self.send_header(k, v)
+            # "X-Truncate-At" makes the server promise the whole body but drop mid-way.
+            cut = extra.pop("X-Truncate-At", None)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
+            if cut is not None:
+                self.wfile.write(body[: int(cut)])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
             if self.command != "HEAD":
                 self.wfile.write(body)
 
@@ -221,3 +230,25 @@ def test_chunked_upload_sends_ranges_and_the_digest(server: tuple[str, Script]) 
         ("PUT", "20000-25599"),
     ]
     assert f"digest=sha256%3A{Digest.of(data).hex}" in script.seen[-1].path
+
+
+def test_blob_stream_resumes_after_a_dropped_connection(server: tuple[str, Script]) -> None:
+    url, script = server
+
+    def answer(
+        method: str, path: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        if path.startswith("/v2/"):
+            return 307, {"Location": f"{url}/storage/blob"}, b""
+        if "Range" in headers:
+            start = int(headers["Range"].removeprefix("bytes=").removesuffix("-"))
+            return 206, {}, LAYER[start:]
+        return 200, {"X-Truncate-At": "4000"}, LAYER
+
+    script.handler = answer
+    with client(url).open_blob("team/app", Digest.of(LAYER)) as stream:
+        received = b"".join(iter(lambda: stream.read(1024), b""))
+    assert received == LAYER
+    ranges = [s.headers.get("Range") for s in script.seen if s.path.startswith("/v2/")]
+    # Three 1024-byte reads were delivered before the drop; the partial fourth is read again.
+    assert ranges == [None, "bytes=3072-"]
