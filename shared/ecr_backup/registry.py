@@ -33,7 +33,7 @@ from ecr_backup.errors import (
     RepositoryNotFoundError,
 )
 from ecr_backup.model import Manifest, parse_manifest
-from ecr_backup.streams import Readable
+from ecr_backup.streams import Readable, read_full
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class RegistryClient:
         self._raise_for_status(start, f"start upload of {digest} to {repository}", expect=(202,))
         location = self._upload_location(start)
         offset = 0
-        chunk = _read_full(source, min(chunk_size, size))
+        chunk = read_full(source, min(chunk_size, size))
         while offset + len(chunk) < size:
             if not chunk:
                 raise DigestMismatchError(digest, f"source ended at {offset} of {size} bytes")
@@ -237,7 +237,7 @@ class RegistryClient:
             self._raise_for_status(patched, f"upload chunk of {digest}", expect=(202, 204))
             location = self._upload_location(patched)
             offset += len(chunk)
-            chunk = _read_full(source, min(chunk_size, size - offset))
+            chunk = read_full(source, min(chunk_size, size - offset))
         separator = "&" if "?" in location else "?"
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(chunk))}
         if chunk and offset:
@@ -404,17 +404,6 @@ class _ResumingBody:
 
     def close(self) -> None:
         self._response.release_conn()
-
-
-def _read_full(source: Readable, amount: int) -> bytes:
-    chunks: list[bytes] = []
-    while amount > 0:
-        data = source.read(amount)
-        if not data:
-            break
-        chunks.append(data)
-        amount -= len(data)
-    return b"".join(chunks)
 
 
 def _error_codes(response: urllib3.BaseHTTPResponse) -> list[str]:

@@ -13,6 +13,18 @@ class Readable(Protocol):
     def read(self, amt: int = ..., /) -> bytes: ...
 
 
+def read_full(source: Readable, amount: int) -> bytes:
+    """Read until `amount` bytes or the end of the stream (HTTP bodies return short reads)."""
+    chunks: list[bytes] = []
+    while amount > 0:
+        data = source.read(amount)
+        if not data:
+            break
+        chunks.append(data)
+        amount -= len(data)
+    return b"".join(chunks)
+
+
 class VerifyingReader:
     """Wraps a stream; `verify()` after the last read raises if digest or size differ.
 
@@ -38,16 +50,7 @@ class VerifyingReader:
         return data
 
     def read_exactly(self, amt: int) -> bytes:
-        """Read until `amt` bytes or the end of the stream (HTTP bodies return short reads)."""
-        chunks: list[bytes] = []
-        wanted = amt
-        while wanted > 0:
-            chunk = self.read(wanted)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            wanted -= len(chunk)
-        return b"".join(chunks)
+        return read_full(self, amt)
 
     def verify(self) -> None:
         if self.bytes_read != self.size:
