@@ -29,7 +29,7 @@ bench: bootstrap
 	$(BIN)/python -m bench.run
 
 build: bootstrap
-	$(BIN)/sam build --parameter-overrides Architecture=x86_64
+	$(BIN)/sam build
 
 clean:
 	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from ecr_backup.digest import Digest
 from ecr_backup.errors import InvalidInputError
@@ -39,7 +38,7 @@ class EcrEvent(BaseModel):
     detail_type: str = Field(alias="detail-type")
     account: str
     region: str
-    time: datetime
+    time: AwareDatetime
     detail: dict[str, Any]
 
     def image_event(self) -> ImageEvent | None:

@@ -7,7 +7,7 @@ Items (pk / sk):
   SUBJECT#<digest>/ <digest>          a referrer (signature, SBOM) of the subject
   REPOS           / <repository>      the repositories we hold
   REPO#<repo>     / TAG#<tag>         a tag's latest state (newest event wins)
-  REPO#<repo>     / HIST#<tag>#<time>#<digest>   every event of a tag ('@' when untagged)
+  REPO#<repo>     / HIST#<tag>#<time>#<digest>#<action>   every event of a tag ('@': untagged)
   REPO#<repo>     / IMAGE#<digest>    an image ever pushed to the repository
 """
 
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 _BATCH_GET_LIMIT = 100
+_BATCH_WRITE_LIMIT = 25
 _UNTAGGED = "@"
 Item = dict[str, Any]
 
@@ -100,6 +101,27 @@ class DynamoIndex:
             }
         )
 
+    def record_blobs(self, blobs: Iterable[tuple[Digest, int, str, datetime]]) -> int:
+        """record_blob for many blobs (digest, size, media type, stored at) in BatchWriteItem
+        calls of 25: rebuild-index writes every blob of the bucket. Returns how many."""
+        written = 0
+        batch: list[Item] = []
+        for digest, size, media_type, stored_at in blobs:
+            batch.append(
+                {
+                    **self._key(f"BLOB#{digest}", "BLOB"),
+                    "size": _n(size),
+                    "media_type": _s(media_type),
+                    "stored_at": _s(format_time(stored_at)),
+                }
+            )
+            if len(batch) == _BATCH_WRITE_LIMIT:
+                written += self._batch_put(batch)
+                batch = []
+        if batch:
+            written += self._batch_put(batch)
+        return written
+
     def blob_size(self, digest: Digest) -> int | None:
         item = self._get(f"BLOB#{digest}", "BLOB")
         return int(item["size"]["N"]) if item else None
@@ -149,7 +171,7 @@ class DynamoIndex:
         when = format_time(event.time)
         tag = event.tag or _UNTAGGED
         history: Item = {
-            **self._key(repo_pk, f"HIST#{tag}#{when}#{event.digest}"),
+            **self._key(repo_pk, f"HIST#{tag}#{when}#{event.digest}#{event.action}"),
             "digest": _s(str(event.digest)),
             "action": _s(str(event.action)),
             "time": _s(when),
@@ -204,6 +226,19 @@ class DynamoIndex:
             for item in self._query(f"REPO#{repository}", begins_with="TAG#")
         ]
 
+    def tag(self, repository: str, tag: str) -> TagState | None:
+        """One tag's latest state (a GetItem), or None when the tag was never seen."""
+        item = self._get(f"REPO#{repository}", f"TAG#{tag}")
+        if item is None:
+            return None
+        return TagState(
+            repository=repository,
+            tag=tag,
+            digest=Digest.parse(item["digest"]["S"]),
+            time=parse_time(item["time"]["S"]),
+            action=Action(item["action"]["S"]),
+        )
+
     def history(self, repository: str, tag: str | None) -> list[ImageEvent]:
         """Every event of a tag (None: untagged pushes), oldest first."""
         prefix = f"HIST#{tag or _UNTAGGED}#"
@@ -256,6 +291,21 @@ class DynamoIndex:
         except ClientError as e:
             if _code(e) != "ConditionalCheckFailedException":
                 raise _index_error(e, f"write {item['pk']['S']}") from e
+
+    def _batch_put(self, items: list[Item]) -> int:
+        pending: list[Any] = [{"PutRequest": {"Item": item}} for item in items]
+        attempt = 0
+        while pending:
+            try:
+                answer = self._db.batch_write_item(RequestItems={self.table: pending})
+            except ClientError as e:
+                raise _index_error(e, "batch write blobs") from e
+            pending = list((answer.get("UnprocessedItems") or {}).get(self.table, []))
+            if pending:
+                # Throttled writes come back unprocessed: back off before sending them again.
+                time.sleep(min(0.05 * 2**attempt, 2.0))
+                attempt += 1
+        return len(items)
 
     def _batch_get(self, keys: list[Item]) -> Iterator[Item]:
         pending: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}

@@ -98,3 +98,12 @@ def test_tag_removal_is_recorded_not_forgotten(index: DynamoIndex) -> None:
 
 def test_create_is_idempotent(index: DynamoIndex) -> None:
     assert index.create_if_missing() is False
+
+
+def test_push_and_delete_in_the_same_second_are_both_kept(index: DynamoIndex) -> None:
+    index.record_event(event("v1", 1, 0))
+    index.record_event(event("v1", 1, 0, Action.DELETE))
+    assert sorted(e.action for e in index.history("team/app", "v1")) == [
+        Action.DELETE,
+        Action.PUSH,
+    ]

@@ -96,3 +96,9 @@ def test_failed_or_other_actions_are_not_acted_on(detail: dict[str, object]) -> 
 def test_malformed_events_are_refused(event: str, message: str) -> None:
     with pytest.raises(InvalidInputError, match=message):
         parse_event(event).image_event()
+
+
+def test_event_time_without_timezone_is_refused_before_any_work() -> None:
+    naive = {**ecr_event(), "time": "2026-05-01T10:00:00"}
+    with pytest.raises(InvalidInputError, match="time"):
+        parse_event(naive)
