@@ -1,0 +1,138 @@
+"""Lambda entry point: SQS batches of ECR "ECR Image Action" events -> the backup engine.
+
+Thin on purpose: parse each record, hand it to `ecr_backup.service.handle_ecr_event`
+(the same code path as `ecr-backup handle-event`), and report per-record failures so
+that SQS retries only those, and moves them to the dead-letter queue after the
+queue's maxReceiveCount.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from functools import lru_cache, partial
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    ExceptionInfo,
+    FailureResponse,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import Json
+
+from ecr_backup.aws import AwsServices
+from ecr_backup.events import EcrEvent
+from ecr_backup.service import EventOutcome, handle_ecr_event
+from ecr_backup.settings import Settings
+
+# Service name, metrics namespace and log level come from the POWERTOOLS_* variables
+# that template.yaml sets; Tracer turns itself off outside Lambda.
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+
+# The library logs through the standard `logging` module; give its loggers the same
+# JSON format (and correlation id) instead of the runtime's plain-text root handler.
+copy_config_to_registered_loggers(source_logger=logger, include={"ecr_backup"})
+
+
+class EcrEventRecord(SqsRecordModel):
+    """An SQS record whose body is the EventBridge event the rule delivered."""
+
+    body: Json[EcrEvent]  # the body is the event as a JSON string
+
+
+class _BatchProcessor(BatchProcessor):
+    """Logs every failed record with its SQS message id (what to look for in the DLQ)."""
+
+    def failure_handler(self, record: Any, exception: ExceptionInfo) -> FailureResponse:
+        # `record` is our model, or Powertools' SQSRecord when the model rejected it.
+        message_id = getattr(record, "messageId", None) or getattr(record, "message_id", None)
+        logger.warning(
+            "record failed; SQS retries it, then moves it to the dead-letter queue",
+            exc_info=exception[1],  # the exception carries its traceback
+            extra={"message_id": message_id},
+        )
+        # A record rejected before parsing must not inherit the previous record's event id.
+        logger.set_correlation_id(None)
+        return super().failure_handler(record, exception)
+
+
+# Not raising when the whole batch fails keeps the function's Errors metric for real
+# faults (bad settings, timeouts): poison records show up as batchItemFailures, then in
+# the DLQ and its alarm.
+processor = _BatchProcessor(
+    event_type=EventType.SQS, model=EcrEventRecord, raise_on_entire_batch_failure=False
+)
+
+
+@lru_cache(maxsize=1)
+def services_for(settings: Settings) -> AwsServices:
+    """One set of clients per process (warm invocations keep connections and ECR tokens);
+    keyed by settings so that a changed configuration never reuses stale clients."""
+    return AwsServices(settings)
+
+
+def handle_record(services: AwsServices, record: EcrEventRecord) -> dict[str, object]:
+    event = record.body
+    # Set before the work, so that the failure warning of this record carries it too.
+    logger.set_correlation_id(event.id)
+    outcome = handle_ecr_event(event, services.replicator)
+    _report(event, outcome)
+    logger.set_correlation_id(None)
+    return outcome.as_dict()
+
+
+def _report(event: EcrEvent, outcome: EventOutcome) -> None:
+    image = outcome.image
+    if image is None:
+        logger.info(
+            "event ignored: not a successful ECR push or delete",
+            extra={"source": event.source, "detail_type": event.detail_type},
+        )
+        return
+    where = {
+        "repository": image.repository,
+        "digest": str(image.digest),
+        "tag": image.tag,
+        "source_account": image.source_account,
+        "source_region": image.source_region,
+    }
+    report = outcome.report
+    if report is None:
+        metrics.add_metric("DeletionsRecorded", MetricUnit.Count, 1)
+        logger.info("deletion recorded; nothing deleted from the backup", extra=where)
+        return
+    metrics.add_metric("BlobsCopied", MetricUnit.Count, len(report.blobs_copied))
+    metrics.add_metric("BlobsSkipped", MetricUnit.Count, len(report.blobs_skipped))
+    metrics.add_metric("BytesCopied", MetricUnit.Bytes, report.bytes_copied)
+    # From ECR accepting the push to the image's closure being durable in the bucket.
+    latency = (datetime.now(UTC) - event.time).total_seconds()
+    metrics.add_metric("PushToDurableLatency", MetricUnit.Seconds, max(latency, 0.0))
+    logger.info("image backed up", extra={**where, **report.as_dict()})
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    # Read per invocation (cheap), never at import: a bad setting fails the invocation
+    # with a clear message instead of breaking the module import.
+    services = services_for(Settings.load(os.environ))
+    response = process_partial_response(
+        event=event,
+        record_handler=partial(handle_record, services),
+        processor=processor,
+        context=context,
+    )
+    # Emitted every time (zero included) so that it can be alarmed on and graphed.
+    metrics.add_metric("RecordsFailed", MetricUnit.Count, len(response["batchItemFailures"]))
+    return response

@@ -1,0 +1,435 @@
+"""handlers/replicate.py under moto's mock_aws, with an in-memory source registry."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import json
+import logging
+import os
+import sys
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from ecr_backup import mediatypes
+from ecr_backup.aws import AwsServices
+from ecr_backup.digest import Digest
+from ecr_backup.errors import InvalidInputError
+from ecr_backup.index import DynamoIndex
+from ecr_backup.model import Manifest
+from ecr_backup.records import Action
+
+from .conftest import BUCKET, TABLE
+from .fakes import FakeRegistry, descriptor
+
+HANDLER = Path(__file__).resolve().parents[2] / "handlers" / "replicate.py"
+ACCOUNT = "111122223333"
+REGION = "eu-west-1"
+REPO = "team/app"
+PREFIX = "backup/"
+SETTINGS_ENV = {
+    "ECR_BACKUP_BUCKET": BUCKET,
+    "ECR_BACKUP_TABLE": TABLE,
+    "ECR_BACKUP_PREFIX": PREFIX,
+}
+
+
+@pytest.fixture(scope="module")
+def replicate() -> Iterator[ModuleType]:
+    """The handler module, imported the way Lambda does: from its own directory, with no
+    ECR_BACKUP_* settings in the environment (it must not read them at import)."""
+    saved = dict(os.environ)
+    # Importing the handler gives the "ecr_backup" logger Powertools' handler and stops
+    # its propagation (right in Lambda); undo that for the rest of the test session.
+    library_logger = logging.getLogger("ecr_backup")
+    logger_state = (library_logger.handlers[:], library_logger.propagate, library_logger.level)
+    for name in list(os.environ):
+        if name.startswith("ECR_BACKUP_"):
+            del os.environ[name]
+    os.environ["POWERTOOLS_SERVICE_NAME"] = "ecr-backup"
+    os.environ["POWERTOOLS_METRICS_NAMESPACE"] = "EcrBackupTest"
+    try:
+        spec = importlib.util.spec_from_file_location("replicate", HANDLER)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["replicate"] = module
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.modules.pop("replicate", None)
+        os.environ.clear()
+        os.environ.update(saved)
+        library_logger.handlers[:], library_logger.propagate = logger_state[:2]
+        library_logger.setLevel(logger_state[2])
+
+
+@pytest.fixture
+def registry() -> FakeRegistry:
+    return FakeRegistry()
+
+
+@pytest.fixture
+def handler(
+    replicate: ModuleType,
+    registry: FakeRegistry,
+    s3: Any,
+    index: DynamoIndex,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Any]:
+    """The Lambda handler against moto's S3 and DynamoDB, reading from `registry`."""
+    for name, value in SETTINGS_ENV.items():
+        monkeypatch.setenv(name, value)
+    asked: list[tuple[str, str]] = []
+
+    def fake_registry(self: AwsServices, account: str, region: str) -> FakeRegistry:
+        asked.append((account, region))
+        return registry
+
+    monkeypatch.setattr(AwsServices, "registry", fake_registry)
+    replicate.services_for.cache_clear()  # clients bound to an earlier test's moto
+    registry.asked = asked  # type: ignore[attr-defined]
+    yield replicate.handler
+    replicate.services_for.cache_clear()
+
+
+@pytest.fixture
+def logs(replicate: ModuleType) -> Iterator[io.StringIO]:
+    """The handler's JSON log lines (the Powertools handler is shared with ecr_backup.*)."""
+    stream = io.StringIO()
+    handler = replicate.logger.registered_handler
+    previous = handler.setStream(stream)
+    yield stream
+    handler.setStream(previous)
+
+
+@dataclass
+class Context:
+    function_name: str = "ecr-backup-replicate"
+    memory_limit_in_mb: int = 1024
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:replicate"
+    aws_request_id: str = "request-1"
+
+
+def ecr_event(
+    digest: Digest | str,
+    *,
+    action: str = "PUSH",
+    tag: str | None = "v1",
+    result: str = "SUCCESS",
+    repository: str = REPO,
+    event_id: str | None = None,
+    time: str = "2026-05-01T10:00:00Z",
+) -> dict[str, Any]:
+    detail: dict[str, Any] = {
+        "result": result,
+        "repository-name": repository,
+        "image-digest": str(digest),
+        "action-type": action,
+        "manifest-media-type": mediatypes.OCI_MANIFEST,
+    }
+    if tag:
+        detail["image-tag"] = tag
+    return {
+        "version": "0",
+        "id": event_id or str(uuid.uuid4()),
+        "detail-type": "ECR Image Action",
+        "source": "aws.ecr",
+        "account": ACCOUNT,
+        "time": time,
+        "region": REGION,
+        "resources": [],
+        "detail": detail,
+    }
+
+
+def sqs_record(body: str | dict[str, Any], message_id: str | None = None) -> dict[str, Any]:
+    text = body if isinstance(body, str) else json.dumps(body)
+    return {
+        "messageId": message_id or str(uuid.uuid4()),
+        "receiptHandle": "handle",
+        "body": text,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": "1714557600000",
+            "SenderId": "AIDAEVENTBRIDGE",
+            "ApproximateFirstReceiveTimestamp": "1714557600001",
+        },
+        "messageAttributes": {},
+        "md5OfBody": "0" * 32,
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:ecr-backup-EventQueue",
+        "awsRegion": REGION,
+    }
+
+
+def batch(*records: dict[str, Any]) -> dict[str, Any]:
+    return {"Records": list(records)}
+
+
+def blob_keys(s3: Any) -> set[str]:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{PREFIX}blobs/")
+    return {item["Key"] for page in pages for item in page.get("Contents", [])}
+
+
+def emitted_metrics(output: str) -> dict[str, list[float]]:
+    """Metric values from the CloudWatch EMF lines Powertools prints."""
+    values: dict[str, list[float]] = {}
+    for line in output.splitlines():
+        if not line.startswith("{") or '"_aws"' not in line:
+            continue
+        document = json.loads(line)
+        for directive in document["_aws"]["CloudWatchMetrics"]:
+            assert directive["Namespace"] == "EcrBackupTest"
+            for metric in directive["Metrics"]:
+                value = document[metric["Name"]]
+                values.setdefault(metric["Name"], []).extend(
+                    value if isinstance(value, list) else [value]
+                )
+    return values
+
+
+def push_image(registry: FakeRegistry, *sizes: int, tag: str = "v1") -> Manifest:
+    return registry.image(REPO, [os.urandom(size) for size in sizes], tag=tag)
+
+
+def test_push_is_backed_up_with_metrics_and_correlation_id(
+    handler: Any,
+    registry: FakeRegistry,
+    s3: Any,
+    index: DynamoIndex,
+    logs: io.StringIO,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    image = push_image(registry, 1000, 3000)
+    event = ecr_event(image.digest, event_id="push-event-1")
+
+    answer = handler(batch(sqs_record(event)), Context())
+
+    assert answer == {"batchItemFailures": []}
+    expected = {
+        f"{PREFIX}blobs/sha256/{Digest.of(b'{}').hex}",
+        f"{PREFIX}blobs/sha256/{image.digest.hex}",
+    }
+    expected |= {f"{PREFIX}blobs/sha256/{Digest.of(d).hex}" for d in registry.blobs.values()}
+    assert blob_keys(s3) == expected
+    assert index.manifest(image.digest) is not None
+    (tag,) = index.tags(REPO)
+    assert (tag.tag, tag.digest, tag.action) == ("v1", image.digest, Action.PUSH)
+    # The event's own account and region choose the source registry.
+    assert registry.asked == [(ACCOUNT, REGION)]  # type: ignore[attr-defined]
+
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert metrics["BlobsCopied"] == [3]  # config + two layers
+    assert metrics["BlobsSkipped"] == [0]
+    assert metrics["BytesCopied"] == [2 + 1000 + 3000]
+    (latency,) = metrics["PushToDurableLatency"]
+    assert latency > 0  # the event's time is in the past
+
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    backed_up = [line for line in lines if line["message"] == "image backed up"]
+    assert len(backed_up) == 1
+    assert backed_up[0]["correlation_id"] == "push-event-1"
+    assert backed_up[0]["digest"] == str(image.digest)
+
+
+def test_second_push_sharing_layers_copies_only_the_new_one(
+    handler: Any, registry: FakeRegistry, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = os.urandom(2000)
+    first = registry.image(REPO, [base, os.urandom(100)], tag="v1")
+    second = registry.image(REPO, [base, os.urandom(200)], tag="v2")
+    handler(batch(sqs_record(ecr_event(first.digest, tag="v1"))), Context())
+    capsys.readouterr()
+
+    assert handler(batch(sqs_record(ecr_event(second.digest, tag="v2"))), Context()) == {
+        "batchItemFailures": []
+    }
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert metrics["BlobsCopied"] == [1]
+    assert metrics["BlobsSkipped"] == [2]  # the shared layer and the "{}" config
+    assert metrics["BytesCopied"] == [200]
+
+
+def test_delete_is_recorded_and_deletes_nothing(
+    handler: Any, registry: FakeRegistry, s3: Any, index: DynamoIndex
+) -> None:
+    image = push_image(registry, 500)
+    handler(batch(sqs_record(ecr_event(image.digest))), Context())
+    before = blob_keys(s3)
+    gets_before = sum(registry.blob_gets.values())
+
+    delete = ecr_event(
+        image.digest, action="DELETE", event_id="delete-event-1", time="2026-05-02T10:00:00Z"
+    )
+    assert handler(batch(sqs_record(delete)), Context()) == {"batchItemFailures": []}
+
+    assert blob_keys(s3) == before
+    versions = s3.list_object_versions(Bucket=BUCKET, Prefix=PREFIX)
+    assert not versions.get("DeleteMarkers")
+    assert sum(registry.blob_gets.values()) == gets_before  # the registry was not read
+    (tag,) = index.tags(REPO)
+    assert (tag.digest, tag.action) == (image.digest, Action.DELETE)
+    assert [e.action for e in index.history(REPO, "v1")] == [Action.PUSH, Action.DELETE]
+    records = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}refs/")["Contents"]
+    assert any("_DELETE_v1_" in r["Key"] for r in records)
+    assert index.manifest(image.digest) is not None  # the backup still holds the image
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        pytest.param(
+            {
+                **ecr_event("sha256:" + "ab" * 32),
+                "source": "aws.s3",
+                "detail-type": "Object Created",
+            },
+            id="other-service",
+        ),
+        pytest.param(ecr_event("sha256:" + "ab" * 32, result="FAILURE"), id="failed-push"),
+        pytest.param(ecr_event("sha256:" + "ab" * 32, action="REPLICATE"), id="other-action"),
+    ],
+)
+def test_unrelated_events_are_acknowledged_without_work(
+    handler: Any,
+    registry: FakeRegistry,
+    s3: Any,
+    index: DynamoIndex,
+    logs: io.StringIO,
+    event: dict[str, Any],
+) -> None:
+    assert handler(batch(sqs_record(event)), Context()) == {"batchItemFailures": []}
+    assert registry.manifest_gets == 0
+    assert blob_keys(s3) == set()
+    assert index.repositories() == []
+    assert "event ignored" in logs.getvalue()
+
+
+def test_malformed_records_fail_alone(
+    handler: Any,
+    registry: FakeRegistry,
+    index: DynamoIndex,
+    logs: io.StringIO,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    first = push_image(registry, 300, tag="v1")
+    last = push_image(registry, 400, tag="v2")
+    records = [
+        sqs_record(ecr_event(first.digest, tag="v1"), "good-1"),
+        sqs_record("this is not JSON", "not-json"),
+        sqs_record(ecr_event("md5:0123456789abcdef", tag="v9", event_id="e-md5"), "bad-digest"),
+        sqs_record({"hello": "world"}, "not-an-event"),
+        sqs_record(
+            ecr_event("sha256:" + "cd" * 32, tag="gone", event_id="e-gone"), "unknown-image"
+        ),
+        sqs_record(ecr_event(last.digest, tag="v2"), "good-2"),
+    ]
+
+    answer = handler(batch(*records), Context())
+
+    assert answer == {
+        "batchItemFailures": [
+            {"itemIdentifier": "not-json"},
+            {"itemIdentifier": "bad-digest"},
+            {"itemIdentifier": "not-an-event"},
+            {"itemIdentifier": "unknown-image"},
+        ]
+    }
+    assert index.manifest(first.digest) is not None
+    assert index.manifest(last.digest) is not None
+    assert {t.tag for t in index.tags(REPO)} == {"v1", "v2"}
+    # Each failure is logged with its message id and traceback, for the DLQ investigation;
+    # the correlation id is the failing event's, never a neighbour's.
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    failed = {
+        line["message_id"]: line for line in lines if line["message"].startswith("record failed")
+    }
+    assert sorted(failed) == ["bad-digest", "not-an-event", "not-json", "unknown-image"]
+    assert all(line["level"] == "WARNING" and line["exception"] for line in failed.values())
+    assert failed["not-json"].get("correlation_id") is None  # good-1's id was set before it
+    assert failed["bad-digest"]["correlation_id"] == "e-md5"
+    assert failed["not-an-event"].get("correlation_id") is None  # follows bad-digest
+    assert failed["unknown-image"]["correlation_id"] == "e-gone"
+    assert "ManifestNotFoundError" in failed["unknown-image"]["exception"]
+    metrics = emitted_metrics(capsys.readouterr().out)
+    assert metrics["RecordsFailed"] == [4]
+    assert metrics["BlobsCopied"] == [2, 1]  # the second image shares the "{}" config
+
+
+def test_a_batch_that_fails_entirely_is_reported_not_raised(handler: Any) -> None:
+    # Raising would count as a function error; per-record failures go to the DLQ alarm.
+    answer = handler(batch(sqs_record("{", "a"), sqs_record("[]", "b")), Context())
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "a"}, {"itemIdentifier": "b"}]}
+
+
+def multi_arch(registry: FakeRegistry) -> tuple[Manifest, list[Manifest]]:
+    children = [registry.image(REPO, [os.urandom(700 + i)]) for i in range(2)]
+    index = registry.add_manifest(
+        REPO,
+        {
+            "schemaVersion": 2,
+            "mediaType": mediatypes.OCI_INDEX,
+            "manifests": [
+                descriptor(
+                    mediatypes.OCI_MANIFEST,
+                    child.raw,
+                    platform={"os": "linux", "architecture": arch},
+                )
+                for child, arch in zip(children, ("amd64", "arm64"), strict=True)
+            ],
+        },
+        tag="multi",
+    )
+    return index, children
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (1, 0, 2), (2, 1, 0)], ids=str)
+def test_multi_arch_push_ends_complete_in_any_event_order(
+    handler: Any,
+    registry: FakeRegistry,
+    s3: Any,
+    index: DynamoIndex,
+    order: tuple[int, int, int],
+) -> None:
+    image_index, children = multi_arch(registry)
+    events = [
+        ecr_event(children[0].digest, tag=None),
+        ecr_event(children[1].digest, tag=None),
+        ecr_event(image_index.digest, tag="multi"),
+    ]
+    answer = handler(batch(*(sqs_record(events[i]) for i in order)), Context())
+
+    assert answer == {"batchItemFailures": []}
+    manifests = [image_index, *children]
+    expected = {f"{PREFIX}blobs/sha256/{d.hex}" for d in registry.blobs}
+    expected |= {f"{PREFIX}blobs/sha256/{m.digest.hex}" for m in manifests}
+    assert blob_keys(s3) == expected
+    for manifest in manifests:
+        assert index.manifest(manifest.digest) is not None
+    (tag,) = index.tags(REPO)
+    assert (tag.tag, tag.digest) == ("multi", image_index.digest)
+    assert sum(registry.blob_gets.values()) == len(registry.blobs)  # each blob fetched once
+
+
+@pytest.mark.filterwarnings("ignore:No application metrics")
+def test_settings_are_read_per_invocation_and_clients_reused(
+    handler: Any,
+    replicate: ModuleType,
+    registry: FakeRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    image = push_image(registry, 10)
+    handler(batch(sqs_record(ecr_event(image.digest))), Context())
+    handler(batch(sqs_record(ecr_event(image.digest))), Context())
+    info = replicate.services_for.cache_info()
+    assert (info.misses, info.hits) == (1, 1)  # one AwsServices for the warm process
+
+    monkeypatch.delenv("ECR_BACKUP_BUCKET")
+    with pytest.raises(InvalidInputError, match="ECR_BACKUP_BUCKET"):
+        handler(batch(sqs_record(ecr_event(image.digest))), Context())

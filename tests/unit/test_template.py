@@ -1,0 +1,593 @@
+"""template.yaml and templates/source-account.yaml keep the security properties the backup
+depends on: write-once storage, encryption, TLS only, least privilege, a wired DLQ."""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from cfnlint.decode import decode_str
+from samtranslator.parser.parser import Parser
+from samtranslator.translator.translator import Translator
+
+from ecr_backup import schema
+from ecr_backup.settings import ENV_PREFIX, Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Anything that could destroy, shorten or unlock a backup, or widen access to it.
+FORBIDDEN_ACTIONS = (
+    "s3:DeleteObject",
+    "s3:DeleteObjectVersion",
+    "s3:DeleteBucket",
+    "s3:DeleteBucketPolicy",
+    "s3:PutObjectRetention",
+    "s3:BypassGovernanceRetention",
+    "s3:PutObjectLegalHold",
+    "s3:PutBucketObjectLockConfiguration",
+    "s3:PutBucketPolicy",
+    "s3:PutBucketVersioning",
+    "s3:PutLifecycleConfiguration",
+    "s3:PutBucketAcl",
+    "s3:PutObjectAcl",
+    "s3:PutEncryptionConfiguration",
+    "dynamodb:DeleteItem",
+    "dynamodb:DeleteTable",
+    "dynamodb:UpdateTable",
+    "dynamodb:UpdateContinuousBackups",
+    "kms:ScheduleKeyDeletion",
+    "kms:DisableKey",
+    "kms:PutKeyPolicy",
+    "iam:PassRole",
+)
+# The only actions AWS authorizes on "*" alone.
+STAR_RESOURCE_ACTIONS = {
+    "ecr:GetAuthorizationToken",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+}
+# What the engine calls (ecr_backup.registry/blobstore/index), and nothing more; adding an
+# action means changing this list on purpose. ecr:DescribeImages is not called today: the
+# issue grants it as the read-only half of "read ECR".
+FUNCTION_ACTIONS = {
+    "ecr:GetAuthorizationToken",
+    "ecr:BatchGetImage",
+    "ecr:GetDownloadUrlForLayer",
+    "ecr:DescribeImages",
+    "s3:PutObject",
+    "s3:GetObject",
+    "s3:AbortMultipartUpload",
+    "s3:ListBucket",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:BatchGetItem",
+    "dynamodb:Query",
+    "kms:GenerateDataKey",
+    "kms:Decrypt",
+    "kms:Encrypt",
+    "kms:DescribeKey",
+    "sqs:ReceiveMessage",
+    "sqs:DeleteMessage",
+    "sqs:GetQueueAttributes",
+    "logs:CreateLogStream",
+    "logs:PutLogEvents",
+    "xray:PutTraceSegments",
+    "xray:PutTelemetryRecords",
+}
+
+
+def load(path: Path) -> dict[str, Any]:
+    template, matches = decode_str(path.read_text())
+    assert not matches, matches
+    # Plain dicts and lists: the decoder's node classes compare oddly with literals.
+    plain: dict[str, Any] = json.loads(json.dumps(template))
+    return plain
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load(ROOT / "template.yaml")
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    return template["Resources"]
+
+
+@pytest.fixture(scope="module")
+def transformed(template: dict[str, Any]) -> dict[str, Any]:
+    """The CloudFormation SAM deploys: shows what SAM adds (roles, policies, mappings)."""
+    sam = json.loads(json.dumps(template))
+    # The translator wants S3 locations; `sam deploy` substitutes them the same way.
+    for resource in sam["Resources"].values():
+        props = resource.get("Properties", {})
+        for key in ("CodeUri", "ContentUri"):
+            if isinstance(props.get(key), str):
+                props[key] = "s3://artifacts/code.zip"
+    translator = Translator(
+        None, Parser(), boto_session=boto3.session.Session(region_name="us-east-1")
+    )
+    result: dict[str, Any] = translator.translate(
+        sam, parameter_values={}, get_managed_policy_map=lambda: {}
+    )
+    return result
+
+
+def props(resources: dict[str, Any], name: str) -> dict[str, Any]:
+    properties: dict[str, Any] = resources[name]["Properties"]
+    return properties
+
+
+def listify(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def refers_to(value: Any, name: str) -> bool:
+    """Whether an intrinsic (Ref, GetAtt) names the resource."""
+    return value in ({"Ref": name}, {"Fn::GetAtt": [name, "Arn"]}, {"Fn::GetAtt": f"{name}.Arn"})
+
+
+# --- the bucket ------------------------------------------------------------------------
+
+
+def test_bucket_is_versioned_with_object_lock_default_retention(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    bucket = props(resources, "BackupBucket")
+    assert bucket["VersioningConfiguration"] == {"Status": "Enabled"}
+    assert bucket["ObjectLockEnabled"] is True
+    lock = bucket["ObjectLockConfiguration"]
+    assert lock["ObjectLockEnabled"] == "Enabled"
+    assert lock["Rule"]["DefaultRetention"] == {
+        "Mode": {"Ref": "ObjectLockMode"},
+        "Days": {"Ref": "ObjectLockDays"},
+    }
+    mode = template["Parameters"]["ObjectLockMode"]
+    assert mode["Default"] == "GOVERNANCE"
+    assert sorted(mode["AllowedValues"]) == ["COMPLIANCE", "GOVERNANCE"]
+    assert template["Parameters"]["ObjectLockDays"]["MinValue"] >= 1
+
+
+def test_bucket_survives_stack_deletion(resources: dict[str, Any]) -> None:
+    for name in ("BackupBucket", "IndexTable", "BackupKey"):
+        assert resources[name]["DeletionPolicy"] == "Retain", name
+        assert resources[name]["UpdateReplacePolicy"] == "Retain", name
+
+
+def test_bucket_encrypts_with_a_rotated_customer_key_and_bucket_keys(
+    resources: dict[str, Any],
+) -> None:
+    (rule,) = props(resources, "BackupBucket")["BucketEncryption"][
+        "ServerSideEncryptionConfiguration"
+    ]
+    default = rule["ServerSideEncryptionByDefault"]
+    assert default["SSEAlgorithm"] == "aws:kms"
+    assert refers_to(default["KMSMasterKeyID"], "BackupKey")
+    assert resources["BackupKey"]["Type"] == "AWS::KMS::Key"
+    assert props(resources, "BackupKey")["EnableKeyRotation"] is True
+    assert rule["BucketKeyEnabled"] is True
+
+
+def test_bucket_blocks_public_access_and_acls(resources: dict[str, Any]) -> None:
+    bucket = props(resources, "BackupBucket")
+    assert bucket["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True,
+        "BlockPublicPolicy": True,
+        "IgnorePublicAcls": True,
+        "RestrictPublicBuckets": True,
+    }
+    assert bucket["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+
+
+def test_bucket_aborts_incomplete_multipart_uploads(resources: dict[str, Any]) -> None:
+    rules = props(resources, "BackupBucket")["LifecycleConfiguration"]["Rules"]
+    assert any(
+        r["Status"] == "Enabled" and r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+        for r in rules
+    )
+    # A lifecycle rule that expires objects would delete backups behind Object Lock's back.
+    assert not any("Expiration" in r or "ExpirationInDays" in r for r in rules)
+    assert not any("NoncurrentVersionExpiration" in r for r in rules)
+
+
+def test_bucket_policy_denies_every_request_without_tls(resources: dict[str, Any]) -> None:
+    policy = props(resources, "BackupBucketPolicy")
+    assert refers_to(policy["Bucket"], "BackupBucket")
+    deny = [
+        s
+        for s in policy["PolicyDocument"]["Statement"]
+        if s["Effect"] == "Deny"
+        and s.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") in ("false", False)
+    ]
+    assert len(deny) == 1
+    (statement,) = deny
+    assert statement["Principal"] == "*"
+    assert statement["Action"] in ("s3:*", ["s3:*"])
+    assert sorted(json.dumps(r) for r in statement["Resource"]) == sorted(
+        [
+            json.dumps({"Fn::GetAtt": ["BackupBucket", "Arn"]}),
+            json.dumps({"Fn::Sub": "${BackupBucket.Arn}/*"}),
+        ]
+    )
+
+
+def test_existing_bucket_replaces_the_created_one_everywhere(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    assert resources["BackupBucket"]["Condition"] == "CreateBucket"
+    assert resources["BackupBucketPolicy"]["Condition"] == "CreateBucket"
+    assert template["Conditions"]["CreateBucket"] == {
+        "Fn::Equals": [{"Ref": "ExistingBucketName"}, ""]
+    }
+    chosen = {"Fn::If": ["CreateBucket", {"Ref": "BackupBucket"}, {"Ref": "ExistingBucketName"}]}
+    env = props(resources, "ReplicateFunction")["Environment"]["Variables"]
+    assert env["ECR_BACKUP_BUCKET"] == chosen
+    assert template["Outputs"]["BucketName"]["Value"] == chosen
+    # A bare {"Ref": "BackupBucket"} outside a CreateBucket resource would break the stack
+    # when an existing bucket is used.
+    for name, resource in resources.items():
+        if resource.get("Condition") == "CreateBucket":
+            continue
+        text = json.dumps(resource).replace(json.dumps(chosen), "")
+        assert '{"Ref": "BackupBucket"}' not in text, name
+        assert '"BackupBucket", "Arn"' not in text, name
+
+
+# --- the index table -------------------------------------------------------------------
+
+
+def test_table_matches_the_single_schema_definition(resources: dict[str, Any]) -> None:
+    table = props(resources, "IndexTable")
+    assert table["KeySchema"] == schema.KEY_SCHEMA
+    assert table["AttributeDefinitions"] == schema.ATTRIBUTE_DEFINITIONS
+    assert table["BillingMode"] == schema.BILLING_MODE
+    assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert table["DeletionProtectionEnabled"] is True
+    sse = table["SSESpecification"]
+    assert sse["SSEEnabled"] is True
+    assert sse["SSEType"] == "KMS"
+    assert refers_to(sse["KMSMasterKeyId"], "BackupKey")
+
+
+# --- events, queue, DLQ ----------------------------------------------------------------
+
+
+def test_rule_matches_successful_ecr_pushes_and_deletes(resources: dict[str, Any]) -> None:
+    rule = props(resources, "EcrImageActionRule")
+    pattern = rule["EventPattern"]
+    assert pattern["source"] == ["aws.ecr"]
+    assert pattern["detail-type"] == ["ECR Image Action"]
+    assert sorted(pattern["detail"]["action-type"]) == ["DELETE", "PUSH"]
+    assert pattern["detail"]["result"] == ["SUCCESS"]
+    # The repository filter is optional: absent (match all) unless a prefix is given.
+    assert pattern["detail"]["repository-name"] == {
+        "Fn::If": [
+            "HasRepositoryPrefix",
+            [{"prefix": {"Ref": "RepositoryPrefix"}}],
+            {"Ref": "AWS::NoValue"},
+        ]
+    }
+    assert "account" not in pattern  # forwarded source-account events must match too
+    (target,) = rule["Targets"]
+    assert refers_to(target["Arn"], "EventQueue")
+
+
+def test_only_the_rule_may_send_to_the_queue(resources: dict[str, Any]) -> None:
+    policy = props(resources, "EventQueuePolicy")
+    assert policy["Queues"] == [{"Ref": "EventQueue"}]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert refers_to(statement["Resource"], "EventQueue")
+    assert statement["Condition"] == {
+        "ArnEquals": {"aws:SourceArn": {"Fn::GetAtt": ["EcrImageActionRule", "Arn"]}}
+    }
+
+
+def test_failed_events_end_in_the_dead_letter_queue(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    queue = props(resources, "EventQueue")
+    assert queue["RedrivePolicy"] == {
+        "deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+        "maxReceiveCount": {"Ref": "MaxReceiveCount"},
+    }
+    assert template["Parameters"]["MaxReceiveCount"]["MinValue"] >= 1
+    # The DLQ keeps the original enqueue time: it must outlive the source queue's retention.
+    assert (
+        props(resources, "DeadLetterQueue")["MessageRetentionPeriod"]
+        > queue["MessageRetentionPeriod"]
+    )
+
+
+def test_visibility_timeout_is_at_least_six_function_timeouts(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    function = props(resources, "ReplicateFunction")
+    assert function["Timeout"] == {"Ref": "FunctionTimeout"}
+    lookup = {"Fn::FindInMap": ["Timing", {"Ref": "FunctionTimeout"}, "VisibilityTimeout"]}
+    assert props(resources, "EventQueue")["VisibilityTimeout"] == lookup
+    allowed = template["Parameters"]["FunctionTimeout"]["AllowedValues"]
+    timing = template["Mappings"]["Timing"]
+    assert sorted(timing, key=int) == sorted(str(v) for v in allowed)
+    for timeout, row in timing.items():
+        assert row["VisibilityTimeout"] >= 6 * int(timeout), timeout
+        assert row["VisibilityTimeout"] <= 43200  # SQS maximum
+        assert row["BacklogAlarmSeconds"] == 2 * row["VisibilityTimeout"]  # as documented
+        assert int(timeout) <= 900  # Lambda maximum
+
+
+def test_function_reports_batch_item_failures_with_bounded_concurrency(
+    transformed: dict[str, Any],
+) -> None:
+    mappings = [
+        r["Properties"]
+        for r in transformed["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+    ]
+    assert len(mappings) == 1
+    (mapping,) = mappings
+    assert refers_to(mapping["EventSourceArn"], "EventQueue")
+    assert refers_to(mapping["FunctionName"], "ReplicateFunction")
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "MaximumConcurrency"}}
+
+
+# --- the function, its layer and its role ------------------------------------------------
+
+
+def test_function_runs_python313_on_the_architecture_parameter(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    architecture = template["Parameters"]["Architecture"]
+    assert architecture["Default"] == "arm64"
+    assert sorted(architecture["AllowedValues"]) == ["arm64", "x86_64"]
+    function = props(resources, "ReplicateFunction")
+    assert function["Runtime"] == "python3.13"
+    assert function["Handler"] == "replicate.handler"
+    assert (ROOT / function["CodeUri"] / "replicate.py").is_file()
+    assert function["Architectures"] == [{"Ref": "Architecture"}]
+    assert function["Layers"] == [{"Ref": "SharedLayer"}]
+    layer = resources["SharedLayer"]
+    assert layer["Properties"]["ContentUri"].rstrip("/") == "shared"
+    assert layer["Properties"]["CompatibleRuntimes"] == ["python3.13"]
+    assert layer["Properties"]["CompatibleArchitectures"] == [{"Ref": "Architecture"}]
+    # Without this, sam build would compile the layer's wheels (pydantic-core) for x86_64.
+    assert layer["Metadata"] == {
+        "BuildMethod": "python3.13",
+        "BuildArchitecture": {"Ref": "Architecture"},
+    }
+
+
+def test_layer_requirements_cover_the_package_dependencies() -> None:
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    needed = {_name(d) for d in pyproject["project"]["dependencies"]}
+    lines = (ROOT / "shared" / "requirements.txt").read_text().splitlines()
+    shipped = {_name(line) for line in lines if line.strip() and not line.startswith("#")}
+    assert needed <= shipped
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\[<>=!~; ]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def test_function_environment_is_valid_settings(resources: dict[str, Any]) -> None:
+    env = props(resources, "ReplicateFunction")["Environment"]["Variables"]
+    names = {k for k in env if k.startswith(ENV_PREFIX)}
+    assert {"ECR_BACKUP_BUCKET", "ECR_BACKUP_TABLE", "ECR_BACKUP_PREFIX"} <= names
+    # Every variable names a real setting (a typo would silently be ignored at runtime).
+    fields = {ENV_PREFIX + f.upper() for f in Settings.model_fields}
+    assert names <= fields
+    assert env["ECR_BACKUP_TABLE"] == {"Ref": "IndexTable"}
+    assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"} <= set(env)
+
+
+def function_role_statements(transformed: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every statement granting the deployed function's role anything: inline policies,
+    managed policies (refused: their content is not in the template), and standalone
+    policy resources attached to the role - whatever SAM generated."""
+    resources = transformed["Resources"]
+    function = resources["ReplicateFunction"]["Properties"]
+    role_ref = function["Role"]
+    assert isinstance(role_ref, dict) and "Fn::GetAtt" in role_ref, role_ref
+    role_name = listify(role_ref["Fn::GetAtt"])[0].split(".")[0]
+    role = resources[role_name]["Properties"]
+    assert not role.get("ManagedPolicyArns"), "managed policies hide their '*' resources"
+    statements: list[dict[str, Any]] = []
+    for policy in role.get("Policies", []):
+        statements.extend(listify(policy["PolicyDocument"]["Statement"]))
+    for resource in resources.values():
+        attached = resource["Type"] in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy") and {
+            "Ref": role_name
+        } in resource["Properties"].get("Roles", [])
+        if attached:
+            statements.extend(listify(resource["Properties"]["PolicyDocument"]["Statement"]))
+    return statements
+
+
+def privilege_problems(statements: list[dict[str, Any]]) -> list[str]:
+    problems = []
+    for statement in statements:
+        sid = statement.get("Sid", "?")
+        if statement["Effect"] != "Allow":
+            continue
+        if "NotAction" in statement or "NotResource" in statement:
+            problems.append(f"{sid}: NotAction/NotResource grants everything else")
+            continue
+        actions = listify(statement["Action"])
+        for pattern in actions:
+            for forbidden in FORBIDDEN_ACTIONS:
+                if fnmatch.fnmatchcase(forbidden.lower(), pattern.lower()):
+                    problems.append(f"{sid}: {pattern} allows {forbidden}")
+        if "*" in listify(statement["Resource"]):
+            wide = set(actions) - STAR_RESOURCE_ACTIONS
+            if wide:
+                problems.append(f"{sid}: {sorted(wide)} on resource '*'")
+    return problems
+
+
+def test_privilege_checker_catches_what_it_must() -> None:
+    # The checker below must not pass vacuously.
+    assert privilege_problems([{"Effect": "Allow", "Action": "s3:*", "Resource": "x"}])
+    assert privilege_problems([{"Effect": "Allow", "Action": "s3:Delete*", "Resource": "x"}])
+    assert privilege_problems(
+        [{"Effect": "Allow", "Action": "s3:BypassGovernanceRetention", "Resource": "x"}]
+    )
+    assert privilege_problems([{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}])
+    assert privilege_problems([{"Effect": "Allow", "NotAction": "s3:Get*", "Resource": "x"}])
+    assert not privilege_problems(
+        [{"Effect": "Allow", "Action": "ecr:GetAuthorizationToken", "Resource": "*"}]
+    )
+
+
+def test_function_role_cannot_delete_unlock_or_reach_beyond_its_resources(
+    transformed: dict[str, Any],
+) -> None:
+    statements = function_role_statements(transformed)
+    assert statements
+    assert privilege_problems(statements) == []
+
+
+def test_function_role_grants_exactly_what_the_engine_calls(transformed: dict[str, Any]) -> None:
+    granted = {a for s in function_role_statements(transformed) for a in listify(s["Action"])}
+    assert granted == FUNCTION_ACTIONS
+
+
+def test_function_role_scopes_each_service_to_its_resource(transformed: dict[str, Any]) -> None:
+    by_sid = {s["Sid"]: s for s in function_role_statements(transformed)}
+    assert by_sid["EcrReadImages"]["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:ecr:*:*:repository/${RepositoryPrefix}*"
+    }
+    objects = by_sid["BucketWriteOnce"]["Resource"]["Fn::Sub"]
+    assert objects[0] == "arn:${AWS::Partition}:s3:::${Bucket}/${BucketPrefix}*"
+    assert refers_to(by_sid["IndexTable"]["Resource"], "IndexTable")
+    assert refers_to(by_sid["BackupKey"]["Resource"][0], "BackupKey")
+    assert refers_to(by_sid["ConsumeQueue"]["Resource"], "EventQueue")
+    assert refers_to(by_sid["Logs"]["Resource"], "ReplicateLogGroup")
+
+
+# --- optional AWS Backup copy, alarms, outputs -----------------------------------------
+
+
+def test_aws_backup_plan_copies_the_bucket_to_the_given_vault(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    assert template["Conditions"]["HasBackupVault"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "BackupVaultArn"}, ""]}]
+    }
+    for name in (
+        "LocalBackupVault",
+        "BackupServiceRole",
+        "BucketBackupPlan",
+        "BucketBackupSelection",
+    ):
+        assert resources[name]["Condition"] == "HasBackupVault", name
+    (rule,) = props(resources, "BucketBackupPlan")["BackupPlan"]["BackupPlanRule"]
+    assert rule["TargetBackupVault"] == {"Ref": "LocalBackupVault"}
+    (copy,) = rule["CopyActions"]
+    assert copy["DestinationBackupVaultArn"] == {"Ref": "BackupVaultArn"}
+    selection = props(resources, "BucketBackupSelection")["BackupSelection"]
+    assert refers_to(selection["IamRoleArn"], "BackupServiceRole")
+    (bucket,) = selection["Resources"]
+    assert bucket["Fn::Sub"][0] == "arn:${AWS::Partition}:s3:::${Bucket}"
+
+
+def test_alarms_watch_the_dlq_and_function_errors(resources: dict[str, Any]) -> None:
+    alarms = {
+        name: r["Properties"]
+        for name, r in resources.items()
+        if r["Type"] == "AWS::CloudWatch::Alarm"
+    }
+    dlq = alarms["DeadLetterQueueAlarm"]
+    assert (dlq["Namespace"], dlq["MetricName"]) == (
+        "AWS/SQS",
+        "ApproximateNumberOfMessagesVisible",
+    )
+    assert dlq["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}
+    ]
+    errors = alarms["FunctionErrorsAlarm"]
+    assert (errors["Namespace"], errors["MetricName"]) == ("AWS/Lambda", "Errors")
+    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "ReplicateFunction"}}]
+    for alarm in (dlq, errors):
+        assert alarm["Threshold"] == 0
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    for alarm in alarms.values():
+        assert alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+    subscription = resources["AlarmEmailSubscription"]
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+def test_outputs_name_what_an_operator_needs(template: dict[str, Any]) -> None:
+    outputs = template["Outputs"]
+    for name in (
+        "BucketName",
+        "TableName",
+        "QueueUrl",
+        "DeadLetterQueueUrl",
+        "DeadLetterQueueArn",
+        "FunctionName",
+        "FunctionRoleArn",
+    ):
+        assert name in outputs, name
+
+
+# --- separate backup account mode ------------------------------------------------------
+
+
+def test_backup_account_accepts_events_only_from_listed_source_accounts(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    assert template["Parameters"]["SourceAccountIds"]["Type"] == "CommaDelimitedList"
+    policy = resources["SourceAccountsEventBusPolicy"]
+    assert policy["Condition"] == "HasSourceAccounts"
+    statement = policy["Properties"]["Statement"]
+    assert statement["Principal"] == {"AWS": {"Ref": "SourceAccountIds"}}
+    assert statement["Action"] == "events:PutEvents"
+
+
+def test_source_account_template_forwards_events_and_grants_pull_only() -> None:
+    source = load(ROOT / "templates" / "source-account.yaml")["Resources"]
+    registry_policy = source["BackupPullRegistryPolicy"]
+    assert registry_policy["Type"] == "AWS::ECR::RegistryPolicy"
+    (statement,) = registry_policy["Properties"]["PolicyText"]["Statement"]
+    assert statement["Effect"] == "Allow"
+    assert statement["Principal"] == {"AWS": {"Ref": "BackupFunctionRoleArn"}}
+    assert sorted(statement["Action"]) == [
+        "ecr:BatchGetImage",
+        "ecr:DescribeImages",
+        "ecr:GetDownloadUrlForLayer",
+    ]
+    rule = source["ForwardEcrImageActionsRule"]["Properties"]
+    assert rule["EventPattern"]["source"] == ["aws.ecr"]
+    assert rule["EventPattern"]["detail-type"] == ["ECR Image Action"]
+    (target,) = rule["Targets"]
+    assert target["Arn"]["Fn::Sub"][0].endswith(":${BackupAccountId}:event-bus/default")
+    assert refers_to(target["RoleArn"], "ForwardRole")
+    (forward,) = source["ForwardRole"]["Properties"]["Policies"]
+    (put,) = forward["PolicyDocument"]["Statement"]
+    assert put["Action"] == "events:PutEvents"
+    assert put["Resource"] == target["Arn"]
+
+
+def test_samconfig_deploys_with_the_documented_defaults() -> None:
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())["default"]
+    deploy = config["deploy"]["parameters"]
+    assert config["global"]["parameters"]["stack_name"] == "ecr-backup"
+    assert deploy["resolve_s3"] is True
+    assert "CAPABILITY_IAM" in deploy["capabilities"].split()
+    assert deploy["confirm_changeset"] is True
+    parameters = load(ROOT / "template.yaml")["Parameters"]
+    for override in deploy["parameter_overrides"].split():
+        name, _, value = override.partition("=")
+        assert name in parameters, name
+        allowed = parameters[name].get("AllowedValues")
+        assert allowed is None or value in [str(a) for a in allowed], override
