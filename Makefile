@@ -13,8 +13,8 @@ demo: bootstrap
 	$(BIN)/python -m devkit.demo
 
 lint: bootstrap
-	$(BIN)/ruff check shared handlers tests devkit bench
-	$(BIN)/ruff format --check shared handlers tests devkit bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 typecheck: bootstrap
 	$(BIN)/mypy
