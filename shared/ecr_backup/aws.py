@@ -56,6 +56,11 @@ class AwsServices:
         self._registries: dict[tuple[str, str], RegistryClient] = {}
         self._lock = threading.Lock()
 
+    @property
+    def session(self) -> boto3.Session:
+        """The boto3 session every adapter is built from (restore uses it for ECR targets)."""
+        return self._session
+
     @cached_property
     def store(self) -> S3BlobStore:
         from botocore.config import Config

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -31,6 +33,17 @@ if TYPE_CHECKING:
 MiB = 1024 * 1024
 _ALREADY_THERE = frozenset({"PreconditionFailed", "412"})
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectVersion:
+    """One version of an object under blobs/ (restore and verify look past the current one)."""
+
+    version_id: str | None  # None when the listing gives none; "null" in unversioned buckets
+    size: int
+    last_modified: datetime
+    is_latest: bool
+    deleted: bool = False  # a delete marker: the object looks gone, older versions remain
 
 
 class S3BlobStore:
@@ -113,6 +126,66 @@ class S3BlobStore:
                 raise _storage_error(e, f"GET {key}") from e
             with body:
                 yield key, body.read()
+
+    def versions(self, digest: Digest) -> list[ObjectVersion]:
+        """Every version of a blob's object: versions newest first, then any delete markers."""
+        key = self.blob_key(digest)
+        return [v for k, v in self._list_versions(key) if k == key]
+
+    def iter_blob_versions(self) -> Iterator[tuple[str, ObjectVersion]]:
+        """Every version of every object under blobs/sha256/, with the name after that prefix.
+
+        Names are not parsed: verify reports objects whose name is not a digest.
+        """
+        prefix = f"{self.prefix}blobs/sha256/"
+        for key, version in self._list_versions(prefix):
+            yield key.removeprefix(prefix), version
+
+    def iter_record_names(self, under: str = "") -> Iterator[str]:
+        """The names (keys after `<prefix>refs/`) of the records under `under`, not their bytes."""
+        start = len(self.record_key(""))
+        for key, _ in self._list(self.record_key(under)):
+            yield key[start:]
+
+    def read_record(self, name: str) -> bytes:
+        """One record's bytes, by the name iter_record_names gives (for reading in parallel)."""
+        key = self.record_key(name)
+        try:
+            body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except ClientError as e:
+            raise _storage_error(e, f"GET {key}") from e
+        with body:
+            data: bytes = body.read()
+        return data
+
+    def _list_versions(self, prefix: str) -> Iterator[tuple[str, ObjectVersion]]:
+        paginator = self._s3.get_paginator("list_object_versions")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                # S3 lists a key's versions newest first; its delete markers come apart.
+                for item in page.get("Versions", []):
+                    yield (
+                        item["Key"],
+                        ObjectVersion(
+                            item.get("VersionId"),
+                            int(item["Size"]),
+                            item["LastModified"],
+                            bool(item.get("IsLatest")),
+                        ),
+                    )
+                for marker in page.get("DeleteMarkers", []):
+                    yield (
+                        marker["Key"],
+                        ObjectVersion(
+                            marker.get("VersionId"),
+                            0,
+                            marker["LastModified"],
+                            bool(marker.get("IsLatest")),
+                            deleted=True,
+                        ),
+                    )
+        except ClientError as e:
+            raise _storage_error(e, f"list versions under s3://{self.bucket}/{prefix}") from e
 
     # -- writing -------------------------------------------------------------------
 

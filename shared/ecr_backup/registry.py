@@ -177,16 +177,25 @@ class RegistryClient:
         self._raise_for_status(response, f"HEAD blob {repository}@{digest}")
         return int(response.headers.get("Content-Length", "0"))
 
-    def has_manifest(self, repository: str, reference: str) -> bool:
+    def manifest_digest(self, repository: str, reference: str) -> Digest | None:
+        """The digest a tag (or digest) resolves to in the repository, or None when absent.
+
+        HEAD answers with Docker-Content-Digest; a registry that leaves it out costs a GET.
+        """
         response = self._registry_request(
             "HEAD",
             f"/v2/{repository}/manifests/{reference}",
             headers={"Accept": mediatypes.MANIFEST_ACCEPT},
         )
         if response.status == 404:
-            return False
+            return None
         self._raise_for_status(response, f"HEAD manifest {repository}:{reference}")
-        return True
+        served = response.headers.get("Docker-Content-Digest")
+        if served:
+            return Digest.parse(served)
+        if reference.startswith("sha256:"):
+            return Digest.parse(reference)
+        return self.get_manifest(repository, reference).digest
 
     # -- writing ---------------------------------------------------------------
 

@@ -1,0 +1,541 @@
+"""Restore-side subcommands: repos, tags, history, show, restore, export, verify, rebuild-index.
+
+Only the bucket is needed for anything named by digest; tag lookups use the index table when
+one is configured and reachable, else the bucket's push records (--from-bucket forces that).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime
+from typing import Any
+
+from ecr_backup import mediatypes
+from ecr_backup.aws import AwsServices
+from ecr_backup.blobstore import MiB
+from ecr_backup.cli.common import add_storage_options, emit, human_size, table
+from ecr_backup.errors import InvalidInputError
+from ecr_backup.export import Format, export
+from ecr_backup.queries import Catalog, display_time
+from ecr_backup.rebuild import rebuild_index
+from ecr_backup.records import format_time, parse_time
+from ecr_backup.reference import ImageRef, validate_repository
+from ecr_backup.registry import RegistryClient
+from ecr_backup.restore import (
+    DEFAULT_CHUNK_SIZE,
+    Progress,
+    RestorePlan,
+    Restorer,
+    RestoreReport,
+    RestoreRequest,
+    ensure_ecr_repository,
+    parse_target,
+    plan_restore,
+    target_credentials,
+)
+from ecr_backup.settings import ENV_PREFIX, Settings
+from ecr_backup.verification import verify
+
+# Settings wants a table name; bucket-only commands run without one and never touch it.
+_NO_TABLE = "no-index-table"
+PASSWORD_ENV = f"{ENV_PREFIX}TARGET_PASSWORD"
+USERNAME_ENV = f"{ENV_PREFIX}TARGET_USERNAME"
+
+
+def register(commands: Any) -> None:
+    _register_queries(commands)
+    _register_restore(commands)
+    _register_export(commands)
+    _register_checks(commands)
+
+
+def _register_queries(commands: Any) -> None:
+    repos = commands.add_parser("repos", help="list the repositories in the backup")
+    _add_common(repos)
+    repos.set_defaults(run=run_repos)
+
+    tags = commands.add_parser("tags", help="a repository's tags: digest, time, total size")
+    tags.add_argument("repository", metavar="REPOSITORY")
+    _add_common(tags, at=True)
+    tags.set_defaults(run=run_tags)
+
+    history = commands.add_parser(
+        "history", help="every digest a tag pointed at, with times, removals included"
+    )
+    history.add_argument("image", metavar="REPOSITORY:TAG")
+    history.add_argument(
+        "--untagged", action="store_true", help="the repository's pushes by digest instead"
+    )
+    _add_common(history, at=True)
+    history.set_defaults(run=run_history)
+
+    show = commands.add_parser(
+        "show", help="an image's closure: manifests, platforms, blobs, referrers"
+    )
+    show.add_argument("image", metavar="REPOSITORY[:TAG|@DIGEST]")
+    _add_common(show, at=True)
+    show.set_defaults(run=run_show)
+
+
+def _register_restore(commands: Any) -> None:
+    restore = commands.add_parser(
+        "restore",
+        help="push images from the backup into a registry, digests unchanged",
+        description="Push an image (or a whole repository) from the backup into a registry. "
+        "Blobs and manifests go first, by digest; tags are set last, so a restore that fails "
+        "leaves nothing tagged. ECR targets use ECR auth; other registries get anonymous, "
+        f"basic or token auth (--to-username, password in {PASSWORD_ENV}).",
+    )
+    restore.add_argument("image", metavar="REPOSITORY[:TAG|@DIGEST]")
+    restore.add_argument(
+        "--to",
+        required=True,
+        metavar="[http(s)://]HOST[:PORT]/REPOSITORY[:TAG]",
+        help="target registry and repository; the tag defaults to the source tag",
+    )
+    restore.add_argument("--all-tags", action="store_true", help="every tag of REPOSITORY")
+    restore.add_argument(
+        "--with-referrers", action="store_true", help="also signatures, SBOMs, attestations"
+    )
+    restore.add_argument("--dry-run", action="store_true", help="list what would be pushed")
+    restore.add_argument(
+        "--create-repository", action="store_true", help="create a missing ECR repository"
+    )
+    restore.add_argument(
+        "--to-auth",
+        choices=("auto", "ecr", "basic", "none"),
+        default="auto",
+        help="auto: ECR auth for *.dkr.ecr.*.amazonaws.com, else what the registry asks for",
+    )
+    restore.add_argument("--to-username", help=f"target registry user ({USERNAME_ENV})")
+    restore.add_argument(
+        "--to-password-stdin",
+        action="store_true",
+        help=f"read the target password from stdin (else {PASSWORD_ENV})",
+    )
+    restore.add_argument(
+        "--to-endpoint",
+        metavar="URL",
+        help="send registry requests here (e.g. a VPC endpoint); auth follows --to's host",
+    )
+    restore.add_argument(
+        "--mount-from",
+        action="append",
+        default=[],
+        metavar="REPOSITORY",
+        help="a repository of the target registry to mount shared blobs from (repeatable; "
+        "the source repository's name is always tried)",
+    )
+    restore.add_argument(
+        "--no-mount",
+        action="store_true",
+        help="never ask the target to mount blobs from other repositories: upload them",
+    )
+    restore.add_argument(
+        "--chunk-size-mib",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE // MiB,
+        help="upload chunk size, at least 5 (default %(default)s)",
+    )
+    restore.add_argument("--concurrency", type=int, help="blobs in flight (default 4)")
+    _add_common(restore, at=True)
+    restore.set_defaults(run=run_restore)
+
+
+def _register_export(commands: Any) -> None:
+    export_ = commands.add_parser(
+        "export", help="write an image as an OCI layout or a docker-archive, no registry needed"
+    )
+    export_.add_argument("image", metavar="REPOSITORY[:TAG|@DIGEST]")
+    out = export_.add_mutually_exclusive_group(required=True)
+    out.add_argument("--oci", metavar="DIR", help="OCI image layout directory (skopeo oci:)")
+    out.add_argument("--oci-archive", metavar="FILE", help="OCI layout as a tar ('-': stdout)")
+    out.add_argument("--docker-archive", metavar="FILE", help="for `docker load` ('-': stdout)")
+    export_.add_argument(
+        "--platform", metavar="OS/ARCH[/VARIANT]", help="one image of a multi-platform index"
+    )
+    _add_common(export_, at=True)
+    export_.set_defaults(run=run_export)
+
+
+def _register_checks(commands: Any) -> None:
+    verify_ = commands.add_parser(
+        "verify", help="check that every backed-up image is in the bucket, intact"
+    )
+    verify_.add_argument("image", nargs="?", metavar="REPOSITORY[:TAG|@DIGEST]")
+    verify_.add_argument("--deep", action="store_true", help="re-read and re-hash every object")
+    verify_.add_argument("--concurrency", type=int, help="objects hashed at once (default 4)")
+    _add_common(verify_, at=True)
+    verify_.set_defaults(run=run_verify)
+
+    rebuild = commands.add_parser(
+        "rebuild-index", help="rewrite the index table from the bucket alone"
+    )
+    rebuild.add_argument("--concurrency", type=int, help="repositories replayed at once")
+    add_storage_options(rebuild)
+    rebuild.set_defaults(run=run_rebuild_index)
+
+
+def _add_common(parser: argparse.ArgumentParser, *, at: bool = False) -> None:
+    add_storage_options(parser)
+    parser.add_argument(
+        "--from-bucket",
+        action="store_true",
+        help="answer tag lookups from the bucket's push records, not the index table",
+    )
+    if at:
+        parser.add_argument(
+            "--at", metavar="TIME", help="tag lookups as of this time (ISO 8601, UTC if no offset)"
+        )
+
+
+# -- wiring ---------------------------------------------------------------------------------
+
+
+def _services(args: argparse.Namespace, *, needs_table: bool = False) -> tuple[AwsServices, bool]:
+    """The services, and whether an index table is configured."""
+    table = args.table or os.environ.get(f"{ENV_PREFIX}TABLE")
+    if not table and needs_table:
+        raise InvalidInputError(f"name the index table: --table or {ENV_PREFIX}TABLE")
+    settings = Settings.load(
+        os.environ,
+        bucket=args.bucket,
+        table=table or _NO_TABLE,
+        prefix=args.prefix,
+        concurrency=getattr(args, "concurrency", None),
+    )
+    return AwsServices(settings), bool(table)
+
+
+def _catalog(args: argparse.Namespace) -> Catalog:
+    services, has_table = _services(args)
+    use_index = has_table and not getattr(args, "from_bucket", False)
+    return Catalog(services.store, services.index if use_index else None)
+
+
+def _at(args: argparse.Namespace) -> datetime | None:
+    text = getattr(args, "at", None)
+    return parse_time(text) if text else None
+
+
+def short_type(media_type: str) -> str:
+    """Media types as people say them; unknown ones as they are."""
+    names = {
+        mediatypes.OCI_INDEX: "oci index",
+        mediatypes.OCI_MANIFEST: "oci manifest",
+        mediatypes.DOCKER_MANIFEST_LIST: "docker manifest list",
+        mediatypes.DOCKER_MANIFEST: "docker manifest",
+        mediatypes.OCI_CONFIG: "oci config",
+        mediatypes.DOCKER_CONFIG: "docker config",
+        mediatypes.OCI_LAYER: "oci layer (tar)",
+        mediatypes.OCI_LAYER_GZIP: "oci layer (gzip)",
+        mediatypes.OCI_LAYER_ZSTD: "oci layer (zstd)",
+        mediatypes.DOCKER_LAYER_GZIP: "docker layer (gzip)",
+        mediatypes.DOCKER_FOREIGN_LAYER_GZIP: "docker foreign layer",
+        mediatypes.OCI_EMPTY: "empty",
+    }
+    return names.get(media_type, media_type)
+
+
+def _size(size: int | None) -> str:
+    return human_size(size) if size is not None else "incomplete"
+
+
+# -- queries ----------------------------------------------------------------------------------
+
+
+def run_repos(args: argparse.Namespace) -> int:
+    repositories = _catalog(args).repositories()
+    emit(args, repositories, repositories or ["(no repositories in the backup)"])
+    return 0
+
+
+def run_tags(args: argparse.Namespace) -> int:
+    repository = validate_repository(args.repository)
+    rows = _catalog(args).tag_rows(repository, _at(args))
+    lines = table(
+        [
+            [
+                r.tag,
+                str(r.digest),
+                display_time(r.time),
+                "removed" if r.removed else "current",
+                _size(r.total_size),
+            ]
+            for r in rows
+        ],
+        ["TAG", "DIGEST", "SINCE", "STATE", "SIZE"],
+    )
+    emit(args, [r.as_dict() for r in rows], lines if rows else [f"{repository}: no tags"])
+    return 0
+
+
+def run_history(args: argparse.Namespace) -> int:
+    ref = ImageRef.parse(args.image)
+    if ref.digest is not None:
+        raise InvalidInputError("history takes REPOSITORY:TAG (or REPOSITORY --untagged)")
+    tag = None if args.untagged else ref.tag
+    events = _catalog(args).history(ref.repository, tag, _at(args))
+    document = [
+        {
+            "time": format_time(e.time),
+            "action": str(e.action),
+            "digest": str(e.digest),
+            "tag": e.tag,
+            "media_type": e.media_type,
+            "source_account": e.source_account,
+            "source_region": e.source_region,
+            "event_id": e.event_id,
+        }
+        for e in events
+    ]
+    lines = table(
+        [
+            [
+                display_time(e.time),
+                "pushed" if e.action == "PUSH" else "removed",
+                str(e.digest),
+                "/".join(x for x in (e.source_account, e.source_region) if x),
+            ]
+            for e in events
+        ],
+        ["TIME", "ACTION", "DIGEST", "SOURCE"],
+    )
+    emit(args, document, lines)
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    ref = ImageRef.parse(args.image)
+    view = _catalog(args).show(ref, _at(args))
+    document = view.as_dict()
+    closure = view.closure
+    root = closure.root
+    name = f"{ref.repository}:{view.resolved.tag}" if view.resolved.tag else ref.repository
+    lines = [f"{name}@{root.digest}", f"  type      {short_type(root.media_type)}"]
+    if view.resolved.pushed_at:
+        lines.append(f"  pushed    {display_time(view.resolved.pushed_at)}")
+    lines.append(f"  total     {human_size(closure.total_size)}")
+    if closure.platforms:
+        lines.append(f"  platforms {', '.join(str(p) for p in closure.platforms)}")
+    lines.append("")
+    lines += table(
+        [
+            [
+                str(n.manifest.digest),
+                short_type(n.manifest.media_type),
+                str(n.platform) if n.platform else "",
+                human_size(n.manifest.size),
+            ]
+            for n in closure.nodes
+        ],
+        ["MANIFEST", "TYPE", "PLATFORM", "SIZE"],
+    )
+    lines.append("")
+    lines += table(
+        [
+            [
+                str(b.digest),
+                short_type(b.media_type) + (" (foreign)" if b.is_foreign else ""),
+                human_size(b.size),
+            ]
+            for b in closure.blobs
+        ],
+        ["BLOB", "TYPE", "SIZE"],
+    )
+    if view.referrers:
+        lines.append("")
+        lines += table(
+            [
+                [
+                    str(r.root.digest),
+                    r.root.artifact_type or short_type(r.root.media_type),
+                    str(r.root.subject.digest) if r.root.subject else "",
+                    human_size(r.total_size),
+                ]
+                for r in view.referrers
+            ],
+            ["REFERRER", "ARTIFACT TYPE", "SUBJECT", "SIZE"],
+        )
+    emit(args, document, lines)
+    return 0
+
+
+# -- restore ------------------------------------------------------------------------------------
+
+
+def run_restore(args: argparse.Namespace) -> int:
+    ref = ImageRef.parse(args.image, default_tag=None if args.all_tags else "latest")
+    target = parse_target(args.to, endpoint=args.to_endpoint)
+    if args.chunk_size_mib < 5:
+        raise InvalidInputError("--chunk-size-mib must be at least 5 (ECR's minimum part)")
+    services, has_table = _services(args)
+    use_index = has_table and not args.from_bucket
+    catalog = Catalog(services.store, services.index if use_index else None)
+    concurrency = services.settings.concurrency
+    request = RestoreRequest(ref, _at(args), args.all_tags, args.with_referrers)
+    # Everything is read and checked from the bucket before the target is touched.
+    plan = plan_restore(catalog, request, target, concurrency=concurrency)
+
+    mount_from = [] if args.no_mount else list(args.mount_from)
+    # The source repository's name in the target registry (restoring into the original
+    # registry) may still hold most layers: mounting them costs no upload.
+    if ref.repository != target.repository and not args.no_mount:
+        mount_from.append(ref.repository)
+    password = sys.stdin.readline().rstrip("\n") if args.to_password_stdin else None
+    credentials = target_credentials(
+        target,
+        auth=args.to_auth,
+        session=services.session,
+        username=args.to_username or os.environ.get(USERNAME_ENV),
+        password=password if password is not None else os.environ.get(PASSWORD_ENV),
+        mount_from=mount_from,
+    )
+    created = False
+    if target.is_ecr:
+        created = ensure_ecr_repository(
+            target, services.session, create=args.create_repository, dry_run=args.dry_run
+        )
+    registry = RegistryClient(target.url, credentials)
+    restorer = Restorer(
+        catalog.reader,
+        registry,
+        chunk_size=args.chunk_size_mib * MiB,
+        concurrency=concurrency,
+        mount_from=mount_from,
+        progress=Progress(plan.total_bytes, sys.stderr, label="restore"),
+    )
+    report = RestoreReport(str(target), created_repository=created)
+    report = restorer.preview(plan, report) if args.dry_run else restorer.run(plan, report)
+    emit(args, {"plan": plan.as_dict(), "report": report.as_dict()}, describe(plan, report))
+    return 0
+
+
+def describe(plan: RestorePlan, report: RestoreReport) -> list[str]:
+    """The restore summary for people."""
+    dry = report.dry_run
+    target = f"{plan.target.host}/{plan.target.repository}"
+    lines: list[str] = []
+    for root in plan.roots:
+        name = (
+            f"{target}:{root.target_tag}" if root.target_tag else f"{target}@{root.closure.digest}"
+        )
+        lines.append(f"{'would restore' if dry else 'restored'} {root.resolved} -> {name}")
+    if report.created_repository:
+        lines.append(f"  repository {plan.target.repository} {'to create' if dry else 'created'}")
+    lines += [
+        f"  blobs: {'to upload' if dry else 'uploaded'} {len(report.blobs_uploaded)} "
+        f"({human_size(report.bytes_uploaded)}), {'to mount' if dry else 'mounted'} "
+        f"{len(report.blobs_mounted)} ({human_size(report.bytes_mounted)}), already there "
+        f"{len(report.blobs_present)} ({human_size(report.bytes_present)})",
+        f"  manifests: {'to push' if dry else 'pushed'} {len(report.manifests_pushed)}, "
+        f"already there {len(report.manifests_present)}",
+    ]
+    if plan.referrers:
+        lines.append(f"  referrers included: {len(plan.referrers)}")
+    if report.tags_set or report.tags_unchanged:
+        if report.tags_set:
+            lines.append(f"  tags {'to set' if dry else 'set'}: {', '.join(report.tags_set)}")
+        if report.tags_unchanged:
+            lines.append(f"  tags already in place: {', '.join(report.tags_unchanged)}")
+        for tag, previous in report.tags_moved.items():
+            lines.append(f"  tag {tag} {'would move' if dry else 'moved'} from {previous}")
+    else:
+        lines.append("  no tag: pull by digest")
+    for state in plan.removed_tags:
+        lines.append(
+            f"  skipped tag {state.tag}: removed at {display_time(state.time)} (was {state.digest})"
+        )
+    for blob in plan.foreign:
+        lines.append(f"  foreign layer not in the backup, not pushed: {blob.digest}")
+    for digest, version in report.recovered_versions.items():
+        lines.append(f"  {digest}: current object version not intact, read version {version}")
+    if not dry:
+        rate = int(report.bytes_uploaded / report.seconds) if report.seconds > 0 else 0
+        speed = f" ({human_size(rate)}/s uploaded)" if report.bytes_uploaded else ""
+        lines.append(f"  took {report.seconds:.1f} s{speed}")
+    return lines
+
+
+# -- export, verify, rebuild ---------------------------------------------------------------------
+
+
+def run_export(args: argparse.Namespace) -> int:
+    ref = ImageRef.parse(args.image)
+    fmt: Format
+    if args.oci:
+        fmt, path = "oci", args.oci
+    elif args.oci_archive:
+        fmt, path = "oci-archive", args.oci_archive
+    else:
+        fmt, path = "docker-archive", args.docker_archive
+    catalog = _catalog(args)
+    report = export(catalog, ref, fmt, path, at=_at(args), platform=args.platform)
+    where = "stdout" if path == "-" else path
+    lines = [
+        f"exported {report.source} as {fmt} to {where}",
+        f"  {report.manifests} manifest(s), {report.blobs} blob(s), {human_size(report.bytes)}"
+        + (f", platform {report.platform}" if report.platform else ""),
+    ]
+    lines += [f"  foreign layer not in the backup, left out: {d}" for d in report.skipped_foreign]
+    if path == "-":
+        # stdout carries the archive: the summary goes to stderr.
+        if args.json:
+            print(json.dumps(report.as_dict(), indent=2), file=sys.stderr)
+        else:
+            print("\n".join(lines), file=sys.stderr)
+    else:
+        emit(args, report.as_dict(), lines)
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    ref = ImageRef.parse(args.image) if args.image else None
+    at = _at(args)
+    if at is not None and ref is None:
+        raise InvalidInputError("--at needs an image: verify REPOSITORY:TAG --at TIME")
+    catalog = _catalog(args)
+    concurrency = args.concurrency or 4
+    report = verify(
+        catalog, ref=ref, at=at, deep=args.deep, concurrency=concurrency, progress_stream=sys.stderr
+    )
+    hashed = (
+        f"; re-hashed {report.objects_hashed} objects ({human_size(report.bytes_hashed)})"
+        if report.objects_hashed
+        else ""
+    )
+    lines = [
+        f"verified {report.scope}{' (deep)' if report.deep else ''}: {report.images} image(s), "
+        f"{report.manifests} manifest(s), {report.blobs} blob(s) ({human_size(report.bytes)})"
+        f"{hashed}",
+    ]
+    lines += [f"  note: {n}" for n in report.notes]
+    if report.problems:
+        lines.append(f"{len(report.problems)} problem(s):")
+        lines += [f"  {p.kind}: {p}" for p in report.problems]
+    else:
+        lines.append("no problems found")
+    emit(args, report.as_dict(), lines)
+    return 0 if report.ok else 1
+
+
+def run_rebuild_index(args: argparse.Namespace) -> int:
+    services, _ = _services(args, needs_table=True)
+    report = rebuild_index(
+        services.store, services.index, concurrency=services.settings.concurrency
+    )
+    lines = [
+        f"index {report.table} {'created and ' if report.created_table else ''}rebuilt from "
+        f"s3://{services.settings.bucket}/{services.settings.prefix} in {report.seconds:.1f} s",
+        f"  {report.records} push records ({len(report.invalid_records)} invalid), "
+        f"{report.repositories} repositories",
+        f"  {report.manifests_complete} complete manifests, {report.blobs} blobs "
+        f"({report.unreferenced_blobs} not referenced by any manifest)",
+    ]
+    lines += [f"  invalid record: {r}" for r in report.invalid_records]
+    lines += [f"  incomplete: {m}" for m in report.manifests_incomplete]
+    emit(args, report.as_dict(), lines)
+    return 0

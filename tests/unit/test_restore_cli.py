@@ -1,0 +1,113 @@
+"""The restore-side CLI under moto: output shapes, errors on one line, exit codes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ecr_backup.blobstore import S3BlobStore
+from ecr_backup.cli import main
+from ecr_backup.digest import Digest
+from ecr_backup.index import DynamoIndex
+
+from .conftest import BUCKET, TABLE
+from .test_restore_queries import drop_table
+from .test_restore_support import Backup, minutes
+
+
+@pytest.fixture
+def backup(store: S3BlobStore, index: DynamoIndex, monkeypatch: pytest.MonkeyPatch) -> Backup:
+    monkeypatch.setenv("ECR_BACKUP_BUCKET", BUCKET)
+    monkeypatch.setenv("ECR_BACKUP_TABLE", TABLE)
+    monkeypatch.setenv("ECR_BACKUP_PREFIX", "backup/")
+    made = Backup(store, index)
+    first, second = made.image("team/app"), made.image("team/app")
+    made.push("team/app", first, "v1", minutes(1))
+    made.push("team/app", second, "v1", minutes(2))
+    made.push("team/app", made.multi_arch("team/app"), "multi", minutes(3))
+    return made
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def as_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    code, out, err = cli(capsys, *args, "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_queries_in_json_and_text(backup: Backup, capsys: pytest.CaptureFixture[str]) -> None:
+    assert as_json(capsys, "repos") == ["team/app"]
+    tags = as_json(capsys, "tags", "team/app")
+    assert [t["tag"] for t in tags] == ["multi", "v1"] and tags[1]["state"] == "current"
+    history = as_json(capsys, "history", "team/app:v1")
+    assert [h["time"] for h in history] == [
+        "2026-01-01T00:01:00.000000Z",
+        "2026-01-01T00:02:00.000000Z",
+    ]
+    at = as_json(capsys, "show", "team/app:v1", "--at", "2026-01-01T00:01:30Z")
+    assert at["digest"] == history[0]["digest"] and at["pushed_at"] == history[0]["time"]
+    code, out, _ = cli(capsys, "tags", "team/app")
+    assert code == 0
+    assert out.splitlines()[0].split() == ["TAG", "DIGEST", "SINCE", "STATE", "SIZE"]
+    code, out, _ = cli(capsys, "show", "team/app:multi")
+    assert "platforms linux/amd64, linux/arm64" in out and "MANIFEST" in out and "BLOB" in out
+
+
+def test_errors_are_one_line_with_a_non_zero_exit(
+    backup: Backup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = cli(capsys, "show", "team/app:v1", "--at", "2025-12-31T00:00:00Z")
+    assert code == 1 and out == ""
+    assert err == "ecr-backup: error: no backup of team/app:v1 at 2025-12-31T00:00:00Z\n"
+    code, _, err = cli(capsys, "show", "team/app:v1", "--at", "yesterday")
+    assert code == 1 and err.count("\n") == 1 and "invalid time 'yesterday'" in err
+    code, _, err = cli(capsys, "restore", "team/app:v1", "--to", "host/Bad")
+    assert code == 1 and "invalid repository name 'Bad'" in err
+
+
+def test_lookups_work_without_the_table(
+    backup: Backup, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    expected = as_json(capsys, "tags", "team/app")
+    drop_table()
+    assert as_json(capsys, "tags", "team/app") == expected
+    # main() logs to stderr; under pytest the root logger is caplog's.
+    assert "answering from the bucket's push records" in caplog.text
+
+
+def test_no_table_configured_means_the_bucket(
+    backup: Backup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = as_json(capsys, "history", "team/app:v1")
+    monkeypatch.delenv("ECR_BACKUP_TABLE")
+    assert as_json(capsys, "history", "team/app:v1") == expected
+    code, _, err = cli(capsys, "rebuild-index")
+    assert code == 1 and "name the index table" in err
+
+
+def test_verify_export_and_rebuild(
+    backup: Backup, capsys: pytest.CaptureFixture[str], tmp_path: Path, s3: Any
+) -> None:
+    report = as_json(capsys, "verify", "--deep")
+    assert report["ok"] is True and report["problems"] == []
+    out = tmp_path / "app.tar"
+    exported = as_json(capsys, "export", "team/app:v1", "--docker-archive", str(out))
+    assert exported["format"] == "docker-archive" and out.stat().st_size > 0
+    code, _, err = cli(capsys, "export", "team/app:multi", "--docker-archive", str(out))
+    assert code == 1 and "choose one with --platform" in err
+    drop_table()
+    rebuilt = as_json(capsys, "rebuild-index")
+    assert rebuilt["created_table"] is True and rebuilt["records"] == 3
+    # Tamper with a layer: verify now fails with a non-zero exit and names it.
+    layer = as_json(capsys, "show", "team/app:v1")["blobs"][-1]
+    backup.tamper(s3, Digest.parse(layer["digest"]), bytes(layer["size"]))
+    code, out, _ = cli(capsys, "verify", "team/app:v1", "--deep")
+    assert code == 1 and f"hash: {layer['digest']}" in out

@@ -1,0 +1,227 @@
+"""Helpers for the restore-side unit tests: a backup made by the real engine (moto S3 and
+DynamoDB, an in-memory source registry) and an in-memory target registry."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ecr_backup import mediatypes
+from ecr_backup.blobstore import S3BlobStore
+from ecr_backup.digest import Digest
+from ecr_backup.index import DynamoIndex
+from ecr_backup.model import Manifest, parse_manifest
+from ecr_backup.records import Action, ImageEvent
+from ecr_backup.replicator import Replicator
+from ecr_backup.streams import Readable, read_full
+
+from .conftest import BUCKET
+from .fakes import FakeRegistry, descriptor
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def minutes(n: int) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+@dataclass
+class Backup:
+    """Pushes images into a fake source registry and backs them up with the real engine."""
+
+    store: S3BlobStore
+    index: DynamoIndex
+    source: FakeRegistry = field(default_factory=FakeRegistry)
+    seed: int = 0
+
+    @property
+    def replicator(self) -> Replicator:
+        return Replicator(self.source, self.store, self.index)
+
+    def layer(self, size: int = 1000) -> bytes:
+        self.seed += 1
+        return hashlib.sha256(str(self.seed).encode()).digest() * (size // 32 + 1)
+
+    def image(
+        self,
+        repository: str,
+        layers: list[bytes] | None = None,
+        *,
+        architecture: str = "amd64",
+        docker: bool = False,
+    ) -> Manifest:
+        layers = layers if layers is not None else [self.layer(), self.layer()]
+        self.seed += 1
+        config = json.dumps(
+            {"architecture": architecture, "os": "linux", "seed": self.seed}
+        ).encode()
+        for data in [config, *layers]:
+            self.source.add_blob(data)
+        return self.source.add_manifest(
+            repository,
+            {
+                "schemaVersion": 2,
+                "mediaType": mediatypes.DOCKER_MANIFEST if docker else mediatypes.OCI_MANIFEST,
+                "config": descriptor(
+                    mediatypes.DOCKER_CONFIG if docker else mediatypes.OCI_CONFIG, config
+                ),
+                "layers": [
+                    descriptor(
+                        mediatypes.DOCKER_LAYER_GZIP if docker else mediatypes.OCI_LAYER_GZIP,
+                        layer,
+                    )
+                    for layer in layers
+                ],
+            },
+        )
+
+    def multi_arch(self, repository: str, shared: bytes | None = None) -> Manifest:
+        children = []
+        for arch in ("amd64", "arm64"):
+            layers = [shared] if shared else []
+            children.append(self.image(repository, [*layers, self.layer()], architecture=arch))
+        return self.source.add_manifest(
+            repository,
+            {
+                "schemaVersion": 2,
+                "mediaType": mediatypes.OCI_INDEX,
+                "manifests": [
+                    {
+                        "mediaType": c.media_type,
+                        "digest": str(c.digest),
+                        "size": c.size,
+                        "platform": {"os": "linux", "architecture": arch},
+                    }
+                    for c, arch in zip(children, ("amd64", "arm64"), strict=True)
+                ],
+            },
+        )
+
+    def signature(self, repository: str, subject: Manifest) -> Manifest:
+        payload = b'{"critical":{"type":"cosign container image signature"},"n":%d}' % self.seed
+        self.seed += 1
+        self.source.add_blob(b"{}")
+        self.source.add_blob(payload)
+        return self.source.add_manifest(
+            repository,
+            {
+                "schemaVersion": 2,
+                "mediaType": mediatypes.OCI_MANIFEST,
+                "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
+                "config": descriptor(mediatypes.OCI_EMPTY, b"{}"),
+                "layers": [descriptor("application/vnd.dev.cosign.simplesigning.v1+json", payload)],
+                "subject": {
+                    "mediaType": subject.media_type,
+                    "digest": str(subject.digest),
+                    "size": subject.size,
+                },
+            },
+        )
+
+    def push(
+        self, repository: str, manifest: Manifest, tag: str | None, at: datetime
+    ) -> ImageEvent:
+        event = ImageEvent(
+            repository=repository,
+            digest=manifest.digest,
+            action=Action.PUSH,
+            time=at,
+            tag=tag,
+            media_type=manifest.media_type,
+            source_account="123456789012",
+            source_region="us-east-1",
+            event_id=f"evt-{manifest.digest.hex[:8]}-{tag}",
+        )
+        self.replicator.backup_event(event)
+        return event
+
+    def delete(self, repository: str, manifest: Manifest, tag: str | None, at: datetime) -> None:
+        event = ImageEvent(repository, manifest.digest, Action.DELETE, at, tag)
+        self.replicator.record(event)
+
+    def tamper(self, s3: Any, digest: Digest, data: bytes) -> None:
+        """Write a new version over a blob's object, as someone with s3:PutObject could."""
+        s3.put_object(
+            Bucket=BUCKET,
+            Key=self.store.blob_key(digest),
+            Body=data,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=base64.b64encode(hashlib.sha256(data).digest()).decode(),
+        )
+
+
+class TargetError(Exception):
+    pass
+
+
+@dataclass
+class FakeTarget:
+    """An in-memory OCI registry that enforces what real ones do on manifest PUT."""
+
+    blobs: dict[str, dict[Digest, bytes]] = field(default_factory=dict)
+    manifests: dict[str, dict[str, bytes]] = field(default_factory=dict)
+    calls: list[tuple[str, ...]] = field(default_factory=list)
+    chunks: list[int] = field(default_factory=list)
+    mountable: bool = True
+    fail_upload_of: Digest | None = None
+    requests: Counter[str] = field(default_factory=Counter)
+
+    def blob_size(self, repository: str, digest: Digest) -> int | None:
+        self.requests["HEAD blob"] += 1
+        data = self.blobs.get(repository, {}).get(digest)
+        return len(data) if data is not None else None
+
+    def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool:
+        data = self.blobs.get(from_repository, {}).get(digest)
+        if data is None or not self.mountable:
+            return False
+        self.blobs.setdefault(repository, {})[digest] = data
+        self.calls.append(("mount", repository, str(digest), from_repository))
+        return True
+
+    def upload_blob(
+        self, repository: str, digest: Digest, size: int, source: Readable, chunk_size: int
+    ) -> None:
+        if digest == self.fail_upload_of:
+            raise TargetError(f"upload of {digest} failed")
+        buffer = io.BytesIO()
+        while chunk := read_full(source, min(chunk_size, size - buffer.tell())):
+            self.chunks.append(len(chunk))
+            buffer.write(chunk)
+            if buffer.tell() >= size:
+                break
+        data = buffer.getvalue()
+        assert Digest.of(data) == digest, "registry refuses a blob that does not hash to its name"
+        self.blobs.setdefault(repository, {})[digest] = data
+        self.calls.append(("upload", repository, str(digest)))
+
+    def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> Digest:
+        held = self.blobs.get(repository, {})
+        for blob in manifest.blobs:
+            if blob.digest not in held and not blob.urls:
+                raise TargetError(f"blob {blob.digest} unknown to {repository}")
+        for child in manifest.children:
+            if str(child.digest) not in self.manifests.get(repository, {}):
+                raise TargetError(f"child {child.digest} unknown to {repository}")
+        repo = self.manifests.setdefault(repository, {})
+        repo[reference] = manifest.raw
+        repo[str(manifest.digest)] = manifest.raw
+        self.calls.append(("manifest", repository, reference))
+        return manifest.digest
+
+    def manifest_digest(self, repository: str, reference: str) -> Digest | None:
+        raw = self.manifests.get(repository, {}).get(reference)
+        return parse_manifest(raw).digest if raw is not None else None
+
+    def tags(self, repository: str) -> dict[str, Digest]:
+        return {
+            ref: Digest.of(raw)
+            for ref, raw in self.manifests.get(repository, {}).items()
+            if not ref.startswith("sha256:")
+        }
