@@ -20,6 +20,17 @@ if TYPE_CHECKING:
     import boto3
 
 
+PART_BUFFER_BUDGET = 96 * MiB
+
+
+def parts_in_flight(settings: Settings) -> int:
+    """Multipart parts buffered at once. Part buffers are the copy's memory, so they are
+    capped in bytes whatever the concurrency and part size: peak RSS stays near
+    80 MiB (interpreter, imports) + PART_BUFFER_BUDGET + a part or two in transit."""
+    part_size = settings.part_size_mib * MiB
+    return max(2, min(2 * settings.concurrency, PART_BUFFER_BUDGET // part_size))
+
+
 def ecr_registry_url(account: str, region: str) -> str:
     suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
     return f"https://{account}.dkr.ecr.{region}.{suffix}"
@@ -65,7 +76,7 @@ class AwsServices:
     def store(self) -> S3BlobStore:
         from botocore.config import Config
 
-        in_flight = max(2 * self.settings.concurrency, 4)
+        in_flight = parts_in_flight(self.settings)
         config = Config(max_pool_connections=in_flight * 2, retries={"mode": "standard"})
         return S3BlobStore(
             self.settings.bucket,
