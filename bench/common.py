@@ -1,0 +1,214 @@
+"""What the benchmarks share: the servers and image one run sets up, child processes
+measured from outside, and the results table.
+
+Only the standard library is imported at module level: the baseline upload child
+(`python -m bench.backup_bench upload ...`) imports this module, and anything more
+would inflate the RSS it is compared on.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from devkit import LocalRegistry, MotoServer
+
+MiB = 1024 * 1024
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_PATH = REPO_ROOT / "bench" / "results.md"
+
+# Variables of the caller's shell that would point a child at real AWS or override
+# the settings a benchmark passes explicitly.
+_SCRUBBED_PREFIXES = ("AWS_", "ECR_BACKUP_", "BOTO_")
+
+
+@dataclass(frozen=True)
+class BenchImage:
+    """The image every benchmark works on, pushed once per run."""
+
+    repository: str
+    tag: str
+    digest: str  # the manifest's
+    layer_digest: str
+    layer_size: int
+    layer_path: Path  # the layer's bytes on local disk (the baseline uploads this file)
+    blob_count: int  # config + layers: the blob GETs a full backup makes
+
+
+@dataclass
+class BenchContext:
+    """Servers and image of one benchmark run; benchmarks add buckets and tables of their own.
+
+    `aws` is the moto server playing the backup's AWS (S3, DynamoDB, ECR's token API);
+    the registry keeps its blobs on a separate moto server, as in the integration tests.
+    """
+
+    aws: MotoServer
+    registry: LocalRegistry
+    workdir: Path
+    image: BenchImage
+    # Passed to the engine's child processes as ECR_BACKUP_<NAME>; empty = defaults.
+    engine_settings: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def server_pids(self) -> list[int]:
+        """The processes serving the copies: both moto servers and the registry."""
+        servers = (self.aws, self.registry.storage, self.registry)
+        return [s.process.pid for s in servers if s.process is not None]
+
+    def aws_env(self, **settings: str) -> dict[str, str]:
+        """A child's environment: moto with dummy credentials, plus ECR_BACKUP_* settings."""
+        return child_env(
+            self.aws.endpoint,
+            self.aws.region,
+            {f"ECR_BACKUP_{k.upper()}": v for k, v in {**self.engine_settings, **settings}.items()},
+        )
+
+
+def child_env(endpoint: str, region: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES)}
+    env.update(
+        {
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": region,
+            # No shared config or credentials file may change what is measured.
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        }
+    )
+    env.update(extra or {})
+    return env
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    argv: tuple[str, ...]
+    returncode: int
+    wall_s: float
+    cpu_s: float  # user + system of the child itself
+    peak_rss: int  # bytes: the kernel's high-water mark of the child's resident set
+    servers_cpu_s: float  # user + system the watched server processes spent meanwhile
+    stdout: str
+    stderr: str
+
+    def check(self) -> ChildRun:
+        if self.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(self.argv)} exited with {self.returncode}:\n{self.stderr[-4000:]}"
+            )
+        return self
+
+
+def run_child(
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    watch: Sequence[int] = (),
+    timeout: float = 900.0,
+) -> ChildRun:
+    """Run a process to completion; its wall time, CPU time and its own peak RSS.
+
+    `watch` lists server processes (moto, the registry) whose CPU time during the run is
+    added up: on a small machine they compete with the child for the same cores.
+
+    wait4() returns the rusage of exactly this child, whereas RUSAGE_CHILDREN would
+    report the largest of every child this process ever reaped (skopeo included), and
+    polling with psutil could miss a short peak. Output goes to files, not pipes, so a
+    chatty child can't block on a full pipe while we sit in wait4().
+    """
+    servers_before = _cpu_seconds(watch)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        process = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=dict(env),
+            cwd=REPO_ROOT,
+        )
+        watchdog = threading.Timer(timeout, process.kill)
+        watchdog.start()
+        try:
+            _, status, usage = os.wait4(process.pid, 0)
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            watchdog.cancel()
+        wall = time.perf_counter() - start
+        servers_cpu = _cpu_seconds(watch) - servers_before
+        # Tell Popen the child is reaped, or its finalizer would wait for it again.
+        process.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return ChildRun(
+            argv=tuple(argv),
+            returncode=process.returncode,
+            wall_s=wall,
+            cpu_s=usage.ru_utime + usage.ru_stime,
+            peak_rss=usage.ru_maxrss * 1024,  # Linux reports KiB
+            servers_cpu_s=servers_cpu,
+            stdout=out.read().decode(errors="replace"),
+            stderr=err.read().decode(errors="replace"),
+        )
+
+
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system time of running processes, from /proc (the bench is Linux-only anyway:
+    Debian's registry, and ru_maxrss in KiB)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        # Fields after the parenthesised command name (which may hold spaces): utime and
+        # stime are the 12th and 13th.
+        fields = stat.rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def python_module(module: str, *args: str) -> list[str]:
+    """argv running `module` with this interpreter (the venv's), from the repository root."""
+    return [sys.executable, "-m", module, *args]
+
+
+# --- results ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table; `passed` is None for context without a target."""
+
+    metric: str
+    measured: str
+    target: str = ""
+    passed: bool | None = None
+
+    @property
+    def verdict(self) -> str:
+        if self.passed is None:
+            return ""
+        return "pass" if self.passed else "**FAIL**"
+
+
+def markdown_table(rows: Sequence[Row]) -> str:
+    lines = ["| Metric | Measured | Target | Result |", "|---|---|---|---|"]
+    lines += [f"| {r.metric} | {r.measured} | {r.target} | {r.verdict} |" for r in rows]
+    return "\n".join(lines)
+
+
+def mib(size: float) -> str:
+    return f"{size / MiB:,.1f} MiB"

@@ -1,0 +1,199 @@
+"""`make bench`: start the local AWS and registry, push a ~1 GiB image, run the benchmarks.
+
+Everything runs on 127.0.0.1: a moto server as the backup's AWS (S3, DynamoDB, ECR's
+token API), and Debian's docker-registry keeping its blobs on a second moto server,
+answering blob GETs with 307 redirects and requiring basic auth with moto's ECR
+password, like ECR. The results table is printed and written to bench/results.md.
+A missed target is reported, not turned into a failing exit status: this is a
+benchmark, not a test. The exit status is non-zero only when something broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.util
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Protocol, cast
+
+from bench import backup_bench
+from bench.common import RESULTS_PATH, BenchContext, BenchImage, MiB, Row, markdown_table
+from devkit import LocalRegistry, MotoServer, OciLayoutBuilder, ecr_password_from_moto, skopeo_push
+from devkit.servers import REGISTRY_BINARY
+
+REPOSITORY = "bench/big"
+TAG = "v1"
+# A single run sometimes takes up to 25% longer than its median on a 2-CPU machine (the
+# servers' CPU time for the same work varies); medians of five moved by ~4% between runs.
+BACKUP_PAIRS = 5
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument(
+        "--size-mib", type=int, default=1024, help="size of the image's one layer (1024)"
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        help=f"measured pairs per benchmark; medians count (backup: {BACKUP_PAIRS}, "
+        "restore: its own default)",
+    )
+    parser.add_argument(
+        "--concurrency", help="pass ECR_BACKUP_CONCURRENCY to the engine (default: its own)"
+    )
+    parser.add_argument(
+        "--part-size-mib", help="pass ECR_BACKUP_PART_SIZE_MIB to the engine (default: its own)"
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS_PATH,
+        help="markdown file to write (bench/results.md)",
+    )
+    parser.add_argument("--no-restore", action="store_true", help="skip the restore benchmark")
+    args = parser.parse_args(argv)
+    if args.size_mib < 6 or (args.repeat is not None and args.repeat < 1):
+        parser.error("--size-mib must be >= 6 (a multipart copy) and --repeat >= 1")
+    return args
+
+
+def push_image(registry: LocalRegistry, workdir: Path, size: int) -> BenchImage:
+    """Build a one-layer OCI image on disk (streamed, constant memory) and skopeo it in."""
+    layout = OciLayoutBuilder(workdir / "oci")
+    # Incompressible random content in stored (level 0) gzip: ~size bytes on the wire.
+    layer = layout.add_layer(size, seed=1)
+    built = layout.image([layer], ref=TAG)
+    pushed = skopeo_push(layout.path, TAG, registry, REPOSITORY, TAG)
+    if pushed != built.digest:
+        raise RuntimeError(f"skopeo pushed {pushed}, built {built.digest}")
+    return BenchImage(
+        repository=REPOSITORY,
+        tag=TAG,
+        digest=built.digest,
+        layer_digest=layer.descriptor.digest,
+        layer_size=layer.descriptor.size,
+        layer_path=layout.blob_path(layer.descriptor.digest),
+        blob_count=len(built.blobs),
+    )
+
+
+class RestoreBench(Protocol):
+    """bench/restore_bench.py's entry point: the restore rows of the results table."""
+
+    def __call__(self, ctx: BenchContext, *, repeat: int = ...) -> list[Row]: ...
+
+
+def restore_benchmark() -> RestoreBench | None:
+    """bench/restore_bench.py's `run_bench`, when that benchmark is there and loads.
+
+    It is written alongside this one; a restore benchmark that is missing or broken must
+    not cost the backup results, so its absence is reported, not raised.
+    """
+    if importlib.util.find_spec("bench.restore_bench") is None:
+        return None
+    try:
+        module = importlib.import_module("bench.restore_bench")
+    except Exception as e:
+        print(f"bench: restore benchmark skipped: cannot import it: {e!r}", file=sys.stderr)
+        return None
+    entry = getattr(module, "run_bench", None)
+    if not callable(entry):
+        print("bench: restore benchmark skipped: no run_bench(ctx)", file=sys.stderr)
+        return None
+    return cast(RestoreBench, entry)
+
+
+def environment_lines(image: BenchImage, elapsed_setup: float) -> list[str]:
+    return [
+        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; host: {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, "
+        f"boto3 {version('boto3')}, moto {version('moto')}, urllib3 {version('urllib3')}",
+        f"- Image: `{image.repository}:{image.tag}`, one layer of {image.layer_size:,} bytes "
+        f"({image.layer_size / MiB:,.1f} MiB), built and pushed in {elapsed_setup:.0f} s",
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    missing = [b for b in (REGISTRY_BINARY, "skopeo") if shutil.which(b) is None]
+    if missing:
+        print(f"bench: missing {', '.join(missing)} (run `make bootstrap`)", file=sys.stderr)
+        return 2
+    engine_settings = {
+        name: value
+        for name, value in (
+            ("concurrency", args.concurrency),
+            ("part_size_mib", args.part_size_mib),
+        )
+        if value is not None
+    }
+    restore = None if args.no_restore else restore_benchmark()
+    failed = False
+
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        aws = stack.enter_context(MotoServer())
+        storage = stack.enter_context(MotoServer())
+        registry = stack.enter_context(LocalRegistry(storage, password=ecr_password_from_moto(aws)))
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ecr-bench-")))
+        print(f"bench: moto {aws.endpoint}, registry {registry.url}", file=sys.stderr)
+        print(f"bench: building and pushing a {args.size_mib} MiB layer...", file=sys.stderr)
+        image = push_image(registry, workdir, args.size_mib * MiB)
+        setup_s = time.perf_counter() - started
+        ctx = BenchContext(aws, registry, workdir, image, engine_settings)
+
+        backup = backup_bench.run(ctx, repeat=args.repeat or BACKUP_PAIRS)
+        sections = [
+            "## Backup",
+            "",
+            markdown_table(backup.rows()),
+            "",
+            backup.runs_table(),
+            "",
+            f"Baseline transfer manager: `{backup.transfer_client}`.",
+        ]
+        if restore is not None:
+            sections += ["", "## Restore", ""]
+            try:
+                rows = restore(ctx) if args.repeat is None else restore(ctx, repeat=args.repeat)
+                sections.append(markdown_table(rows))
+            except Exception as e:
+                # The backup's results are measured: write them, then fail the run.
+                traceback.print_exc()
+                sections.append(f"The restore benchmark failed: `{e!r}`")
+                failed = True
+
+    total_s = time.perf_counter() - started
+    document = "\n".join(
+        [
+            "# ecr-backup benchmark results",
+            "",
+            "Written by `make bench` (`python -m bench.run`); how it measures: docs/bench.md.",
+            "",
+            *environment_lines(image, setup_s),
+            f"- Total run time: {total_s:.0f} s",
+            "",
+            *sections,
+            "",
+        ]
+    )
+    print(document)
+    args.results.write_text(document)
+    print(f"bench: wrote {args.results}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
