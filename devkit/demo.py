@@ -25,6 +25,7 @@ from devkit import (
     skopeo_inspect_raw,
     skopeo_push,
 )
+from devkit.events import sqs_record
 from devkit.images import BuiltManifest
 from ecr_backup.cli import main as ecr_backup
 
@@ -66,11 +67,7 @@ def push_events(built: BuiltManifest, tag: str) -> list[dict[str, object]]:
 
 def deliver(events: list[dict[str, object]], workdir: Path) -> None:
     """Deliver the events as the Lambda gets them: one SQS batch."""
-    batch = {
-        "Records": [
-            {"messageId": f"msg-{i}", "body": json.dumps(event)} for i, event in enumerate(events)
-        ]
-    }
+    batch = {"Records": [sqs_record(event, f"msg-{i}") for i, event in enumerate(events)]}
     path = workdir / "sqs-batch.json"
     path.write_text(json.dumps(batch, indent=2))
     print(f"$ ecr-backup handle-event {path.name}   # {len(events)} ECR push events")

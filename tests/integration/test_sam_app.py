@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from devkit import BuiltManifest, LocalRegistry, MotoServer, OciLayoutBuilder, skopeo_push
+from devkit.events import sqs_record
 from ecr_backup.digest import Digest
 
 from .conftest import BackupTarget
@@ -220,25 +221,6 @@ def ecr_event(repository: str, digest: str, tag: str) -> dict[str, Any]:
     }
 
 
-def sqs_record(message_id: str, body: str) -> dict[str, Any]:
-    return {
-        "messageId": message_id,
-        "receiptHandle": f"handle-{message_id}",
-        "body": body,
-        "attributes": {
-            "ApproximateReceiveCount": "1",
-            "SentTimestamp": "1714557600000",
-            "SenderId": "AIDAEVENTBRIDGE",
-            "ApproximateFirstReceiveTimestamp": "1714557600001",
-        },
-        "messageAttributes": {},
-        "md5OfBody": hashlib.md5(body.encode(), usedforsecurity=False).hexdigest(),
-        "eventSource": "aws:sqs",
-        "eventSourceARN": f"arn:aws:sqs:us-east-1:{ACCOUNT}:ecr-backup-EventQueue",
-        "awsRegion": "us-east-1",
-    }
-
-
 @pytest.fixture
 def pushed(
     registry: LocalRegistry, oci_images: OciLayoutBuilder
@@ -267,9 +249,9 @@ def test_built_handler_backs_up_pushes_and_fails_only_the_bad_record(
     repository, (first, second) = pushed
     event = {
         "Records": [
-            sqs_record("push-v1", json.dumps(ecr_event(repository, first.digest, "v1"))),
-            sqs_record("garbage", '{"detail-type": "ECR Image Action", "truncated'),
-            sqs_record("push-v2", json.dumps(ecr_event(repository, second.digest, "v2"))),
+            sqs_record(ecr_event(repository, first.digest, "v1"), "push-v1"),
+            sqs_record('{"detail-type": "ECR Image Action", "truncated', "garbage"),
+            sqs_record(ecr_event(repository, second.digest, "v2"), "push-v2"),
         ]
     }
     gets_before = registry.count_requests("GET", BLOB_GET.format(repo=repository))

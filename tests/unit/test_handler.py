@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from devkit.events import sqs_record
 from ecr_backup import mediatypes
 from ecr_backup.aws import AwsServices
 from ecr_backup.digest import Digest
@@ -145,26 +146,6 @@ def ecr_event(
         "region": REGION,
         "resources": [],
         "detail": detail,
-    }
-
-
-def sqs_record(body: str | dict[str, Any], message_id: str | None = None) -> dict[str, Any]:
-    text = body if isinstance(body, str) else json.dumps(body)
-    return {
-        "messageId": message_id or str(uuid.uuid4()),
-        "receiptHandle": "handle",
-        "body": text,
-        "attributes": {
-            "ApproximateReceiveCount": "1",
-            "SentTimestamp": "1714557600000",
-            "SenderId": "AIDAEVENTBRIDGE",
-            "ApproximateFirstReceiveTimestamp": "1714557600001",
-        },
-        "messageAttributes": {},
-        "md5OfBody": "0" * 32,
-        "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:eu-west-1:123456789012:ecr-backup-EventQueue",
-        "awsRegion": REGION,
     }
 
 
