@@ -115,11 +115,14 @@ class AwsServices:
 
     def caller_source(self) -> tuple[str, str]:
         """This session's account and region: the default source for a manual replicate."""
-        region = self._session.region_name or "us-east-1"
-        try:
-            account = self._session.client("sts", region_name=region).get_caller_identity()[
-                "Account"
-            ]
-        except (ClientError, BotoCoreError) as e:
-            raise RegistryAuthError(f"cannot tell which AWS account to read from: {e}") from e
-        return account, region
+        return caller_identity(self._session)
+
+
+def caller_identity(session: boto3.Session) -> tuple[str, str]:
+    """The account and region a boto3 session acts in (STS GetCallerIdentity)."""
+    region = session.region_name or "us-east-1"
+    try:
+        account = session.client("sts", region_name=region).get_caller_identity()["Account"]
+    except (ClientError, BotoCoreError) as e:
+        raise RegistryAuthError(f"cannot tell which AWS account these credentials are: {e}") from e
+    return account, region

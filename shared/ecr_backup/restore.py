@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecr_backup.aws import EcrTokenSource
+from ecr_backup.aws import EcrTokenSource, caller_identity
 from ecr_backup.blobstore import MiB
 from ecr_backup.digest import Digest
 from ecr_backup.errors import (
@@ -247,12 +247,7 @@ def ecr_identity(target: Target, session: boto3.Session) -> tuple[str, str]:
     """The registry id and region of an ECR target: from its host, else this session's."""
     if target.ecr_account and target.ecr_region:
         return target.ecr_account, target.ecr_region
-    region = session.region_name or "us-east-1"
-    try:
-        account = session.client("sts", region_name=region).get_caller_identity()["Account"]
-    except (ClientError, BotoCoreError) as e:
-        raise RegistryAuthError(f"cannot tell which ECR registry {target.host} is: {e}") from e
-    return account, region
+    return caller_identity(session)
 
 
 def ensure_ecr_repository(
