@@ -173,7 +173,7 @@ class BackupResults:
 
 def engine_settings(ctx: BenchContext) -> EngineSettings:
     """What the child will run with: Settings' defaults under the overrides we pass."""
-    from ecr_backup.aws import parts_in_flight
+    from ecr_backup.composition import parts_in_flight
     from ecr_backup.settings import Settings
 
     settings = Settings.load(ctx.aws_env(bucket="bench-probe", table="bench-probe"))
@@ -187,7 +187,7 @@ def engine_settings(ctx: BenchContext) -> EngineSettings:
 
 def fresh_bucket(ctx: BenchContext, purpose: str) -> str:
     """A new bucket configured as `ecr-backup setup` does (versioning, Object Lock)."""
-    from ecr_backup.provision import ensure_bucket
+    from ecr_backup.storage.provision import ensure_bucket
 
     name = f"bench-{purpose}-{secrets.token_hex(4)}"
     ensure_bucket(ctx.aws.client("s3"), name, region=ctx.aws.region)
@@ -195,7 +195,7 @@ def fresh_bucket(ctx: BenchContext, purpose: str) -> str:
 
 
 def fresh_table(ctx: BenchContext, name: str) -> str:
-    from ecr_backup.index import DynamoIndex
+    from ecr_backup.storage.index import DynamoIndex
 
     DynamoIndex(name, client=ctx.aws.client("dynamodb")).create_if_missing()
     return name

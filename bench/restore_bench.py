@@ -181,7 +181,7 @@ def restore_once(ctx: BenchContext, env: dict[str, str], n: int) -> tuple[ChildR
         raise RuntimeError(f"restore did not upload {image.layer_digest}: {run.stdout[:2000]}")
     _check_copied(ctx, repository, "restore")
     from devkit import skopeo_inspect_raw
-    from ecr_backup.digest import Digest
+    from ecr_backup.oci.digest import Digest
 
     served = skopeo_inspect_raw(ctx.registry, repository, image.tag)
     return run, str(Digest.of(served)) == image.digest

@@ -1,6 +1,6 @@
 """Lambda entry point: SQS batches of ECR "ECR Image Action" events -> the backup engine.
 
-Thin on purpose: parse each record, hand it to `ecr_backup.service.handle_ecr_event`
+Thin on purpose: parse each record, hand it to `ecr_backup.backup.service.handle_ecr_event`
 (the same code path as `ecr-backup handle-event`), and report per-record failures so
 that SQS retries only those, and moves them to the dead-letter queue after the
 queue's maxReceiveCount.
@@ -28,9 +28,9 @@ from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import Json
 
-from ecr_backup.aws import AwsServices
-from ecr_backup.events import EcrEvent
-from ecr_backup.service import EventOutcome, handle_ecr_event
+from ecr_backup.backup.events import EcrEvent
+from ecr_backup.backup.service import EventOutcome, handle_ecr_event
+from ecr_backup.composition import AwsServices
 from ecr_backup.settings import Settings
 
 # Service name, metrics namespace and log level come from the POWERTOOLS_* variables

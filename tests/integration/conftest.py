@@ -17,9 +17,9 @@ import pytest
 
 from devkit import LocalRegistry, MotoServer, OciLayoutBuilder, ecr_password_from_moto
 from devkit.servers import REGISTRY_BINARY
-from ecr_backup.aws import AwsServices
-from ecr_backup.provision import ensure_bucket
+from ecr_backup.composition import AwsServices
 from ecr_backup.settings import Settings
+from ecr_backup.storage.provision import ensure_bucket
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 import pytest
 
 from devkit import LocalRegistry, OciLayoutBuilder, skopeo_push
-from ecr_backup.digest import Digest
 from ecr_backup.errors import DigestMismatchError
-from ecr_backup.records import Action, ImageEvent
+from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.records import Action, ImageEvent
 
 from .conftest import BackupTarget
 

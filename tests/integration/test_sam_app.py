@@ -20,7 +20,7 @@ import pytest
 
 from devkit import BuiltManifest, LocalRegistry, MotoServer, OciLayoutBuilder, skopeo_push
 from devkit.events import sqs_record
-from ecr_backup.digest import Digest
+from ecr_backup.oci.digest import Digest
 
 from .conftest import BackupTarget
 

@@ -7,9 +7,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from ecr_backup.blobstore import MiB, S3BlobStore
-from ecr_backup.index import DynamoIndex
-from ecr_backup.provision import ensure_bucket
+from ecr_backup.storage.blobstore import MiB, S3BlobStore
+from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.provision import ensure_bucket
 
 BUCKET = "backup-bucket"
 TABLE = "backup-index"

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from ecr_backup import mediatypes
-from ecr_backup.digest import Digest
 from ecr_backup.errors import BlobNotFoundError, ManifestNotFoundError
-from ecr_backup.model import Manifest, parse_manifest
+from ecr_backup.oci import mediatypes
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Manifest, parse_manifest
 
 
 def descriptor(media_type: str, data: bytes, **extra: object) -> dict[str, object]:

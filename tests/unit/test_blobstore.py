@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from ecr_backup.blobstore import MiB, S3BlobStore
-from ecr_backup.digest import Digest
 from ecr_backup.errors import DigestMismatchError
+from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.blobstore import MiB, S3BlobStore
 
 from .conftest import BUCKET
 

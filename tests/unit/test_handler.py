@@ -18,13 +18,13 @@ from typing import Any
 import pytest
 
 from devkit.events import sqs_record
-from ecr_backup import mediatypes
-from ecr_backup.aws import AwsServices
-from ecr_backup.digest import Digest
+from ecr_backup.composition import AwsServices
 from ecr_backup.errors import InvalidInputError
-from ecr_backup.index import DynamoIndex
-from ecr_backup.model import Manifest
-from ecr_backup.records import Action
+from ecr_backup.oci import mediatypes
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Manifest
+from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.records import Action
 
 from .conftest import BUCKET, TABLE
 from .fakes import FakeRegistry, descriptor

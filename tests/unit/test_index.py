@@ -5,9 +5,9 @@ from typing import Any
 
 import pytest
 
-from ecr_backup.digest import Digest
-from ecr_backup.index import DynamoIndex
-from ecr_backup.records import Action, ImageEvent, ManifestRecord
+from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

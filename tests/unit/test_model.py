@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from ecr_backup import mediatypes
-from ecr_backup.digest import Digest
 from ecr_backup.errors import InvalidInputError, UnsupportedManifestError
-from ecr_backup.model import parse_manifest
-from ecr_backup.reference import ImageRef
+from ecr_backup.oci import mediatypes
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import parse_manifest
+from ecr_backup.oci.reference import ImageRef
 
 HEX = "a" * 64
 

@@ -13,8 +13,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from ecr_backup import mediatypes
-from ecr_backup.digest import Digest
 from ecr_backup.errors import (
     BlobNotFoundError,
     DigestMismatchError,
@@ -22,7 +20,9 @@ from ecr_backup.errors import (
     RegistryAuthError,
     RepositoryNotFoundError,
 )
-from ecr_backup.registry import Credentials, RegistryClient, RetryPolicy, TokenCredentials
+from ecr_backup.oci import mediatypes
+from ecr_backup.oci.digest import Digest
+from ecr_backup.registry.client import Credentials, RegistryClient, RetryPolicy, TokenCredentials
 
 LAYER = b"layer-bytes" * 1000
 MANIFEST = json.dumps(

@@ -6,13 +6,13 @@ from typing import Any
 
 import pytest
 
-from ecr_backup import mediatypes
-from ecr_backup.blobstore import S3BlobStore
-from ecr_backup.digest import Digest
+from ecr_backup.backup.replicator import Replicator
 from ecr_backup.errors import BlobNotFoundError, DigestMismatchError
-from ecr_backup.index import DynamoIndex
-from ecr_backup.records import Action, ImageEvent
-from ecr_backup.replicator import Replicator
+from ecr_backup.oci import mediatypes
+from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.blobstore import S3BlobStore
+from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.records import Action, ImageEvent
 
 from .conftest import BUCKET
 from .fakes import FakeRegistry, descriptor

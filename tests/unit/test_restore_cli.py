@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from ecr_backup.blobstore import S3BlobStore
 from ecr_backup.cli import main
-from ecr_backup.digest import Digest
-from ecr_backup.index import DynamoIndex
+from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.blobstore import S3BlobStore
+from ecr_backup.storage.index import DynamoIndex
 
 from .conftest import BUCKET, TABLE
 from .test_restore_queries import drop_table

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from ecr_backup.blobstore import S3BlobStore
 from ecr_backup.errors import DigestMismatchError, InvalidInputError, NotFoundError
-from ecr_backup.export import REF_NAME, export
-from ecr_backup.index import DynamoIndex
-from ecr_backup.queries import Catalog
-from ecr_backup.reference import ImageRef
+from ecr_backup.oci.reference import ImageRef
+from ecr_backup.restore.catalog import Catalog
+from ecr_backup.restore.export import REF_NAME, export
+from ecr_backup.storage.blobstore import S3BlobStore
+from ecr_backup.storage.index import DynamoIndex
 
 from .test_restore_support import Backup, minutes
 

@@ -9,18 +9,18 @@ from typing import Any
 import boto3
 import pytest
 
-from ecr_backup.blobstore import S3BlobStore
-from ecr_backup.digest import Digest
 from ecr_backup.errors import (
     DigestMismatchError,
     InvalidInputError,
     ManifestNotFoundError,
     NotFoundError,
 )
-from ecr_backup.index import DynamoIndex
-from ecr_backup.queries import BucketReader, Catalog
-from ecr_backup.records import Action
-from ecr_backup.reference import ImageRef
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.reference import ImageRef
+from ecr_backup.restore.catalog import BucketReader, Catalog
+from ecr_backup.storage.blobstore import S3BlobStore
+from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.records import Action
 
 from .conftest import BUCKET, TABLE
 from .test_restore_support import Backup, minutes

@@ -10,7 +10,6 @@ from typing import Any
 import boto3
 import pytest
 
-from ecr_backup.blobstore import MiB, S3BlobStore
 from ecr_backup.errors import (
     BlobNotFoundError,
     DigestMismatchError,
@@ -19,11 +18,10 @@ from ecr_backup.errors import (
     RegistryAuthError,
     RepositoryNotFoundError,
 )
-from ecr_backup.index import DynamoIndex
-from ecr_backup.queries import Catalog
-from ecr_backup.reference import ImageRef
-from ecr_backup.registry import TokenCredentials
-from ecr_backup.restore import (
+from ecr_backup.oci.reference import ImageRef
+from ecr_backup.registry.client import TokenCredentials
+from ecr_backup.restore.catalog import Catalog
+from ecr_backup.restore.push import (
     ChallengeCredentials,
     Progress,
     Restorer,
@@ -34,6 +32,8 @@ from ecr_backup.restore import (
     plan_restore,
     target_credentials,
 )
+from ecr_backup.storage.blobstore import MiB, S3BlobStore
+from ecr_backup.storage.index import DynamoIndex
 
 from .conftest import BUCKET
 from .test_restore_support import Backup, FakeTarget, TargetError, minutes

@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ecr_backup import mediatypes
-from ecr_backup.blobstore import S3BlobStore
-from ecr_backup.digest import Digest
-from ecr_backup.index import DynamoIndex
-from ecr_backup.model import Manifest, parse_manifest
-from ecr_backup.records import Action, ImageEvent
-from ecr_backup.replicator import Replicator
-from ecr_backup.streams import Readable, read_full
+from ecr_backup.backup.replicator import Replicator
+from ecr_backup.oci import mediatypes
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Manifest, parse_manifest
+from ecr_backup.oci.streams import Readable, read_full
+from ecr_backup.storage.blobstore import S3BlobStore
+from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.records import Action, ImageEvent
 
 from .conftest import BUCKET
 from .fakes import FakeRegistry, descriptor

@@ -7,13 +7,13 @@ from typing import Any
 import boto3
 import pytest
 
-from ecr_backup.blobstore import S3BlobStore
-from ecr_backup.digest import Digest
-from ecr_backup.index import DynamoIndex
-from ecr_backup.queries import Catalog
-from ecr_backup.rebuild import UNKNOWN_MEDIA_TYPE, rebuild_index
-from ecr_backup.reference import ImageRef
-from ecr_backup.verification import verify
+from ecr_backup.maintenance.rebuild import UNKNOWN_MEDIA_TYPE, rebuild_index
+from ecr_backup.maintenance.verify import verify
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.reference import ImageRef
+from ecr_backup.restore.catalog import Catalog
+from ecr_backup.storage.blobstore import S3BlobStore
+from ecr_backup.storage.index import DynamoIndex
 
 from .conftest import BUCKET, TABLE
 from .test_restore_queries import answers, drop_table

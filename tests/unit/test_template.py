@@ -16,8 +16,8 @@ from cfnlint.decode import decode_str
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 
-from ecr_backup import schema
 from ecr_backup.settings import ENV_PREFIX, Settings
+from ecr_backup.storage import schema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +52,7 @@ STAR_RESOURCE_ACTIONS = {
     "xray:PutTraceSegments",
     "xray:PutTelemetryRecords",
 }
-# What the engine calls (ecr_backup.registry/blobstore/index), and nothing more; adding an
+# What the engine calls (ecr_backup.registry.client/blobstore/index), and nothing more; adding an
 # action means changing this list on purpose. ecr:DescribeImages is not called today: the
 # issue grants it as the read-only half of "read ECR".
 FUNCTION_ACTIONS = {

@@ -8,6 +8,9 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+from ecr_backup.backup.events import parse_event
+from ecr_backup.backup.replicator import CopyReport
+from ecr_backup.backup.service import EventOutcome, handle_ecr_event
 from ecr_backup.cli.common import (
     add_source_options,
     add_storage_options,
@@ -16,12 +19,9 @@ from ecr_backup.cli.common import (
     services_from,
 )
 from ecr_backup.errors import EcrBackupError, InvalidInputError
-from ecr_backup.events import parse_event
-from ecr_backup.provision import ensure_bucket
-from ecr_backup.records import Action, ImageEvent
-from ecr_backup.reference import ImageRef
-from ecr_backup.replicator import CopyReport
-from ecr_backup.service import EventOutcome, handle_ecr_event
+from ecr_backup.oci.reference import ImageRef
+from ecr_backup.storage.provision import ensure_bucket
+from ecr_backup.storage.records import Action, ImageEvent
 
 
 def register(commands: Any) -> None:

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from ecr_backup.aws import AwsServices
+from ecr_backup.composition import AwsServices
 from ecr_backup.settings import Settings
 
 

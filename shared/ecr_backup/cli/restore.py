@@ -13,18 +13,17 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from ecr_backup import mediatypes
-from ecr_backup.aws import AwsServices
-from ecr_backup.blobstore import MiB
 from ecr_backup.cli.common import add_storage_options, emit, human_size, table
+from ecr_backup.composition import AwsServices
 from ecr_backup.errors import InvalidInputError
-from ecr_backup.export import Format, export
-from ecr_backup.queries import Catalog, display_time
-from ecr_backup.rebuild import rebuild_index
-from ecr_backup.records import format_time, parse_time
-from ecr_backup.reference import ImageRef, validate_repository
-from ecr_backup.registry import RegistryClient
-from ecr_backup.restore import (
+from ecr_backup.maintenance.rebuild import rebuild_index
+from ecr_backup.maintenance.verify import verify
+from ecr_backup.oci import mediatypes
+from ecr_backup.oci.reference import ImageRef, validate_repository
+from ecr_backup.registry.client import RegistryClient
+from ecr_backup.restore.catalog import Catalog, display_time
+from ecr_backup.restore.export import Format, export
+from ecr_backup.restore.push import (
     DEFAULT_CHUNK_SIZE,
     Progress,
     RestorePlan,
@@ -37,7 +36,8 @@ from ecr_backup.restore import (
     target_credentials,
 )
 from ecr_backup.settings import ENV_PREFIX, Settings
-from ecr_backup.verification import verify
+from ecr_backup.storage.blobstore import MiB
+from ecr_backup.storage.records import format_time, parse_time
 
 # Settings wants a table name; bucket-only commands run without one and never touch it.
 _NO_TABLE = "no-index-table"

@@ -21,13 +21,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ecr_backup.blobstore import ObjectVersion, S3BlobStore
-from ecr_backup.digest import Digest
 from ecr_backup.errors import EcrBackupError, InvalidInputError
-from ecr_backup.index import DynamoIndex
-from ecr_backup.model import Descriptor, Manifest
-from ecr_backup.queries import BucketReader
-from ecr_backup.records import Action, ImageEvent, ManifestRecord
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Descriptor, Manifest
+from ecr_backup.restore.catalog import BucketReader
+from ecr_backup.storage.blobstore import ObjectVersion, S3BlobStore
+from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ecr_backup.digest import Digest
 from ecr_backup.errors import InvalidInputError
+from ecr_backup.oci.digest import Digest
 
 # ECR's documented repository-name pattern and length limits.
 _REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")

@@ -21,8 +21,6 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from ecr_backup import mediatypes
-from ecr_backup.digest import Digest
 from ecr_backup.errors import (
     BlobNotFoundError,
     DigestMismatchError,
@@ -32,8 +30,10 @@ from ecr_backup.errors import (
     RegistryError,
     RepositoryNotFoundError,
 )
-from ecr_backup.model import Manifest, parse_manifest
-from ecr_backup.streams import Readable, read_full
+from ecr_backup.oci import mediatypes
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Manifest, parse_manifest
+from ecr_backup.oci.streams import Readable, read_full
 
 log = logging.getLogger(__name__)
 

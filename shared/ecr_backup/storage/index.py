@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from ecr_backup.digest import Digest
 from ecr_backup.errors import IndexMissingError, IndexStoreError
-from ecr_backup.records import (
+from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.records import (
     Action,
     ImageEvent,
     ManifestRecord,
@@ -30,7 +30,7 @@ from ecr_backup.records import (
     format_time,
     parse_time,
 )
-from ecr_backup.schema import create_table_arguments
+from ecr_backup.storage.schema import create_table_arguments
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

@@ -27,9 +27,7 @@ from urllib.parse import urlencode
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecr_backup.aws import EcrTokenSource, caller_identity
-from ecr_backup.blobstore import MiB
-from ecr_backup.digest import Digest
+from ecr_backup.composition import EcrTokenSource, caller_identity
 from ecr_backup.errors import (
     BlobNotFoundError,
     DigestMismatchError,
@@ -39,12 +37,14 @@ from ecr_backup.errors import (
     RegistryError,
     RepositoryNotFoundError,
 )
-from ecr_backup.model import Descriptor, Manifest
-from ecr_backup.queries import BucketReader, Catalog, Closure, Resolved, display_time
-from ecr_backup.records import Action, TagState, format_time
-from ecr_backup.reference import ImageRef, validate_repository, validate_tag
-from ecr_backup.registry import Anonymous, Credentials, RegistryClient, TokenCredentials
-from ecr_backup.streams import Readable, read_full
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Descriptor, Manifest
+from ecr_backup.oci.reference import ImageRef, validate_repository, validate_tag
+from ecr_backup.oci.streams import Readable, read_full
+from ecr_backup.registry.client import Anonymous, Credentials, RegistryClient, TokenCredentials
+from ecr_backup.restore.catalog import BucketReader, Catalog, Closure, Resolved, display_time
+from ecr_backup.storage.blobstore import MiB
+from ecr_backup.storage.records import Action, TagState, format_time
 
 if TYPE_CHECKING:
     import boto3

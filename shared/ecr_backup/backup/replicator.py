@@ -9,11 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ecr_backup.digest import Digest
+from ecr_backup.backup.ports import BackupIndex, BlobStore, SourceRegistry
 from ecr_backup.errors import BlobNotFoundError, StorageError
-from ecr_backup.model import Descriptor, Manifest
-from ecr_backup.ports import BackupIndex, BlobStore, SourceRegistry
-from ecr_backup.records import Action, ImageEvent, ManifestRecord
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Descriptor, Manifest
+from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError
 
-from ecr_backup import mediatypes
-from ecr_backup.digest import Digest
 from ecr_backup.errors import InvalidInputError, UnsupportedManifestError
+from ecr_backup.oci import mediatypes
+from ecr_backup.oci.digest import Digest
 
 
 def _digest(value: object) -> Digest:

@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
-from ecr_backup.blobstore import MiB, ObjectVersion, S3BlobStore
-from ecr_backup.digest import Digest
 from ecr_backup.errors import (
     BlobNotFoundError,
     DigestMismatchError,
@@ -36,11 +34,13 @@ from ecr_backup.errors import (
     NotFoundError,
     StorageError,
 )
-from ecr_backup.index import DynamoIndex
-from ecr_backup.model import Descriptor, Manifest, Platform, parse_manifest
-from ecr_backup.records import Action, ImageEvent, TagState, format_time
-from ecr_backup.reference import ImageRef
-from ecr_backup.streams import VerifyingReader, read_full
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Descriptor, Manifest, Platform, parse_manifest
+from ecr_backup.oci.reference import ImageRef
+from ecr_backup.oci.streams import VerifyingReader, read_full
+from ecr_backup.storage.blobstore import MiB, ObjectVersion, S3BlobStore
+from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.records import Action, ImageEvent, TagState, format_time
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,10 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
-from ecr_backup.digest import Digest
-from ecr_backup.model import Manifest
-from ecr_backup.records import ImageEvent, ManifestRecord
-from ecr_backup.streams import Readable
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Manifest
+from ecr_backup.oci.streams import Readable
+from ecr_backup.storage.records import ImageEvent, ManifestRecord
 
 
 class SourceRegistry(Protocol):

@@ -23,13 +23,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Literal, cast
 
-from ecr_backup import mediatypes
-from ecr_backup.blobstore import MiB
-from ecr_backup.digest import Digest
 from ecr_backup.errors import BlobNotFoundError, InvalidInputError, NotFoundError
-from ecr_backup.model import Descriptor, Manifest
-from ecr_backup.queries import BucketReader, Catalog, Closure, Resolved, build_closure
-from ecr_backup.reference import ImageRef
+from ecr_backup.oci import mediatypes
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Descriptor, Manifest
+from ecr_backup.oci.reference import ImageRef
+from ecr_backup.restore.catalog import BucketReader, Catalog, Closure, Resolved, build_closure
+from ecr_backup.storage.blobstore import MiB
 
 Format = Literal["oci", "oci-archive", "docker-archive"]
 

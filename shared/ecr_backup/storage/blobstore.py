@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
-from ecr_backup.digest import Digest
 from ecr_backup.errors import BlobNotFoundError, DigestMismatchError, StorageError
-from ecr_backup.streams import Readable, VerifyingReader
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.streams import Readable, VerifyingReader
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Protocol
 
-from ecr_backup.digest import Digest
 from ecr_backup.errors import DigestMismatchError
+from ecr_backup.oci.digest import Digest
 
 
 class Readable(Protocol):

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from ecr_backup.digest import Digest
 from ecr_backup.errors import InvalidInputError
-from ecr_backup.reference import validate_repository, validate_tag
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.reference import validate_repository, validate_tag
 
 
 class Action(StrEnum):

@@ -9,12 +9,12 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecr_backup.blobstore import MiB, S3BlobStore
+from ecr_backup.backup.replicator import Replicator
 from ecr_backup.errors import RegistryAuthError
-from ecr_backup.index import DynamoIndex
-from ecr_backup.registry import Anonymous, Credentials, RegistryClient, TokenCredentials
-from ecr_backup.replicator import Replicator
+from ecr_backup.registry.client import Anonymous, Credentials, RegistryClient, TokenCredentials
 from ecr_backup.settings import Settings
+from ecr_backup.storage.blobstore import MiB, S3BlobStore
+from ecr_backup.storage.index import DynamoIndex
 
 if TYPE_CHECKING:
     import boto3

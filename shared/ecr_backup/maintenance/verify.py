@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TextIO
 
-from ecr_backup.blobstore import ObjectVersion
-from ecr_backup.digest import Digest
 from ecr_backup.errors import EcrBackupError, StorageError
-from ecr_backup.model import Descriptor, Manifest
-from ecr_backup.queries import BucketReader, Catalog
-from ecr_backup.reference import ImageRef
-from ecr_backup.restore import Progress
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Descriptor, Manifest
+from ecr_backup.oci.reference import ImageRef
+from ecr_backup.restore.catalog import BucketReader, Catalog
+from ecr_backup.restore.push import Progress
+from ecr_backup.storage.blobstore import ObjectVersion
 
 log = logging.getLogger(__name__)
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
-from ecr_backup.digest import Digest
 from ecr_backup.errors import InvalidInputError
-from ecr_backup.records import Action, ImageEvent
+from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.records import Action, ImageEvent
 
 ECR_SOURCE = "aws.ecr"
 IMAGE_ACTION = "ECR Image Action"

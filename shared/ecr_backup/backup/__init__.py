@@ -1,0 +1,1 @@
+"""Backing up: ECR events, the replicator and the one event service."""

@@ -1,0 +1,1 @@
+"""Keeping a backup sound: verify, rebuild-index."""

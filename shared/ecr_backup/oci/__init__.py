@@ -1,0 +1,1 @@
+"""The OCI model: digests, media types, descriptors and manifests, references, verified streams."""

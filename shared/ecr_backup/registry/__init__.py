@@ -1,0 +1,1 @@
+"""The distribution-API client, its auth schemes and ECR's specifics."""

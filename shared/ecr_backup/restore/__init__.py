@@ -1,0 +1,1 @@
+"""Reading backups back: catalog and views, targets, plans, pushes and exports."""
