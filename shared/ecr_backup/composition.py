@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import threading
-from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from ecr_backup.backup.replicator import Replicator
-from ecr_backup.errors import RegistryAuthError
-from ecr_backup.registry.client import Anonymous, Credentials, RegistryClient, TokenCredentials
-from ecr_backup.settings import Settings
-from ecr_backup.storage.blobstore import MiB, S3BlobStore
+from ecr_backup.registry.auth import Anonymous, Credentials, TokenCredentials
+from ecr_backup.registry.client import RegistryClient
+from ecr_backup.registry.ecr import EcrTokenSource, caller_identity, ecr_registry_url
+from ecr_backup.settings import PART_BUFFER_BUDGET, MiB, Settings
+from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 
 if TYPE_CHECKING:
     import boto3
-
-
-PART_BUFFER_BUDGET = 96 * MiB
 
 
 def parts_in_flight(settings: Settings) -> int:
@@ -29,29 +24,6 @@ def parts_in_flight(settings: Settings) -> int:
     80 MiB (interpreter, imports) + PART_BUFFER_BUDGET + a part or two in transit."""
     part_size = settings.part_size_mib * MiB
     return max(2, min(2 * settings.concurrency, PART_BUFFER_BUDGET // part_size))
-
-
-def ecr_registry_url(account: str, region: str) -> str:
-    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
-    return f"https://{account}.dkr.ecr.{region}.{suffix}"
-
-
-class EcrTokenSource:
-    """GetAuthorizationToken for one registry; the token is base64 'AWS:<password>'."""
-
-    def __init__(self, session: boto3.Session, account: str, region: str) -> None:
-        self._ecr = session.client("ecr", region_name=region)
-        self._account = account
-
-    def __call__(self) -> tuple[str, datetime]:
-        try:
-            answer = self._ecr.get_authorization_token(registryIds=[self._account])
-        except (ClientError, BotoCoreError) as e:
-            raise RegistryAuthError(
-                f"cannot get an ECR token for registry {self._account}: {e}"
-            ) from e
-        data = answer["authorizationData"][0]
-        return data["authorizationToken"], data["expiresAt"]
 
 
 class AwsServices:
@@ -116,13 +88,3 @@ class AwsServices:
     def caller_source(self) -> tuple[str, str]:
         """This session's account and region: the default source for a manual replicate."""
         return caller_identity(self._session)
-
-
-def caller_identity(session: boto3.Session) -> tuple[str, str]:
-    """The account and region a boto3 session acts in (STS GetCallerIdentity)."""
-    region = session.region_name or "us-east-1"
-    try:
-        account = session.client("sts", region_name=region).get_caller_identity()["Account"]
-    except (ClientError, BotoCoreError) as e:
-        raise RegistryAuthError(f"cannot tell which AWS account these credentials are: {e}") from e
-    return account, region

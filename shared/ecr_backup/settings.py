@@ -11,6 +11,20 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ecr_backup.errors import InvalidInputError
 
 ENV_PREFIX = "ECR_BACKUP_"
+
+# Every default and limit, in one place.
+MiB = 1024 * 1024
+DEFAULT_CONCURRENCY = 4  # blobs copied (backup), pushed (restore) or hashed (verify) at once
+DEFAULT_PART_SIZE_MIB = 16  # S3 multipart part size on backup
+# S3's minimum multipart part, and ECR's minimum layer part, are both 5 MiB.
+MIN_PART_SIZE = 5 * MiB
+# ECR's documented part limits for layer uploads are 5 to 10 MiB (the last part may be
+# smaller); 8 MiB is inside them and still few requests per GiB.
+DEFAULT_CHUNK_SIZE = 8 * MiB
+# Registries refuse manifests over 4 MiB; a bigger object named as a manifest is a layer.
+MAX_MANIFEST_SIZE = 4 * MiB
+# Part buffers are a backup's memory: capped in bytes whatever the concurrency and part size.
+PART_BUFFER_BUDGET = 96 * MiB
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 
@@ -23,8 +37,8 @@ class Settings(BaseModel):
     prefix: str = ""
     source_registry: str | None = None
     source_auth: Literal["ecr", "none"] = "ecr"
-    concurrency: int = Field(default=4, ge=1, le=64)
-    part_size_mib: int = Field(default=16, ge=5, le=512)
+    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=64)
+    part_size_mib: int = Field(default=DEFAULT_PART_SIZE_MIB, ge=MIN_PART_SIZE // MiB, le=512)
 
     @field_validator("bucket")
     @classmethod

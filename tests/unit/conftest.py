@@ -7,7 +7,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from ecr_backup.storage.blobstore import MiB, S3BlobStore
+from ecr_backup.settings import MiB
+from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.provision import ensure_bucket
 

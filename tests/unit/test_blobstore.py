@@ -9,7 +9,8 @@ import pytest
 
 from ecr_backup.errors import DigestMismatchError
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.blobstore import MiB, S3BlobStore
+from ecr_backup.settings import MiB
+from ecr_backup.storage.blobstore import S3BlobStore
 
 from .conftest import BUCKET
 

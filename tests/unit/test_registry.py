@@ -22,7 +22,8 @@ from ecr_backup.errors import (
 )
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
-from ecr_backup.registry.client import Credentials, RegistryClient, RetryPolicy, TokenCredentials
+from ecr_backup.registry.auth import Credentials, TokenCredentials
+from ecr_backup.registry.client import RegistryClient, RetryPolicy
 
 LAYER = b"layer-bytes" * 1000
 MANIFEST = json.dumps(

@@ -17,9 +17,10 @@ from ecr_backup.errors import (
 )
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.restore.catalog import BucketReader, Catalog
+from ecr_backup.restore.catalog import Catalog
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.reader import BucketReader
 from ecr_backup.storage.records import Action
 
 from .conftest import BUCKET, TABLE

@@ -10,6 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
+from ecr_backup.cli.progress import ProgressBar
 from ecr_backup.errors import (
     BlobNotFoundError,
     DigestMismatchError,
@@ -19,20 +20,18 @@ from ecr_backup.errors import (
     RepositoryNotFoundError,
 )
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.registry.client import TokenCredentials
+from ecr_backup.registry.auth import ChallengeCredentials, TokenCredentials
 from ecr_backup.restore.catalog import Catalog
-from ecr_backup.restore.push import (
-    ChallengeCredentials,
-    Progress,
-    Restorer,
-    RestoreRequest,
+from ecr_backup.restore.plan import RestoreRequest, plan_restore
+from ecr_backup.restore.push import Restorer
+from ecr_backup.restore.target import (
     Target,
     ensure_ecr_repository,
     parse_target,
-    plan_restore,
     target_credentials,
 )
-from ecr_backup.storage.blobstore import MiB, S3BlobStore
+from ecr_backup.settings import MiB
+from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 
 from .conftest import BUCKET
@@ -65,7 +64,7 @@ def run(
         target,  # type: ignore[arg-type]  # the in-memory registry speaks the same methods
         chunk_size=chunk_size,
         mount_from=mount_from,
-        progress=Progress(plan.total_bytes, io.StringIO()),
+        progress=ProgressBar.factory(io.StringIO()),
     )
     return plan, (restorer.preview(plan) if dry_run else restorer.run(plan))
 
@@ -300,7 +299,7 @@ def test_by_digest_needs_no_index_and_sets_no_tag(backup: Backup) -> None:
         RestoreRequest(ImageRef.parse(f"app@{image.digest}")),
         parse_target("registry.example.com/app"),
     )
-    Restorer(catalog.reader, target, progress=Progress(1, io.StringIO())).run(plan)  # type: ignore[arg-type]
+    Restorer(catalog.reader, target, progress=ProgressBar.factory(io.StringIO())).run(plan)  # type: ignore[arg-type]
     assert target.tags("app") == {}
     assert target.manifests["app"][str(image.digest)] == image.raw
 
@@ -368,7 +367,7 @@ class Terminal(io.StringIO):
 def test_progress_bar_draws_on_a_terminal_only() -> None:
     terminal, pipe = Terminal(), io.StringIO()
     for stream in (terminal, pipe):
-        progress = Progress(10 * MiB, stream)
+        progress = ProgressBar(10 * MiB, stream)
         progress.advance(5 * MiB)
         progress.finish()
     assert pipe.getvalue() == ""

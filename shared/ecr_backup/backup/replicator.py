@@ -13,11 +13,10 @@ from ecr_backup.backup.ports import BackupIndex, BlobStore, SourceRegistry
 from ecr_backup.errors import BlobNotFoundError, StorageError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
+from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 
 log = logging.getLogger(__name__)
-
-DEFAULT_CONCURRENCY = 4
 
 
 @dataclass

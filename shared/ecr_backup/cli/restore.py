@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from ecr_backup.cli.common import add_storage_options, emit, human_size, table
+from ecr_backup.cli.progress import ProgressBar
 from ecr_backup.composition import AwsServices
 from ecr_backup.errors import InvalidInputError
 from ecr_backup.maintenance.rebuild import rebuild_index
@@ -21,23 +22,13 @@ from ecr_backup.maintenance.verify import verify
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.reference import ImageRef, validate_repository
 from ecr_backup.registry.client import RegistryClient
-from ecr_backup.restore.catalog import Catalog, display_time
+from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.export import Format, export
-from ecr_backup.restore.push import (
-    DEFAULT_CHUNK_SIZE,
-    Progress,
-    RestorePlan,
-    Restorer,
-    RestoreReport,
-    RestoreRequest,
-    ensure_ecr_repository,
-    parse_target,
-    plan_restore,
-    target_credentials,
-)
-from ecr_backup.settings import ENV_PREFIX, Settings
-from ecr_backup.storage.blobstore import MiB
-from ecr_backup.storage.records import format_time, parse_time
+from ecr_backup.restore.plan import RestorePlan, RestoreRequest, plan_restore
+from ecr_backup.restore.push import Restorer, RestoreReport
+from ecr_backup.restore.target import ensure_ecr_repository, parse_target, target_credentials
+from ecr_backup.settings import DEFAULT_CHUNK_SIZE, ENV_PREFIX, MiB, Settings
+from ecr_backup.storage.records import display_time, format_time, parse_time
 
 # Settings wants a table name; bucket-only commands run without one and never touch it.
 _NO_TABLE = "no-index-table"
@@ -406,7 +397,7 @@ def run_restore(args: argparse.Namespace) -> int:
         chunk_size=args.chunk_size_mib * MiB,
         concurrency=concurrency,
         mount_from=mount_from,
-        progress=Progress(plan.total_bytes, sys.stderr, label="restore"),
+        progress=ProgressBar.factory(sys.stderr),
     )
     report = RestoreReport(str(target), created_repository=created)
     report = restorer.preview(plan, report) if args.dry_run else restorer.run(plan, report)
@@ -500,7 +491,12 @@ def run_verify(args: argparse.Namespace) -> int:
     catalog = _catalog(args)
     concurrency = args.concurrency or 4
     report = verify(
-        catalog, ref=ref, at=at, deep=args.deep, concurrency=concurrency, progress_stream=sys.stderr
+        catalog,
+        ref=ref,
+        at=at,
+        deep=args.deep,
+        concurrency=concurrency,
+        progress=ProgressBar.factory(sys.stderr),
     )
     hashed = (
         f"; re-hashed {report.objects_hashed} objects ({human_size(report.bytes_hashed)})"

@@ -14,7 +14,6 @@ a table that still holds some items.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
@@ -22,16 +21,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ecr_backup.errors import EcrBackupError, InvalidInputError
-from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.digest import Digest, is_sha256_hex
 from ecr_backup.oci.manifest import Descriptor, Manifest
-from ecr_backup.restore.catalog import BucketReader
+from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.storage.blobstore import ObjectVersion, S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.reader import BucketReader
 from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 
 log = logging.getLogger(__name__)
 
-_HEX = re.compile(r"[a-f0-9]{64}")
 UNKNOWN_MEDIA_TYPE = "application/octet-stream"
 
 
@@ -75,7 +74,7 @@ class _Stored:
 def _listing(store: S3BlobStore) -> dict[Digest, _Stored]:
     versions: dict[str, list[ObjectVersion]] = defaultdict(list)
     for name, version in store.iter_blob_versions():
-        if _HEX.fullmatch(name) and not version.deleted:
+        if is_sha256_hex(name) and not version.deleted:
             versions[name].append(version)
     stored: dict[Digest, _Stored] = {}
     for name, live in versions.items():
@@ -162,7 +161,7 @@ def rebuild_index(
     index: DynamoIndex,
     *,
     reader: BucketReader | None = None,
-    concurrency: int = 4,
+    concurrency: int = DEFAULT_CONCURRENCY,
 ) -> RebuildReport:
     started = time.monotonic()
     reader = reader or BucketReader(store)

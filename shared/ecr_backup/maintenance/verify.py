@@ -13,24 +13,22 @@ so an object with more than one version was written by something else: that is r
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TextIO
 
 from ecr_backup.errors import EcrBackupError, StorageError
-from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.digest import Digest, is_sha256_hex
 from ecr_backup.oci.manifest import Descriptor, Manifest
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.restore.catalog import BucketReader, Catalog
-from ecr_backup.restore.push import Progress
+from ecr_backup.progress import ProgressFactory, no_progress
+from ecr_backup.restore.catalog import Catalog
+from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.storage.blobstore import ObjectVersion
+from ecr_backup.storage.reader import BucketReader
 
 log = logging.getLogger(__name__)
-
-_HEX = re.compile(r"[a-f0-9]{64}")
 
 
 @dataclass(frozen=True)
@@ -214,7 +212,7 @@ class _Verifier:
 def _listing(catalog: Catalog, report: VerifyReport) -> dict[str, list[ObjectVersion]]:
     listing: dict[str, list[ObjectVersion]] = {}
     for name, version in catalog.store.iter_blob_versions():
-        if not _HEX.fullmatch(name):
+        if not is_sha256_hex(name):
             report.problems.append(
                 Problem("stray", f"blobs/sha256/{name}", "not named by a sha256 digest")
             )
@@ -229,8 +227,8 @@ def verify(
     ref: ImageRef | None = None,
     at: datetime | None = None,
     deep: bool = False,
-    concurrency: int = 4,
-    progress_stream: TextIO | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: ProgressFactory = no_progress,
 ) -> VerifyReport:
     """Check one image (with its referrers) or every image the catalog knows."""
     report = VerifyReport(scope=str(ref) if ref else "all", deep=deep)
@@ -244,7 +242,7 @@ def verify(
     if deep:
         if listing is not None:
             _queue_unreferenced(verifier, listing)
-        _hash_all(verifier, concurrency, progress_stream)
+        _hash_all(verifier, concurrency, progress)
     return report
 
 
@@ -295,9 +293,9 @@ def _queue_unreferenced(verifier: _Verifier, listing: dict[str, list[ObjectVersi
         )
 
 
-def _hash_all(verifier: _Verifier, concurrency: int, stream: TextIO | None) -> None:
+def _hash_all(verifier: _Verifier, concurrency: int, progress_factory: ProgressFactory) -> None:
     work = sorted(verifier.to_hash.items(), key=lambda item: str(item[0]))
-    progress = Progress(sum(size for _, size in work), stream, label="verify")
+    progress = progress_factory(sum(size for _, size in work), "verify")
 
     def hash_one(item: tuple[Digest, int]) -> None:
         verifier.hash_current(*item)

@@ -46,3 +46,8 @@ class Digest:
 
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"
+
+
+def is_sha256_hex(name: str) -> bool:
+    """True for the 64 lower-case hex characters that name a blob in the bucket."""
+    return _SHA256_HEX.fullmatch(name) is not None

@@ -9,13 +9,10 @@ from __future__ import annotations
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import urllib3
@@ -34,53 +31,12 @@ from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest, parse_manifest
 from ecr_backup.oci.streams import Readable, read_full
+from ecr_backup.registry.auth import Anonymous, Credentials
 
 log = logging.getLogger(__name__)
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _RETRYABLE = frozenset({429, 500, 502, 503, 504})
-
-
-class Credentials(Protocol):
-    def authorization(self, *, refresh: bool = False) -> str | None:
-        """The Authorization header value, or None for anonymous access."""
-        ...
-
-
-class Anonymous:
-    def authorization(self, *, refresh: bool = False) -> str | None:
-        return None
-
-
-class TokenCredentials:
-    """Basic auth from a token source (ECR's GetAuthorizationToken), cached until it expires.
-
-    The token source returns the base64 "AWS:<password>" token and its expiry.
-    """
-
-    _EARLY = timedelta(minutes=5)
-    # A token whose stated expiry is already near (clock skew) is still used for a minute;
-    # a 401 refreshes it sooner.
-    _MINIMUM = timedelta(minutes=1)
-
-    def __init__(
-        self,
-        fetch: Callable[[], tuple[str, datetime]],
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
-    ) -> None:
-        self._fetch = fetch
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._token: str | None = None
-        self._expires = datetime.min.replace(tzinfo=UTC)
-
-    def authorization(self, *, refresh: bool = False) -> str | None:
-        with self._lock:
-            now = self._clock()
-            if refresh or self._token is None or now >= self._expires:
-                self._token, stated_expiry = self._fetch()
-                self._expires = max(stated_expiry - self._EARLY, now + self._MINIMUM)
-            return f"Basic {self._token}"
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,13 @@ from typing import IO, Literal, cast
 
 from ecr_backup.errors import BlobNotFoundError, InvalidInputError, NotFoundError
 from ecr_backup.oci import mediatypes
+from ecr_backup.oci.closure import Closure, build_closure
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.restore.catalog import BucketReader, Catalog, Closure, Resolved, build_closure
-from ecr_backup.storage.blobstore import MiB
+from ecr_backup.restore.catalog import Catalog, Resolved
+from ecr_backup.settings import MiB
+from ecr_backup.storage.reader import BucketReader
 
 Format = Literal["oci", "oci-archive", "docker-archive"]
 

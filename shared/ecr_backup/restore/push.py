@@ -9,466 +9,36 @@ indexes that list them, with their exact stored bytes; then, last, the tags.
 
 from __future__ import annotations
 
-import base64
-import json
 import logging
 import queue
-import re
-import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Literal, TextIO
-from urllib.parse import urlencode
+from typing import TYPE_CHECKING, Literal
 
-import urllib3
-from botocore.exceptions import BotoCoreError, ClientError
-
-from ecr_backup.composition import EcrTokenSource, caller_identity
 from ecr_backup.errors import (
-    BlobNotFoundError,
     DigestMismatchError,
     InvalidInputError,
-    NotFoundError,
     RegistryAuthError,
     RegistryError,
-    RepositoryNotFoundError,
 )
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
-from ecr_backup.oci.reference import ImageRef, validate_repository, validate_tag
 from ecr_backup.oci.streams import Readable, read_full
-from ecr_backup.registry.client import Anonymous, Credentials, RegistryClient, TokenCredentials
-from ecr_backup.restore.catalog import BucketReader, Catalog, Closure, Resolved, display_time
-from ecr_backup.storage.blobstore import MiB
-from ecr_backup.storage.records import Action, TagState, format_time
+from ecr_backup.progress import Progress, ProgressFactory, no_progress
+from ecr_backup.registry.client import RegistryClient
+from ecr_backup.restore.plan import RestorePlan
+from ecr_backup.settings import DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, MIN_PART_SIZE
+from ecr_backup.storage.reader import BucketReader
 
 if TYPE_CHECKING:
-    import boto3
+    pass
 
 log = logging.getLogger(__name__)
 
-# ECR's documented part limits for layer uploads are 5 to 10 MiB (the last part may be
-# smaller); 8 MiB is inside them and still few requests per GiB.
-DEFAULT_CHUNK_SIZE = 8 * MiB
-MIN_CHUNK_SIZE = 5 * MiB
-DEFAULT_CONCURRENCY = 4
 _BLOB_ATTEMPTS = 3
-
-_ECR_HOST = re.compile(
-    r"(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?"
-)
-_LOOPBACK = ("localhost", "127.", "[::1]")
-
-AuthMode = Literal["auto", "ecr", "basic", "none"]
-
-
-# -- the target ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where to restore: a registry URL, a repository and maybe a tag."""
-
-    url: str  # scheme://host[:port]
-    host: str
-    repository: str
-    tag: str | None = None
-    ecr_account: str | None = None
-    ecr_region: str | None = None
-
-    @property
-    def is_ecr(self) -> bool:
-        return self.ecr_account is not None
-
-    def __str__(self) -> str:
-        name = f"{self.host}/{self.repository}"
-        return f"{name}:{self.tag}" if self.tag else name
-
-
-def parse_target(text: str, *, endpoint: str | None = None) -> Target:
-    """[http://|https://]HOST[:PORT]/REPOSITORY[:TAG]; loopback hosts default to http.
-
-    `endpoint` sends the requests elsewhere (a VPC endpoint, a test double) while auth and
-    repository creation still follow the host named in `text`.
-    """
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        scheme, rest = "", text
-    elif scheme not in ("http", "https"):
-        raise InvalidInputError(f"invalid target {text!r}: use http:// or https://")
-    host, slash, path = rest.partition("/")
-    if not host or not slash or not path:
-        raise InvalidInputError(
-            f"invalid target {text!r}: expected [https://]HOST[:PORT]/REPOSITORY[:TAG]"
-        )
-    if "@" in path:
-        raise InvalidInputError(
-            f"invalid target {text!r}: name a repository and optionally a tag; the digest "
-            "comes from the backup"
-        )
-    repository, tag = path, None
-    colon = path.rfind(":")
-    if colon > path.rfind("/"):
-        repository, tag = path[:colon], validate_tag(path[colon + 1 :])
-    validate_repository(repository)
-    if not scheme:
-        scheme = "http" if host.startswith(_LOOPBACK) else "https"
-    url = f"{scheme}://{host}"
-    if endpoint:
-        if not re.fullmatch(r"https?://[^/\s]+/?", endpoint):
-            raise InvalidInputError(f"invalid endpoint {endpoint!r}: use http(s)://HOST[:PORT]")
-        url = endpoint.rstrip("/")
-    ecr = _ECR_HOST.fullmatch(host)
-    return Target(
-        url=url,
-        host=host,
-        repository=repository,
-        tag=tag,
-        ecr_account=ecr["account"] if ecr else None,
-        ecr_region=ecr["region"] if ecr else None,
-    )
-
-
-class BasicCredentials:
-    def __init__(self, username: str, password: str) -> None:
-        token = base64.b64encode(f"{username}:{password}".encode()).decode()
-        self._header = f"Basic {token}"
-
-    def authorization(self, *, refresh: bool = False) -> str | None:
-        return self._header
-
-
-class ChallengeCredentials:
-    """For registries other than ECR: whatever their /v2/ challenge asks for.
-
-    Basic sends the user and password; Bearer (Docker Hub, GHCR, Harbor, distribution with
-    token auth) gets one token covering every repository the restore touches, since our
-    registry client asks for credentials without saying for which request.
-    """
-
-    def __init__(
-        self,
-        base_url: str,
-        username: str | None,
-        password: str | None,
-        repositories: Sequence[str],
-        *,
-        http: urllib3.PoolManager | None = None,
-    ) -> None:
-        self._base_url = base_url
-        self._username = username
-        self._password = password or ""
-        self._scopes = [f"repository:{repositories[0]}:pull,push"] + [
-            f"repository:{r}:pull" for r in repositories[1:]
-        ]
-        self._http = http or urllib3.PoolManager(timeout=urllib3.Timeout(connect=10, read=60))
-        self._lock = threading.Lock()
-        self._header: str | None = None
-        self._checked = False
-        self._expires = 0.0
-
-    def authorization(self, *, refresh: bool = False) -> str | None:
-        with self._lock:
-            if refresh or not self._checked or (self._expires and time.monotonic() > self._expires):
-                self._header = self._login()
-                self._checked = True
-            return self._header
-
-    def _login(self) -> str | None:
-        probe = self._http.request("GET", f"{self._base_url}/v2/", redirect=False)
-        if probe.status != 401:
-            return self._basic() if self._username else None
-        challenge = probe.headers.get("WWW-Authenticate", "")
-        scheme = challenge.split(" ", 1)[0].lower()
-        if scheme == "basic":
-            if not self._username:
-                raise RegistryAuthError(
-                    f"{self._base_url} wants a user name and password: pass --to-username and "
-                    "set ECR_BACKUP_TARGET_PASSWORD"
-                )
-            return self._basic()
-        if scheme != "bearer":
-            raise RegistryAuthError(f"{self._base_url}: unsupported auth challenge {challenge!r}")
-        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
-        realm = params.get("realm")
-        if not realm:
-            raise RegistryAuthError(f"{self._base_url}: bearer challenge without a realm")
-        query = [("scope", s) for s in self._scopes]
-        if params.get("service"):
-            query.insert(0, ("service", params["service"]))
-        headers = {}
-        if self._username:
-            headers["Authorization"] = self._basic()
-        answer = self._http.request("GET", f"{realm}?{urlencode(query)}", headers=headers)
-        if answer.status != 200:
-            raise RegistryAuthError(f"{realm}: token request refused (HTTP {answer.status})")
-        document = json.loads(answer.data)
-        token = document.get("token") or document.get("access_token")
-        if not token:
-            raise RegistryAuthError(f"{realm}: no token in the answer")
-        lifetime = float(document.get("expires_in") or 60)
-        self._expires = time.monotonic() + max(lifetime - 10, 10)
-        return f"Bearer {token}"
-
-    def _basic(self) -> str:
-        token = base64.b64encode(f"{self._username}:{self._password}".encode()).decode()
-        return f"Basic {token}"
-
-
-def target_credentials(
-    target: Target,
-    *,
-    auth: AuthMode = "auto",
-    session: boto3.Session | None = None,
-    username: str | None = None,
-    password: str | None = None,
-    mount_from: Sequence[str] = (),
-) -> Credentials:
-    """ECR auth for ECR hosts (or --to-auth ecr), else what the registry's challenge asks."""
-    if auth == "none":
-        return Anonymous()
-    if auth == "ecr" or (auth == "auto" and target.is_ecr):
-        if session is None:
-            raise InvalidInputError("ECR auth needs an AWS session")
-        account, region = ecr_identity(target, session)
-        return TokenCredentials(EcrTokenSource(session, account, region))
-    if auth == "basic":
-        if not username:
-            raise InvalidInputError("--to-auth basic needs --to-username")
-        return BasicCredentials(username, password or "")
-    return ChallengeCredentials(target.url, username, password, [target.repository, *mount_from])
-
-
-def ecr_identity(target: Target, session: boto3.Session) -> tuple[str, str]:
-    """The registry id and region of an ECR target: from its host, else this session's."""
-    if target.ecr_account and target.ecr_region:
-        return target.ecr_account, target.ecr_region
-    return caller_identity(session)
-
-
-def ensure_ecr_repository(
-    target: Target, session: boto3.Session, *, create: bool, dry_run: bool = False
-) -> bool:
-    """Check the ECR repository exists; create it when asked. True when (it would be) created."""
-    account, region = ecr_identity(target, session)
-    ecr = session.client("ecr", region_name=region)
-    try:
-        ecr.describe_repositories(registryId=account, repositoryNames=[target.repository])
-        return False
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") != "RepositoryNotFoundException":
-            raise RegistryError(f"cannot look up {target.repository} in {target.host}: {e}") from e
-    except BotoCoreError as e:
-        raise RegistryError(f"cannot look up {target.repository} in {target.host}: {e}") from e
-    if not create:
-        raise RepositoryNotFoundError(
-            f"repository {target.repository} does not exist in {target.host}: pass "
-            "--create-repository to create it"
-        )
-    if dry_run:
-        return True
-    try:
-        ecr.create_repository(registryId=account, repositoryName=target.repository)
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") != "RepositoryAlreadyExistsException":
-            raise RegistryError(f"cannot create {target.repository} in {target.host}: {e}") from e
-        return False
-    return True
-
-
-# -- planning -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RestoreRequest:
-    source: ImageRef  # REPOSITORY[:TAG|@DIGEST]; the repository alone with all_tags
-    at: datetime | None = None
-    all_tags: bool = False
-    with_referrers: bool = False
-
-
-@dataclass(frozen=True)
-class RestoreRoot:
-    resolved: Resolved
-    closure: Closure
-    target_tag: str | None
-
-
-@dataclass
-class RestorePlan:
-    target: Target
-    roots: list[RestoreRoot]
-    referrers: list[Closure]
-    manifests: list[Manifest]  # push order: children before parents, each once
-    blobs: list[Descriptor]  # each once, all in the bucket
-    foreign: list[Descriptor]  # foreign layers the bucket does not hold: not pushed
-    removed_tags: list[TagState] = field(default_factory=list)
-
-    @property
-    def total_bytes(self) -> int:
-        return sum(b.size for b in self.blobs)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "target": str(self.target),
-            "images": [
-                {
-                    "source": str(r.resolved),
-                    "digest": str(r.closure.digest),
-                    "tag": r.target_tag,
-                    "pushed_at": format_time(r.resolved.pushed_at)
-                    if r.resolved.pushed_at
-                    else None,
-                }
-                for r in self.roots
-            ],
-            "referrers": [str(r.digest) for r in self.referrers],
-            "manifests": [
-                {"digest": str(m.digest), "media_type": m.media_type, "size": m.size}
-                for m in self.manifests
-            ],
-            "blobs": [
-                {"digest": str(b.digest), "media_type": b.media_type, "size": b.size}
-                for b in self.blobs
-            ],
-            "foreign_layers_not_in_backup": [str(b.digest) for b in self.foreign],
-            "removed_tags_skipped": [
-                {"tag": t.tag, "removed_at": format_time(t.time), "digest": str(t.digest)}
-                for t in self.removed_tags
-            ],
-            "total_bytes": self.total_bytes,
-        }
-
-
-def _resolve(
-    catalog: Catalog, request: RestoreRequest, target: Target
-) -> tuple[list[Resolved], list[TagState]]:
-    """The digests to restore, and (--all-tags) the tags skipped because they were removed."""
-    ref = request.source
-    if not request.all_tags:
-        return [catalog.resolve(ref, request.at)], []
-    if ref.tag or ref.digest:
-        raise InvalidInputError("--all-tags takes a REPOSITORY, without a tag or digest")
-    if target.tag:
-        raise InvalidInputError(
-            "--all-tags keeps every tag's name: give --to HOST/REPOSITORY without a tag"
-        )
-    states = catalog.tags(ref.repository, request.at)
-    removed = [s for s in states if s.action is Action.DELETE]
-    live = [s for s in states if s.action is Action.PUSH]
-    if not live:
-        when = f" at {display_time(request.at)}" if request.at else ""
-        hint = f" ({len(removed)} removed: pass --at a time before that)" if removed else ""
-        raise NotFoundError(f"no tags of {ref.repository}{when}{hint}")
-    return [Resolved(ref.repository, s.digest, s.tag, s.time, request.at) for s in live], removed
-
-
-def plan_restore(
-    catalog: Catalog,
-    request: RestoreRequest,
-    target: Target,
-    *,
-    concurrency: int = DEFAULT_CONCURRENCY,
-) -> RestorePlan:
-    """Everything the restore will push, read and checked from the bucket before any push."""
-    resolved, removed = _resolve(catalog, request, target)
-    reader = catalog.reader
-    roots: list[RestoreRoot] = []
-    for item in resolved:
-        closure = reader.closure(item.digest)
-        tag = item.tag if request.all_tags else (target.tag or item.tag)
-        roots.append(RestoreRoot(item, closure, tag))
-
-    referrers: list[Closure] = []
-    if request.with_referrers:
-        seen: set[Digest] = set()
-        for root in roots:
-            for referrer in catalog.referrers(request.source.repository, root.closure):
-                if referrer.digest not in seen:
-                    seen.add(referrer.digest)
-                    referrers.append(referrer)
-
-    manifests: dict[Digest, Manifest] = {}
-    blobs: dict[Digest, Descriptor] = {}
-    for closure in [r.closure for r in roots] + referrers:
-        for manifest in closure.push_order():
-            manifests.setdefault(manifest.digest, manifest)
-        for blob in closure.blobs:
-            blobs.setdefault(blob.digest, blob)
-
-    def present(blob: Descriptor) -> bool:
-        try:
-            reader.locate(blob.digest, size=blob.size)
-        except BlobNotFoundError:
-            if blob.is_foreign:
-                return False  # foreign layers come from their URLs, not the registry
-            raise
-        return True
-
-    # Every blob found (and, when written over, its intact version chosen) before any push.
-    with ThreadPoolExecutor(concurrency, thread_name_prefix="plan") as pool:
-        found = list(pool.map(present, blobs.values()))
-    return RestorePlan(
-        target=target,
-        roots=roots,
-        referrers=referrers,
-        manifests=list(manifests.values()),
-        blobs=[b for b, ok in zip(blobs.values(), found, strict=True) if ok],
-        foreign=[b for b, ok in zip(blobs.values(), found, strict=True) if not ok],
-        removed_tags=removed,
-    )
-
-
-# -- progress ---------------------------------------------------------------------------------
-
-
-class Progress:
-    """A one-line progress bar on a terminal (stderr); silent elsewhere."""
-
-    _WIDTH = 28
-
-    def __init__(self, total: int, stream: TextIO | None = None, *, label: str = "restore") -> None:
-        self.total = max(total, 1)
-        self.label = label
-        self._stream = stream if stream is not None else sys.stderr
-        self.enabled = bool(getattr(self._stream, "isatty", lambda: False)())
-        self._done = 0
-        self._lock = threading.Lock()
-        self._drawn = 0.0
-        self._start = time.monotonic()
-
-    def advance(self, amount: int) -> None:
-        with self._lock:
-            self._done += amount
-            now = time.monotonic()
-            if self.enabled and now - self._drawn >= 0.2:
-                self._drawn = now
-                self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        share = min(self._done / self.total, 1.0)
-        filled = int(share * self._WIDTH)
-        rate = self._done / max(now - self._start, 1e-6)
-        self._stream.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (self._WIDTH - filled)}] {share:4.0%} "
-            f"{_mib(self._done)} / {_mib(self.total)} MiB  {_mib(rate)} MiB/s "
-        )
-        self._stream.flush()
-
-    def finish(self) -> None:
-        if self.enabled:
-            with self._lock:
-                self._draw(time.monotonic())
-                self._stream.write("\n")
-                self._stream.flush()
-
-
-def _mib(size: float) -> str:
-    return f"{size / MiB:.1f}"
 
 
 class _Counted:
@@ -612,9 +182,9 @@ class Restorer:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         concurrency: int = DEFAULT_CONCURRENCY,
         mount_from: Iterable[str] = (),
-        progress: Progress | None = None,
+        progress: ProgressFactory = no_progress,
     ) -> None:
-        if chunk_size < MIN_CHUNK_SIZE:
+        if chunk_size < MIN_PART_SIZE:
             raise InvalidInputError("upload chunks must be at least 5 MiB (ECR's minimum part)")
         if concurrency < 1:
             raise InvalidInputError("concurrency must be at least 1")
@@ -630,8 +200,7 @@ class Restorer:
         report = report or RestoreReport(str(plan.target))
         report.images = [(str(r.closure.digest), r.target_tag) for r in plan.roots]
         repository = plan.target.repository
-        progress = self._progress or Progress(plan.total_bytes, label="restore")
-        progress.total = max(plan.total_bytes, 1)
+        progress = self._progress(plan.total_bytes, "restore")
         # 1. Blobs, concurrently; map() re-raises the first failure before any manifest.
         with ThreadPoolExecutor(self._concurrency, thread_name_prefix="restore") as pool:
             list(pool.map(lambda b: self._blob(repository, b, report, progress), plan.blobs))
@@ -750,33 +319,3 @@ class Restorer:
         report.tags_set.append(tag)
         if current is not None:
             report.tags_moved[tag] = str(current)
-
-
-def restore(
-    catalog: Catalog,
-    request: RestoreRequest,
-    target: Target,
-    registry: RegistryClient,
-    *,
-    dry_run: bool = False,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-    concurrency: int = DEFAULT_CONCURRENCY,
-    mount_from: Sequence[str] = (),
-    progress_stream: TextIO | None = None,
-    created_repository: bool = False,
-) -> tuple[RestorePlan, RestoreReport]:
-    """Plan from the bucket, then push (or, dry, only look at the target)."""
-    plan = plan_restore(catalog, request, target, concurrency=concurrency)
-    progress = Progress(plan.total_bytes, progress_stream, label="restore")
-    restorer = Restorer(
-        catalog.reader,
-        registry,
-        chunk_size=chunk_size,
-        concurrency=concurrency,
-        mount_from=mount_from,
-        progress=progress,
-    )
-    report = RestoreReport(str(target), created_repository=created_repository)
-    if dry_run:
-        return plan, restorer.preview(plan, report)
-    return plan, restorer.run(plan, report)

@@ -25,12 +25,12 @@ from botocore.exceptions import ClientError
 from ecr_backup.errors import BlobNotFoundError, DigestMismatchError, StorageError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.streams import Readable, VerifyingReader
+from ecr_backup.settings import DEFAULT_PART_SIZE_MIB, MIN_PART_SIZE, MiB
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import CompletedPartTypeDef
 
-MiB = 1024 * 1024
 _ALREADY_THERE = frozenset({"PreconditionFailed", "412"})
 _MISSING = frozenset({"NoSuchKey", "404", "NotFound"})
 
@@ -53,10 +53,10 @@ class S3BlobStore:
         prefix: str = "",
         *,
         client: S3Client | None = None,
-        part_size: int = 16 * MiB,
+        part_size: int = DEFAULT_PART_SIZE_MIB * MiB,
         parts_in_flight: int = 8,
     ) -> None:
-        if part_size < 5 * MiB:
+        if part_size < MIN_PART_SIZE:
             raise ValueError("S3 multipart parts must be at least 5 MiB")
         self.bucket = bucket
         self.prefix = prefix

@@ -23,6 +23,7 @@ from botocore.exceptions import ClientError
 from ecr_backup.errors import IndexMissingError, IndexStoreError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.records import (
+    UNTAGGED,
     Action,
     ImageEvent,
     ManifestRecord,
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 _BATCH_GET_LIMIT = 100
 _BATCH_WRITE_LIMIT = 25
-_UNTAGGED = "@"
 Item = dict[str, Any]
 
 
@@ -169,7 +169,7 @@ class DynamoIndex:
         """Record a push or deletion; safe to replay and to apply out of order."""
         repo_pk = f"REPO#{event.repository}"
         when = format_time(event.time)
-        tag = event.tag or _UNTAGGED
+        tag = event.tag or UNTAGGED
         history: Item = {
             **self._key(repo_pk, f"HIST#{tag}#{when}#{event.digest}#{event.action}"),
             "digest": _s(str(event.digest)),
@@ -241,7 +241,7 @@ class DynamoIndex:
 
     def history(self, repository: str, tag: str | None) -> list[ImageEvent]:
         """Every event of a tag (None: untagged pushes), oldest first."""
-        prefix = f"HIST#{tag or _UNTAGGED}#"
+        prefix = f"HIST#{tag or UNTAGGED}#"
         return [
             _event(repository, tag, item)
             for item in self._query(f"REPO#{repository}", begins_with=prefix)

@@ -11,6 +11,9 @@ from ecr_backup.errors import InvalidInputError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.reference import validate_repository, validate_tag
 
+# The tag slot of an untagged push (tags never contain "@").
+UNTAGGED = "@"
+
 
 class Action(StrEnum):
     PUSH = "PUSH"
@@ -112,3 +115,10 @@ class TagState:
     digest: Digest
     time: datetime
     action: Action
+
+
+def display_time(moment: datetime) -> str:
+    """UTC ISO 8601 for people: seconds unless the time has a fraction."""
+    moment = moment.astimezone(UTC)
+    spec = "microseconds" if moment.microsecond else "seconds"
+    return moment.isoformat(timespec=spec).replace("+00:00", "Z")

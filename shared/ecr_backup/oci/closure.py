@@ -1,0 +1,103 @@
+"""A manifest's closure: child manifests, configs and layers, and its total size."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ecr_backup.errors import (
+    DigestMismatchError,
+    NotFoundError,
+)
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Descriptor, Manifest, Platform
+
+# -- closures ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """A manifest of a closure, with what its parent index says about it."""
+
+    manifest: Manifest
+    platform: Platform | None = None
+    parent: Digest | None = None
+
+
+@dataclass(frozen=True)
+class Closure:
+    """A manifest and everything under it: child manifests, configs and layers."""
+
+    root: Manifest
+    nodes: tuple[Node, ...]  # root first (pre-order), each manifest once
+    blobs: tuple[Descriptor, ...]  # configs and layers, each once, in order of appearance
+    total_size: int  # counted as the backup counts it (ManifestRecord.total_size)
+
+    @property
+    def digest(self) -> Digest:
+        return self.root.digest
+
+    def push_order(self) -> list[Manifest]:
+        """Children before the indexes that list them: the order a registry accepts."""
+        by_digest = {n.manifest.digest: n.manifest for n in self.nodes}
+        ordered: list[Manifest] = []
+        seen: set[Digest] = set()
+
+        def visit(manifest: Manifest) -> None:
+            if manifest.digest in seen:
+                return
+            seen.add(manifest.digest)
+            for child in manifest.children:
+                visit(by_digest[child.digest])
+            ordered.append(manifest)
+
+        visit(self.root)
+        return ordered
+
+    @property
+    def platforms(self) -> list[Platform]:
+        return [n.platform for n in self.nodes if n.platform is not None]
+
+    def image_for(self, wanted: str) -> Manifest:
+        """The image of one platform (os/arch[/variant]) of an index; the root when it is one."""
+        if not self.root.is_index:
+            return self.root
+        want = wanted.split("/")
+        for node in self.nodes:
+            platform = node.platform
+            if platform is None or node.manifest.is_index:
+                continue
+            have = [platform.os, platform.architecture]
+            if platform.variant:
+                have.append(platform.variant)
+            # "linux/arm64" picks linux/arm64/v8; "linux/arm/v7" wants that variant.
+            if have[: len(want)] == want:
+                return node.manifest
+        choices = ", ".join(str(p) for p in self.platforms if p.os != "unknown") or "none"
+        raise NotFoundError(f"{self.root.digest} has no {wanted} image (platforms: {choices})")
+
+
+def build_closure(digest: Digest, load: Callable[[Digest], Manifest]) -> Closure:
+    nodes: dict[Digest, Node] = {}
+    blobs: dict[Digest, Descriptor] = {}
+
+    def walk(manifest: Manifest, platform: Platform | None, parent: Digest | None) -> int:
+        nodes.setdefault(manifest.digest, Node(manifest, platform, parent))
+        total = manifest.size
+        for child in manifest.children:
+            child_manifest = load(child.digest)
+            if child_manifest.size != child.size:
+                raise DigestMismatchError(
+                    child.digest, f"{manifest.digest} lists it with {child.size} bytes"
+                )
+            total += walk(child_manifest, child.platform, manifest.digest)
+        own: dict[Digest, Descriptor] = {}
+        for blob in manifest.blobs:
+            own.setdefault(blob.digest, blob)
+            blobs.setdefault(blob.digest, blob)
+        # The replicator's count: own unique blobs, plus each child's total.
+        return total + sum(b.size for b in own.values())
+
+    root = load(digest)
+    total = walk(root, None, None)
+    return Closure(root, tuple(nodes.values()), tuple(blobs.values()), total)

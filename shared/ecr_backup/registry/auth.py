@@ -1,0 +1,147 @@
+"""How a registry client authenticates: anonymous, basic, bearer (challenge) and ECR tokens."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+from urllib.parse import urlencode
+
+import urllib3
+
+from ecr_backup.errors import (
+    RegistryAuthError,
+)
+
+
+class Credentials(Protocol):
+    def authorization(self, *, refresh: bool = False) -> str | None:
+        """The Authorization header value, or None for anonymous access."""
+        ...
+
+
+class Anonymous:
+    def authorization(self, *, refresh: bool = False) -> str | None:
+        return None
+
+
+class TokenCredentials:
+    """Basic auth from a token source (ECR's GetAuthorizationToken), cached until it expires.
+
+    The token source returns the base64 "AWS:<password>" token and its expiry.
+    """
+
+    _EARLY = timedelta(minutes=5)
+    # A token whose stated expiry is already near (clock skew) is still used for a minute;
+    # a 401 refreshes it sooner.
+    _MINIMUM = timedelta(minutes=1)
+
+    def __init__(
+        self,
+        fetch: Callable[[], tuple[str, datetime]],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._fetch = fetch
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._token: str | None = None
+        self._expires = datetime.min.replace(tzinfo=UTC)
+
+    def authorization(self, *, refresh: bool = False) -> str | None:
+        with self._lock:
+            now = self._clock()
+            if refresh or self._token is None or now >= self._expires:
+                self._token, stated_expiry = self._fetch()
+                self._expires = max(stated_expiry - self._EARLY, now + self._MINIMUM)
+            return f"Basic {self._token}"
+
+
+class BasicCredentials:
+    def __init__(self, username: str, password: str) -> None:
+        token = base64.b64encode(f"{username}:{password}".encode()).decode()
+        self._header = f"Basic {token}"
+
+    def authorization(self, *, refresh: bool = False) -> str | None:
+        return self._header
+
+
+class ChallengeCredentials:
+    """For registries other than ECR: whatever their /v2/ challenge asks for.
+
+    Basic sends the user and password; Bearer (Docker Hub, GHCR, Harbor, distribution with
+    token auth) gets one token covering every repository the restore touches, since our
+    registry client asks for credentials without saying for which request.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str | None,
+        password: str | None,
+        repositories: Sequence[str],
+        *,
+        http: urllib3.PoolManager | None = None,
+    ) -> None:
+        self._base_url = base_url
+        self._username = username
+        self._password = password or ""
+        self._scopes = [f"repository:{repositories[0]}:pull,push"] + [
+            f"repository:{r}:pull" for r in repositories[1:]
+        ]
+        self._http = http or urllib3.PoolManager(timeout=urllib3.Timeout(connect=10, read=60))
+        self._lock = threading.Lock()
+        self._header: str | None = None
+        self._checked = False
+        self._expires = 0.0
+
+    def authorization(self, *, refresh: bool = False) -> str | None:
+        with self._lock:
+            if refresh or not self._checked or (self._expires and time.monotonic() > self._expires):
+                self._header = self._login()
+                self._checked = True
+            return self._header
+
+    def _login(self) -> str | None:
+        probe = self._http.request("GET", f"{self._base_url}/v2/", redirect=False)
+        if probe.status != 401:
+            return self._basic() if self._username else None
+        challenge = probe.headers.get("WWW-Authenticate", "")
+        scheme = challenge.split(" ", 1)[0].lower()
+        if scheme == "basic":
+            if not self._username:
+                raise RegistryAuthError(
+                    f"{self._base_url} wants a user name and password: pass --to-username and "
+                    "set ECR_BACKUP_TARGET_PASSWORD"
+                )
+            return self._basic()
+        if scheme != "bearer":
+            raise RegistryAuthError(f"{self._base_url}: unsupported auth challenge {challenge!r}")
+        params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
+        realm = params.get("realm")
+        if not realm:
+            raise RegistryAuthError(f"{self._base_url}: bearer challenge without a realm")
+        query = [("scope", s) for s in self._scopes]
+        if params.get("service"):
+            query.insert(0, ("service", params["service"]))
+        headers = {}
+        if self._username:
+            headers["Authorization"] = self._basic()
+        answer = self._http.request("GET", f"{realm}?{urlencode(query)}", headers=headers)
+        if answer.status != 200:
+            raise RegistryAuthError(f"{realm}: token request refused (HTTP {answer.status})")
+        document = json.loads(answer.data)
+        token = document.get("token") or document.get("access_token")
+        if not token:
+            raise RegistryAuthError(f"{realm}: no token in the answer")
+        lifetime = float(document.get("expires_in") or 60)
+        self._expires = time.monotonic() + max(lifetime - 10, 10)
+        return f"Bearer {token}"
+
+    def _basic(self) -> str:
+        token = base64.b64encode(f"{self._username}:{self._password}".encode()).decode()
+        return f"Basic {token}"

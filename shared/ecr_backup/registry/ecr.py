@@ -1,0 +1,46 @@
+"""ECR's specifics: registry hosts, authorization tokens and whose account a session is."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ecr_backup.errors import RegistryAuthError
+
+if TYPE_CHECKING:
+    import boto3
+
+
+def ecr_registry_url(account: str, region: str) -> str:
+    suffix = "amazonaws.com.cn" if region.startswith("cn-") else "amazonaws.com"
+    return f"https://{account}.dkr.ecr.{region}.{suffix}"
+
+
+class EcrTokenSource:
+    """GetAuthorizationToken for one registry; the token is base64 'AWS:<password>'."""
+
+    def __init__(self, session: boto3.Session, account: str, region: str) -> None:
+        self._ecr = session.client("ecr", region_name=region)
+        self._account = account
+
+    def __call__(self) -> tuple[str, datetime]:
+        try:
+            answer = self._ecr.get_authorization_token(registryIds=[self._account])
+        except (ClientError, BotoCoreError) as e:
+            raise RegistryAuthError(
+                f"cannot get an ECR token for registry {self._account}: {e}"
+            ) from e
+        data = answer["authorizationData"][0]
+        return data["authorizationToken"], data["expiresAt"]
+
+
+def caller_identity(session: boto3.Session) -> tuple[str, str]:
+    """The account and region a boto3 session acts in (STS GetCallerIdentity)."""
+    region = session.region_name or "us-east-1"
+    try:
+        account = session.client("sts", region_name=region).get_caller_identity()["Account"]
+    except (ClientError, BotoCoreError) as e:
+        raise RegistryAuthError(f"cannot tell which AWS account these credentials are: {e}") from e
+    return account, region

@@ -1,0 +1,240 @@
+"""The read side of the backup: which images were pushed where and when, and what they hold.
+
+Tag lookups have two sources. The DynamoDB index answers with Get and Query calls; when its
+table is gone (or not to be trusted: `--from-bucket`), the immutable push records under
+`<prefix>refs/<repository>/_events/` answer instead. `Catalog` is the one place that
+chooses, and `RecordLog` replays the records with the index's own rules (newest event
+wins a tag, one history entry per tag/time/digest), so both give the same answers.
+
+Manifests and blobs always come from the bucket and are checked against their digest.
+Objects are written once (If-None-Match), so a bucket object with several versions was
+written over by something else: `BucketReader` then reads the oldest version that still
+hashes to its name, and says so.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol, TypeVar
+
+from ecr_backup.errors import (
+    DigestMismatchError,
+    EcrBackupError,
+    InvalidInputError,
+    NotFoundError,
+)
+from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.blobstore import S3BlobStore
+from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.reader import BucketReader
+from ecr_backup.storage.records import UNTAGGED, Action, ImageEvent, TagState, format_time
+
+log = logging.getLogger(__name__)
+
+
+T = TypeVar("T")
+
+
+# -- where tags and pushes come from -----------------------------------------------------
+
+
+class EventLog(Protocol):
+    """What the index answers; RecordLog answers the same from the bucket alone."""
+
+    def repositories(self) -> list[str]: ...
+
+    def tags(self, repository: str) -> list[TagState]: ...
+
+    def tag(self, repository: str, tag: str) -> TagState | None: ...
+
+    def history(self, repository: str, tag: str | None) -> list[ImageEvent]: ...
+
+    def tag_at(self, repository: str, tag: str, at: datetime) -> ImageEvent | None: ...
+
+    def images(self, repository: str) -> list[Digest]: ...
+
+    def total_size(self, digest: Digest) -> int | None: ...
+
+    def is_complete(self, digest: Digest) -> bool | None: ...
+
+    def referrers(self, repository: str, subjects: set[Digest]) -> list[Digest]: ...
+
+
+class IndexLog:
+    def __init__(self, index: DynamoIndex) -> None:
+        self.index = index
+
+    def repositories(self) -> list[str]:
+        return self.index.repositories()
+
+    def tags(self, repository: str) -> list[TagState]:
+        return self.index.tags(repository)
+
+    def tag(self, repository: str, tag: str) -> TagState | None:
+        return self.index.tag(repository, tag)
+
+    def history(self, repository: str, tag: str | None) -> list[ImageEvent]:
+        return self.index.history(repository, tag)
+
+    def tag_at(self, repository: str, tag: str, at: datetime) -> ImageEvent | None:
+        return self.index.tag_at(repository, tag, at)
+
+    def images(self, repository: str) -> list[Digest]:
+        return self.index.images(repository)
+
+    def total_size(self, digest: Digest) -> int | None:
+        record = self.index.manifest(digest)
+        return record.total_size if record else None
+
+    def is_complete(self, digest: Digest) -> bool | None:
+        return self.index.manifest(digest) is not None
+
+    def referrers(self, repository: str, subjects: set[Digest]) -> list[Digest]:
+        # Referrers live in the repository of their subject (OCI referrers API): the index
+        # knows them by subject across repositories, so keep the ones pushed here.
+        pushed = set(self.index.images(repository))
+        found = {
+            record.digest
+            for subject in subjects
+            for record in self.index.referrers(subject)
+            if record.digest in pushed
+        }
+        return sorted(found)
+
+
+@dataclass
+class _RepositoryRecords:
+    """One repository's records replayed in name order (= time order) as the index would."""
+
+    history: dict[tuple[str, str, str, str], ImageEvent] = field(default_factory=dict)
+    tags: dict[str, ImageEvent] = field(default_factory=dict)
+    images: set[Digest] = field(default_factory=set)
+
+    def apply(self, event: ImageEvent) -> None:
+        when = format_time(event.time)
+        # The index keys history by tag, time, digest and action (its sort key's order): a
+        # later record with the same key replaces the earlier one there too.
+        key = (event.tag or UNTAGGED, when, str(event.digest), str(event.action))
+        self.history[key] = event
+        if event.action is Action.PUSH:
+            self.images.add(event.digest)
+        if event.tag:
+            current = self.tags.get(event.tag)
+            # DynamoIndex moves a tag when the stored time <= the new one.
+            if current is None or format_time(current.time) <= when:
+                self.tags[event.tag] = event
+
+
+def parse_record_name(name: str) -> tuple[str, str] | None:
+    """(repository, action) from `<repository>/_events/<time>_<action>_<tag>_<hex>.json`."""
+    repository, sep, rest = name.rpartition("/_events/")
+    if not sep:
+        return None
+    parts = rest.split("_", 2)
+    return (repository, parts[1]) if len(parts) == 3 else None
+
+
+class RecordLog:
+    """Answers from the push records in the bucket: what rebuild-index writes back."""
+
+    def __init__(self, store: S3BlobStore, reader: BucketReader) -> None:
+        self._store = store
+        self._reader = reader
+        self._repositories: dict[str, _RepositoryRecords] = {}
+        self._lock = threading.Lock()
+        self.invalid: list[str] = []
+
+    def load(self, repository: str) -> _RepositoryRecords:
+        with self._lock:
+            loaded = self._repositories.get(repository)
+        if loaded is not None:
+            return loaded
+        state = _RepositoryRecords()
+        # Record names start with the event time: name order is the order the index applied.
+        for _, event in sorted(self._events(repository), key=lambda item: item[0]):
+            state.apply(event)
+        with self._lock:
+            self._repositories[repository] = state
+        return state
+
+    def _events(self, repository: str) -> Iterator[tuple[str, ImageEvent]]:
+        names = list(self._store.iter_record_names(f"{repository}/_events/"))
+        # One GET per record: read them in parallel, a repository may hold thousands.
+        with ThreadPoolExecutor(16, thread_name_prefix="records") as pool:
+            bodies = list(pool.map(self._store.read_record, names))
+        for name, body in zip(names, bodies, strict=True):
+            key = self._store.record_key(name)
+            try:
+                event = ImageEvent.from_json(body)
+            except InvalidInputError as e:
+                self.invalid.append(f"{key}: {e}")
+                log.warning("skipping %s: %s", key, e)
+                continue
+            if name != event.record_name:
+                # A record is named after its content; one that is not was not written by us.
+                self.invalid.append(f"{key}: content is the record {event.record_name}")
+                continue
+            yield name, event
+
+    def repositories(self) -> list[str]:
+        found: set[str] = set()
+        for name in self._store.iter_record_names():
+            parsed = parse_record_name(name)
+            if parsed and parsed[1] == Action.PUSH:
+                found.add(parsed[0])
+        return sorted(found)
+
+    def tags(self, repository: str) -> list[TagState]:
+        state = self.load(repository)
+        return [_tag_state(e) for _, e in sorted(state.tags.items())]
+
+    def tag(self, repository: str, tag: str) -> TagState | None:
+        event = self.load(repository).tags.get(tag)
+        return _tag_state(event) if event else None
+
+    def history(self, repository: str, tag: str | None) -> list[ImageEvent]:
+        wanted = tag or UNTAGGED
+        state = self.load(repository)
+        return [e for key, e in sorted(state.history.items()) if key[0] == wanted]
+
+    def tag_at(self, repository: str, tag: str, at: datetime) -> ImageEvent | None:
+        limit = format_time(at)
+        earlier = [
+            e
+            for key, e in sorted(self.load(repository).history.items())
+            if key[0] == tag and key[1] <= limit
+        ]
+        return earlier[-1] if earlier else None
+
+    def images(self, repository: str) -> list[Digest]:
+        return sorted(self.load(repository).images, key=str)
+
+    def total_size(self, digest: Digest) -> int | None:
+        try:
+            return self._reader.closure(digest).total_size
+        except (NotFoundError, DigestMismatchError):
+            return None
+
+    def is_complete(self, digest: Digest) -> bool | None:
+        return None  # a record is written after its backup completed; the bucket decides
+
+    def referrers(self, repository: str, subjects: set[Digest]) -> list[Digest]:
+        found: list[Digest] = []
+        for digest in self.images(repository):
+            try:
+                subject = self._reader.manifest(digest).subject
+            except EcrBackupError:
+                continue  # verify reports unreadable manifests; a lookup should not fail on one
+            if subject is not None and subject.digest in subjects:
+                found.append(digest)
+        return found
+
+
+def _tag_state(event: ImageEvent) -> TagState:
+    assert event.tag is not None
+    return TagState(event.repository, event.tag, event.digest, event.time, event.action)

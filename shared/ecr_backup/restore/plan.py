@@ -1,0 +1,171 @@
+"""Planning a restore from the bucket alone: every manifest read and verified, every blob found."""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from ecr_backup.errors import (
+    BlobNotFoundError,
+    InvalidInputError,
+    NotFoundError,
+)
+from ecr_backup.oci.closure import Closure
+from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Descriptor, Manifest
+from ecr_backup.oci.reference import ImageRef
+from ecr_backup.restore.catalog import Catalog, Resolved
+from ecr_backup.restore.target import Target
+from ecr_backup.settings import DEFAULT_CONCURRENCY
+from ecr_backup.storage.records import Action, TagState, display_time, format_time
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger(__name__)
+
+
+# -- planning -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    source: ImageRef  # REPOSITORY[:TAG|@DIGEST]; the repository alone with all_tags
+    at: datetime | None = None
+    all_tags: bool = False
+    with_referrers: bool = False
+
+
+@dataclass(frozen=True)
+class RestoreRoot:
+    resolved: Resolved
+    closure: Closure
+    target_tag: str | None
+
+
+@dataclass
+class RestorePlan:
+    target: Target
+    roots: list[RestoreRoot]
+    referrers: list[Closure]
+    manifests: list[Manifest]  # push order: children before parents, each once
+    blobs: list[Descriptor]  # each once, all in the bucket
+    foreign: list[Descriptor]  # foreign layers the bucket does not hold: not pushed
+    removed_tags: list[TagState] = field(default_factory=list)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(b.size for b in self.blobs)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "target": str(self.target),
+            "images": [
+                {
+                    "source": str(r.resolved),
+                    "digest": str(r.closure.digest),
+                    "tag": r.target_tag,
+                    "pushed_at": format_time(r.resolved.pushed_at)
+                    if r.resolved.pushed_at
+                    else None,
+                }
+                for r in self.roots
+            ],
+            "referrers": [str(r.digest) for r in self.referrers],
+            "manifests": [
+                {"digest": str(m.digest), "media_type": m.media_type, "size": m.size}
+                for m in self.manifests
+            ],
+            "blobs": [
+                {"digest": str(b.digest), "media_type": b.media_type, "size": b.size}
+                for b in self.blobs
+            ],
+            "foreign_layers_not_in_backup": [str(b.digest) for b in self.foreign],
+            "removed_tags_skipped": [
+                {"tag": t.tag, "removed_at": format_time(t.time), "digest": str(t.digest)}
+                for t in self.removed_tags
+            ],
+            "total_bytes": self.total_bytes,
+        }
+
+
+def _resolve(
+    catalog: Catalog, request: RestoreRequest, target: Target
+) -> tuple[list[Resolved], list[TagState]]:
+    """The digests to restore, and (--all-tags) the tags skipped because they were removed."""
+    ref = request.source
+    if not request.all_tags:
+        return [catalog.resolve(ref, request.at)], []
+    if ref.tag or ref.digest:
+        raise InvalidInputError("--all-tags takes a REPOSITORY, without a tag or digest")
+    if target.tag:
+        raise InvalidInputError(
+            "--all-tags keeps every tag's name: give --to HOST/REPOSITORY without a tag"
+        )
+    states = catalog.tags(ref.repository, request.at)
+    removed = [s for s in states if s.action is Action.DELETE]
+    live = [s for s in states if s.action is Action.PUSH]
+    if not live:
+        when = f" at {display_time(request.at)}" if request.at else ""
+        hint = f" ({len(removed)} removed: pass --at a time before that)" if removed else ""
+        raise NotFoundError(f"no tags of {ref.repository}{when}{hint}")
+    return [Resolved(ref.repository, s.digest, s.tag, s.time, request.at) for s in live], removed
+
+
+def plan_restore(
+    catalog: Catalog,
+    request: RestoreRequest,
+    target: Target,
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+) -> RestorePlan:
+    """Everything the restore will push, read and checked from the bucket before any push."""
+    resolved, removed = _resolve(catalog, request, target)
+    reader = catalog.reader
+    roots: list[RestoreRoot] = []
+    for item in resolved:
+        closure = reader.closure(item.digest)
+        tag = item.tag if request.all_tags else (target.tag or item.tag)
+        roots.append(RestoreRoot(item, closure, tag))
+
+    referrers: list[Closure] = []
+    if request.with_referrers:
+        seen: set[Digest] = set()
+        for root in roots:
+            for referrer in catalog.referrers(request.source.repository, root.closure):
+                if referrer.digest not in seen:
+                    seen.add(referrer.digest)
+                    referrers.append(referrer)
+
+    manifests: dict[Digest, Manifest] = {}
+    blobs: dict[Digest, Descriptor] = {}
+    for closure in [r.closure for r in roots] + referrers:
+        for manifest in closure.push_order():
+            manifests.setdefault(manifest.digest, manifest)
+        for blob in closure.blobs:
+            blobs.setdefault(blob.digest, blob)
+
+    def present(blob: Descriptor) -> bool:
+        try:
+            reader.locate(blob.digest, size=blob.size)
+        except BlobNotFoundError:
+            if blob.is_foreign:
+                return False  # foreign layers come from their URLs, not the registry
+            raise
+        return True
+
+    # Every blob found (and, when written over, its intact version chosen) before any push.
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="plan") as pool:
+        found = list(pool.map(present, blobs.values()))
+    return RestorePlan(
+        target=target,
+        roots=roots,
+        referrers=referrers,
+        manifests=list(manifests.values()),
+        blobs=[b for b, ok in zip(blobs.values(), found, strict=True) if ok],
+        foreign=[b for b, ok in zip(blobs.values(), found, strict=True) if not ok],
+        removed_tags=removed,
+    )

@@ -1,0 +1,167 @@
+"""Where a restore goes: the target registry, its credentials and, for ECR, its repository."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ecr_backup.errors import (
+    InvalidInputError,
+    RegistryError,
+    RepositoryNotFoundError,
+)
+from ecr_backup.oci.reference import validate_repository, validate_tag
+from ecr_backup.registry.auth import (
+    Anonymous,
+    BasicCredentials,
+    ChallengeCredentials,
+    Credentials,
+    TokenCredentials,
+)
+from ecr_backup.registry.ecr import EcrTokenSource, caller_identity
+
+if TYPE_CHECKING:
+    import boto3
+
+log = logging.getLogger(__name__)
+
+
+_ECR_HOST = re.compile(
+    r"(?P<account>\d{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z0-9-]+)\.amazonaws\.com(?:\.cn)?"
+)
+_LOOPBACK = ("localhost", "127.", "[::1]")
+
+AuthMode = Literal["auto", "ecr", "basic", "none"]
+
+
+# -- the target ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to restore: a registry URL, a repository and maybe a tag."""
+
+    url: str  # scheme://host[:port]
+    host: str
+    repository: str
+    tag: str | None = None
+    ecr_account: str | None = None
+    ecr_region: str | None = None
+
+    @property
+    def is_ecr(self) -> bool:
+        return self.ecr_account is not None
+
+    def __str__(self) -> str:
+        name = f"{self.host}/{self.repository}"
+        return f"{name}:{self.tag}" if self.tag else name
+
+
+def parse_target(text: str, *, endpoint: str | None = None) -> Target:
+    """[http://|https://]HOST[:PORT]/REPOSITORY[:TAG]; loopback hosts default to http.
+
+    `endpoint` sends the requests elsewhere (a VPC endpoint, a test double) while auth and
+    repository creation still follow the host named in `text`.
+    """
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    elif scheme not in ("http", "https"):
+        raise InvalidInputError(f"invalid target {text!r}: use http:// or https://")
+    host, slash, path = rest.partition("/")
+    if not host or not slash or not path:
+        raise InvalidInputError(
+            f"invalid target {text!r}: expected [https://]HOST[:PORT]/REPOSITORY[:TAG]"
+        )
+    if "@" in path:
+        raise InvalidInputError(
+            f"invalid target {text!r}: name a repository and optionally a tag; the digest "
+            "comes from the backup"
+        )
+    repository, tag = path, None
+    colon = path.rfind(":")
+    if colon > path.rfind("/"):
+        repository, tag = path[:colon], validate_tag(path[colon + 1 :])
+    validate_repository(repository)
+    if not scheme:
+        scheme = "http" if host.startswith(_LOOPBACK) else "https"
+    url = f"{scheme}://{host}"
+    if endpoint:
+        if not re.fullmatch(r"https?://[^/\s]+/?", endpoint):
+            raise InvalidInputError(f"invalid endpoint {endpoint!r}: use http(s)://HOST[:PORT]")
+        url = endpoint.rstrip("/")
+    ecr = _ECR_HOST.fullmatch(host)
+    return Target(
+        url=url,
+        host=host,
+        repository=repository,
+        tag=tag,
+        ecr_account=ecr["account"] if ecr else None,
+        ecr_region=ecr["region"] if ecr else None,
+    )
+
+
+def target_credentials(
+    target: Target,
+    *,
+    auth: AuthMode = "auto",
+    session: boto3.Session | None = None,
+    username: str | None = None,
+    password: str | None = None,
+    mount_from: Sequence[str] = (),
+) -> Credentials:
+    """ECR auth for ECR hosts (or --to-auth ecr), else what the registry's challenge asks."""
+    if auth == "none":
+        return Anonymous()
+    if auth == "ecr" or (auth == "auto" and target.is_ecr):
+        if session is None:
+            raise InvalidInputError("ECR auth needs an AWS session")
+        account, region = ecr_identity(target, session)
+        return TokenCredentials(EcrTokenSource(session, account, region))
+    if auth == "basic":
+        if not username:
+            raise InvalidInputError("--to-auth basic needs --to-username")
+        return BasicCredentials(username, password or "")
+    return ChallengeCredentials(target.url, username, password, [target.repository, *mount_from])
+
+
+def ecr_identity(target: Target, session: boto3.Session) -> tuple[str, str]:
+    """The registry id and region of an ECR target: from its host, else this session's."""
+    if target.ecr_account and target.ecr_region:
+        return target.ecr_account, target.ecr_region
+    return caller_identity(session)
+
+
+def ensure_ecr_repository(
+    target: Target, session: boto3.Session, *, create: bool, dry_run: bool = False
+) -> bool:
+    """Check the ECR repository exists; create it when asked. True when (it would be) created."""
+    account, region = ecr_identity(target, session)
+    ecr = session.client("ecr", region_name=region)
+    try:
+        ecr.describe_repositories(registryId=account, repositoryNames=[target.repository])
+        return False
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") != "RepositoryNotFoundException":
+            raise RegistryError(f"cannot look up {target.repository} in {target.host}: {e}") from e
+    except BotoCoreError as e:
+        raise RegistryError(f"cannot look up {target.repository} in {target.host}: {e}") from e
+    if not create:
+        raise RepositoryNotFoundError(
+            f"repository {target.repository} does not exist in {target.host}: pass "
+            "--create-repository to create it"
+        )
+    if dry_run:
+        return True
+    try:
+        ecr.create_repository(registryId=account, repositoryName=target.repository)
+    except ClientError as e:
+        if e.response.get("Error", {}).get("Code") != "RepositoryAlreadyExistsException":
+            raise RegistryError(f"cannot create {target.repository} in {target.host}: {e}") from e
+        return False
+    return True
