@@ -37,7 +37,7 @@ def push_events(built: BuiltManifest, tag: str) -> list[dict[str, object]]:
     """What ECR emits for a multi-arch push: one event per child, one for the index."""
     now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     pushed = [(child.digest, None) for child in built.children] + [(built.digest, tag)]
-    events = []
+    events: list[dict[str, object]] = []
     for digest, image_tag in pushed:
         detail: dict[str, object] = {
             "result": "SUCCESS",

@@ -1,29 +1,90 @@
-"""Every error the library raises derives from EcrBackupError, so callers catch one type."""
+"""Every error the library raises derives from EcrBackupError, so callers catch one type.
+
+Outside exceptions (botocore, urllib3, OSError) are translated where they enter, at the
+adapter, into these classes. Callers decide on the fields (`code`, `status`,
+`retryable`, the class and its `exit_code`), never on the message text.
+"""
 
 from __future__ import annotations
 
+from enum import IntEnum
+from typing import ClassVar
+
+
+class ExitCode(IntEnum):
+    """The command line's exit codes (documented in the README)."""
+
+    OK = 0
+    PROBLEMS = 1  # verify (or a dry run) found something wrong
+    USAGE = 2  # bad arguments or input
+    CONFIGURATION = 3  # credentials, profile, region, permissions, settings
+    REMOTE = 4  # a registry or AWS service failed or could not be reached
+    DATA = 5  # digest mismatch, missing blob or manifest, unsupported content
+
 
 class EcrBackupError(Exception):
-    """Base class of all ecr-backup errors; the message is one line meant for people."""
+    """Base class of all ecr-backup errors; the message is one line meant for people.
+
+    `code` is the service's own error code (S3's "SlowDown", a registry's
+    "MANIFEST_UNKNOWN"), `status` its HTTP status, `retryable` whether the same request
+    may succeed later, `hint` what the person can do about it.
+    """
+
+    exit_code: ClassVar[ExitCode] = ExitCode.REMOTE
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        retryable: bool = False,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.retryable = retryable
+        self.hint = hint
+
+    def one_line(self) -> str:
+        text = " ".join(str(self).split())
+        return f"{text} ({self.hint})" if self.hint else text
 
 
 class InvalidInputError(EcrBackupError, ValueError):
     """A reference, digest, event or setting supplied by the caller is not valid."""
 
+    exit_code = ExitCode.USAGE
 
-class UnsupportedManifestError(EcrBackupError):
+
+class ConfigurationError(EcrBackupError):
+    """Credentials, profile, region, permissions or settings that do not let us start."""
+
+    exit_code = ExitCode.CONFIGURATION
+
+
+class DataError(EcrBackupError):
+    """Content that is missing, corrupt or not what we can handle."""
+
+    exit_code = ExitCode.DATA
+
+
+class UnsupportedManifestError(DataError):
     """A manifest type we refuse to back up (Docker schema 1, unknown media types)."""
 
 
-class DigestMismatchError(EcrBackupError):
+class DigestMismatchError(DataError):
     """Bytes read do not hash to, or are not the size of, the descriptor that named them."""
 
     def __init__(self, digest: object, detail: str) -> None:
-        super().__init__(f"content of {digest} does not match its descriptor: {detail}")
+        super().__init__(
+            f"content of {digest} does not match its descriptor: {detail}", code="DIGEST_INVALID"
+        )
         self.digest = digest
 
 
-class NotFoundError(EcrBackupError):
+class NotFoundError(DataError):
     """Something named by the caller does not exist."""
 
 

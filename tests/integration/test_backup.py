@@ -15,8 +15,7 @@ from devkit import LocalRegistry, OciLayoutBuilder, skopeo_push
 from ecr_backup.errors import DigestMismatchError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.records import Action, ImageEvent
-
-from .conftest import BackupTarget
+from tests.integration.conftest import BackupTarget
 
 pytestmark = pytest.mark.integration
 

@@ -27,8 +27,7 @@ from devkit import (
 from ecr_backup.cli import main
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.records import Action, ImageEvent
-
-from .conftest import BackupTarget
+from tests.integration.conftest import BackupTarget
 
 pytestmark = pytest.mark.integration
 

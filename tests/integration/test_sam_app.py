@@ -21,8 +21,7 @@ import pytest
 from devkit import BuiltManifest, LocalRegistry, MotoServer, OciLayoutBuilder, skopeo_push
 from devkit.events import sqs_record
 from ecr_backup.oci.digest import Digest
-
-from .conftest import BackupTarget
+from tests.integration.conftest import BackupTarget
 
 ROOT = Path(__file__).resolve().parents[2]
 # moto's default account: its ECR token is the registry's htpasswd password.
@@ -109,8 +108,8 @@ def test_build_packages_the_library_and_its_wheels_in_the_layer(built: Build) ->
     assert (built.function / "replicate.py").is_file()
     assert not (built.function / "ecr_backup").exists()  # the library comes from the layer
     assert (built.layer / "ecr_backup" / "__init__.py").is_file()
-    assert (built.layer / "ecr_backup" / "service.py").read_bytes() == (
-        ROOT / "shared" / "ecr_backup" / "service.py"
+    assert (built.layer / "ecr_backup" / "backup" / "service.py").read_bytes() == (
+        ROOT / "shared" / "ecr_backup" / "backup" / "service.py"
     ).read_bytes()
     for package in ("boto3", "botocore", "pydantic", "aws_lambda_powertools", "aws_xray_sdk"):
         assert (built.layer / package).is_dir(), package

@@ -11,9 +11,7 @@ from ecr_backup.settings import MiB
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.provision import ensure_bucket
-
-BUCKET = "backup-bucket"
-TABLE = "backup-index"
+from tests.helpers import BUCKET, TABLE
 
 
 @pytest.fixture

@@ -11,8 +11,7 @@ from ecr_backup.errors import DigestMismatchError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.settings import MiB
 from ecr_backup.storage.blobstore import S3BlobStore
-
-from .conftest import BUCKET
+from tests.helpers import BUCKET
 
 
 def keys(s3: Any) -> list[str]:

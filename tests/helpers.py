@@ -1,5 +1,5 @@
-"""Helpers for the restore-side unit tests: a backup made by the real engine (moto S3 and
-DynamoDB, an in-memory source registry) and an in-memory target registry."""
+"""Helpers shared by the tests: in-memory fakes of the ports (source and target
+registries) and a backup made by the real engine under moto."""
 
 from __future__ import annotations
 
@@ -8,21 +8,87 @@ import hashlib
 import io
 import json
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import boto3
+
 from ecr_backup.backup.replicator import Replicator
+from ecr_backup.errors import BlobNotFoundError, ManifestNotFoundError, NotFoundError
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest, parse_manifest
+from ecr_backup.oci.reference import ImageRef
 from ecr_backup.oci.streams import Readable, read_full
+from ecr_backup.restore.catalog import Catalog
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.records import Action, ImageEvent
 
-from .conftest import BUCKET
-from .fakes import FakeRegistry, descriptor
+BUCKET = "backup-bucket"
+TABLE = "backup-index"
+
+
+def descriptor(media_type: str, data: bytes, **extra: object) -> dict[str, object]:
+    return {"mediaType": media_type, "digest": str(Digest.of(data)), "size": len(data), **extra}
+
+
+@dataclass
+class FakeRegistry:
+    blobs: dict[Digest, bytes] = field(default_factory=dict)
+    manifests: dict[str, bytes] = field(default_factory=dict)  # "repo@ref" -> bytes
+    blob_gets: Counter[Digest] = field(default_factory=Counter)
+    manifest_gets: int = 0
+
+    def add_blob(self, data: bytes) -> Digest:
+        digest = Digest.of(data)
+        self.blobs[digest] = data
+        return digest
+
+    def add_manifest(
+        self, repository: str, document: dict[str, object], tag: str | None = None
+    ) -> Manifest:
+        raw = json.dumps(document, indent=3).encode()  # odd formatting: bytes must survive as-is
+        manifest = parse_manifest(raw)
+        self.manifests[f"{repository}@{manifest.digest}"] = raw
+        if tag:
+            self.manifests[f"{repository}@{tag}"] = raw
+        return manifest
+
+    def image(
+        self, repository: str, layers: list[bytes], tag: str | None = None, config: bytes = b"{}"
+    ) -> Manifest:
+        for data in [config, *layers]:
+            self.add_blob(data)
+        return self.add_manifest(
+            repository,
+            {
+                "schemaVersion": 2,
+                "mediaType": mediatypes.OCI_MANIFEST,
+                "config": descriptor(mediatypes.OCI_CONFIG, config),
+                "layers": [descriptor(mediatypes.OCI_LAYER_GZIP, layer) for layer in layers],
+            },
+            tag,
+        )
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
+        self.manifest_gets += 1
+        raw = self.manifests.get(f"{repository}@{reference}")
+        if raw is None:
+            raise ManifestNotFoundError(f"manifest {repository}:{reference} not found")
+        return parse_manifest(raw)
+
+    @contextmanager
+    def open_blob(self, repository: str, digest: Digest) -> Iterator[io.BytesIO]:
+        self.blob_gets[digest] += 1
+        data = self.blobs.get(digest)
+        if data is None:
+            raise BlobNotFoundError(f"blob {digest} not found in {repository}")
+        yield io.BytesIO(data)
+
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -225,3 +291,30 @@ class FakeTarget:
             for ref, raw in self.manifests.get(repository, {}).items()
             if not ref.startswith("sha256:")
         }
+
+
+def drop_table() -> None:
+    dynamo = boto3.client("dynamodb")
+    dynamo.update_table(TableName=TABLE, DeletionProtectionEnabled=False)
+    dynamo.delete_table(TableName=TABLE)
+
+
+def answers(catalog: Catalog) -> dict[str, Any]:
+    """Every query's answer, as plain data."""
+    result: dict[str, Any] = {"repos": catalog.repositories()}
+    for repository in result["repos"]:
+        rows = catalog.tag_rows(repository)
+        result[f"tags {repository}"] = [r.as_dict() for r in rows]
+        result[f"images {repository}"] = [str(d) for d in catalog.images(repository)]
+        for row in rows:
+            ref = ImageRef(repository, row.tag)
+            result[f"history {ref}"] = [
+                (str(e.digest), e.action, e.time, e.source_account)
+                for e in catalog.history(repository, row.tag)
+            ]
+            for label, at in (("now", None), ("at", minutes(15))):
+                try:
+                    result[f"{label} {ref}"] = catalog.show(ref, at).as_dict()
+                except NotFoundError as e:  # removed tags answer with an error, the same one
+                    result[f"{label} {ref}"] = str(e)
+    return result

@@ -13,9 +13,7 @@ from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.records import Action, ImageEvent
-
-from .conftest import BUCKET
-from .fakes import FakeRegistry, descriptor
+from tests.helpers import BUCKET, FakeRegistry, descriptor
 
 REPO = "team/app"
 

@@ -14,10 +14,7 @@ from ecr_backup.oci.reference import ImageRef
 from ecr_backup.restore.catalog import Catalog
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
-
-from .conftest import BUCKET, TABLE
-from .test_restore_queries import answers, drop_table
-from .test_restore_support import Backup, minutes
+from tests.helpers import BUCKET, TABLE, Backup, answers, drop_table, minutes
 
 
 @pytest.fixture

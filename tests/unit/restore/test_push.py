@@ -33,9 +33,7 @@ from ecr_backup.restore.target import (
 from ecr_backup.settings import MiB
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
-
-from .conftest import BUCKET
-from .test_restore_support import Backup, FakeTarget, TargetError, minutes
+from tests.helpers import BUCKET, Backup, FakeTarget, TargetError, minutes
 
 ECR_HOST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 

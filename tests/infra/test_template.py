@@ -97,7 +97,8 @@ def template() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def resources(template: dict[str, Any]) -> dict[str, Any]:
-    return template["Resources"]
+    resources: dict[str, Any] = template["Resources"]
+    return resources
 
 
 @pytest.fixture(scope="module")

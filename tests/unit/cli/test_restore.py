@@ -12,10 +12,7 @@ from ecr_backup.cli import main
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
-
-from .conftest import BUCKET, TABLE
-from .test_restore_queries import drop_table
-from .test_restore_support import Backup, minutes
+from tests.helpers import BUCKET, TABLE, Backup, drop_table, minutes
 
 
 @pytest.fixture
@@ -98,16 +95,16 @@ def test_verify_export_and_rebuild(
 ) -> None:
     report = as_json(capsys, "verify", "--deep")
     assert report["ok"] is True and report["problems"] == []
-    out = tmp_path / "app.tar"
-    exported = as_json(capsys, "export", "team/app:v1", "--docker-archive", str(out))
-    assert exported["format"] == "docker-archive" and out.stat().st_size > 0
-    code, _, err = cli(capsys, "export", "team/app:multi", "--docker-archive", str(out))
+    archive = tmp_path / "app.tar"
+    exported = as_json(capsys, "export", "team/app:v1", "--docker-archive", str(archive))
+    assert exported["format"] == "docker-archive" and archive.stat().st_size > 0
+    code, _, err = cli(capsys, "export", "team/app:multi", "--docker-archive", str(archive))
     assert code == 1 and "choose one with --platform" in err
     drop_table()
     rebuilt = as_json(capsys, "rebuild-index")
     assert rebuilt["created_table"] is True and rebuilt["records"] == 3
     # Tamper with a layer: verify now fails with a non-zero exit and names it.
-    layer = as_json(capsys, "show", "team/app:v1")["blobs"][-1]
-    backup.tamper(s3, Digest.parse(layer["digest"]), bytes(layer["size"]))
+    blob = as_json(capsys, "show", "team/app:v1")["blobs"][-1]
+    backup.tamper(s3, Digest.parse(blob["digest"]), bytes(blob["size"]))
     code, out, _ = cli(capsys, "verify", "team/app:v1", "--deep")
-    assert code == 1 and f"hash: {layer['digest']}" in out
+    assert code == 1 and f"hash: {blob['digest']}" in out

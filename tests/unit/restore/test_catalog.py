@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import boto3
 import pytest
 
 from ecr_backup.errors import (
@@ -22,41 +21,12 @@ from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.reader import BucketReader
 from ecr_backup.storage.records import Action
-
-from .conftest import BUCKET, TABLE
-from .test_restore_support import Backup, minutes
+from tests.helpers import BUCKET, Backup, answers, drop_table, minutes
 
 
 @pytest.fixture
 def backup(store: S3BlobStore, index: DynamoIndex) -> Backup:
     return Backup(store, index)
-
-
-def drop_table() -> None:
-    dynamo = boto3.client("dynamodb")
-    dynamo.update_table(TableName=TABLE, DeletionProtectionEnabled=False)
-    dynamo.delete_table(TableName=TABLE)
-
-
-def answers(catalog: Catalog) -> dict[str, Any]:
-    """Every query's answer, as plain data."""
-    result: dict[str, Any] = {"repos": catalog.repositories()}
-    for repository in result["repos"]:
-        rows = catalog.tag_rows(repository)
-        result[f"tags {repository}"] = [r.as_dict() for r in rows]
-        result[f"images {repository}"] = [str(d) for d in catalog.images(repository)]
-        for row in rows:
-            ref = ImageRef(repository, row.tag)
-            result[f"history {ref}"] = [
-                (str(e.digest), e.action, e.time, e.source_account)
-                for e in catalog.history(repository, row.tag)
-            ]
-            for label, at in (("now", None), ("at", minutes(15))):
-                try:
-                    result[f"{label} {ref}"] = catalog.show(ref, at).as_dict()
-                except NotFoundError as e:  # removed tags answer with an error, the same one
-                    result[f"{label} {ref}"] = str(e)
-    return result
 
 
 @pytest.fixture
@@ -128,7 +98,7 @@ def test_show_multi_arch_closure_and_referrers(
     history: dict[str, Any], store: S3BlobStore, index: DynamoIndex
 ) -> None:
     view = Catalog(store, index).show(ImageRef("base", "latest"))
-    document = view.as_dict()
+    document: dict[str, Any] = view.as_dict()
     assert document["digest"] == str(history["base"].digest)
     assert document["platforms"] == ["linux/amd64", "linux/arm64"]
     assert len(document["manifests"]) == 3

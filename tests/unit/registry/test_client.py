@@ -185,7 +185,9 @@ def test_retries_throttling_server_errors_and_dropped_connections(
     server: tuple[str, Script],
 ) -> None:
     url, script = server
-    answers = iter([(429, {}, b""), (503, {}, b""), (0, {}, b""), (200, {}, MANIFEST)])
+    answers: Iterator[tuple[int, dict[str, str], bytes]] = iter(
+        [(429, {}, b""), (503, {}, b""), (0, {}, b""), (200, {}, MANIFEST)]
+    )
     script.handler = lambda m, p, h: next(answers)
     assert client(url).get_manifest("team/app", "v1").raw == MANIFEST
     assert len(script.seen) == 4

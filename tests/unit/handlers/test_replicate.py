@@ -25,11 +25,9 @@ from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.records import Action
+from tests.helpers import BUCKET, TABLE, FakeRegistry, descriptor
 
-from .conftest import BUCKET, TABLE
-from .fakes import FakeRegistry, descriptor
-
-HANDLER = Path(__file__).resolve().parents[2] / "handlers" / "replicate.py"
+HANDLER = Path(__file__).resolve().parents[3] / "handlers" / "replicate.py"
 ACCOUNT = "111122223333"
 REGION = "eu-west-1"
 REPO = "team/app"

@@ -16,8 +16,7 @@ from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.export import REF_NAME, export
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
-
-from .test_restore_support import Backup, minutes
+from tests.helpers import Backup, minutes
 
 
 @pytest.fixture
