@@ -16,6 +16,7 @@ from typing import Any
 
 import boto3
 
+from ecr_backup.backup.ports import SourceRegistry
 from ecr_backup.backup.replicator import Replicator
 from ecr_backup.errors import BlobNotFoundError, ManifestNotFoundError, NotFoundError
 from ecr_backup.oci import mediatypes
@@ -24,6 +25,7 @@ from ecr_backup.oci.manifest import Manifest, parse_manifest
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.oci.streams import Readable, read_full
 from ecr_backup.restore.catalog import Catalog
+from ecr_backup.restore.ports import TargetRegistry
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.records import Action, ImageEvent
@@ -37,7 +39,7 @@ def descriptor(media_type: str, data: bytes, **extra: object) -> dict[str, objec
 
 
 @dataclass
-class FakeRegistry:
+class FakeRegistry(SourceRegistry):
     blobs: dict[Digest, bytes] = field(default_factory=dict)
     manifests: dict[str, bytes] = field(default_factory=dict)  # "repo@ref" -> bytes
     blob_gets: Counter[Digest] = field(default_factory=Counter)
@@ -227,7 +229,7 @@ class TargetError(Exception):
 
 
 @dataclass
-class FakeTarget:
+class FakeTarget(TargetRegistry):
     """An in-memory OCI registry that enforces what real ones do on manifest PUT."""
 
     blobs: dict[str, dict[Digest, bytes]] = field(default_factory=dict)

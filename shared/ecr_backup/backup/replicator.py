@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ecr_backup.backup.ports import BackupIndex, BlobStore, SourceRegistry
-from ecr_backup.errors import BlobNotFoundError, StorageError
+from ecr_backup.errors import BlobNotFoundError, InvalidInputError, StorageError
+from ecr_backup.oci.closure import closure_total
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
 from ecr_backup.settings import DEFAULT_CONCURRENCY
@@ -68,7 +69,7 @@ class Replicator:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         if concurrency < 1:
-            raise ValueError("concurrency must be at least 1")
+            raise InvalidInputError("concurrency must be at least 1")
         self._registry = registry
         self._store = store
         self._index = index
@@ -119,12 +120,12 @@ class Replicator:
             report.manifests_skipped.append(manifest.digest)
             return existing.total_size
 
-        total = manifest.size
+        child_totals = []
         for child in manifest.children:
             child_manifest = self._registry.get_manifest(repository, str(child.digest))
-            total += self._replicate_manifest(repository, child_manifest, report, pool)
+            child_totals.append(self._replicate_manifest(repository, child_manifest, report, pool))
 
-        blobs = _unique(manifest.blobs)
+        blobs = manifest.unique_blobs
         known = self._index.stored_blobs(b.digest for b in blobs)
         missing = [b for b in blobs if b.digest not in known]
         for blob in blobs:
@@ -132,22 +133,12 @@ class Replicator:
                 report.skipped(blob.digest)
         # list() waits for every copy and re-raises the first failure: manifest last.
         list(pool.map(lambda blob: self._copy_blob(repository, blob, report), missing))
-        total += sum(b.size for b in blobs)
+        total = closure_total(manifest, child_totals)
 
         now = self._clock()
         self._store.put_bytes(manifest.digest, manifest.raw)
         self._index.record_blob(manifest.digest, manifest.size, manifest.media_type, now)
-        self._index.mark_complete(
-            ManifestRecord(
-                digest=manifest.digest,
-                media_type=manifest.media_type,
-                size=manifest.size,
-                total_size=total,
-                completed_at=now,
-                subject=manifest.subject.digest if manifest.subject else None,
-                artifact_type=manifest.artifact_type,
-            )
-        )
+        self._index.mark_complete(ManifestRecord.of(manifest, total, now))
         report.manifests_stored.append(manifest.digest)
         return total
 
@@ -178,10 +169,3 @@ class Replicator:
         else:
             report.skipped(blob.digest)  # left by an earlier run that stopped before indexing
         self._index.record_blob(blob.digest, blob.size, blob.media_type, self._clock())
-
-
-def _unique(descriptors: tuple[Descriptor, ...]) -> list[Descriptor]:
-    seen: dict[Digest, Descriptor] = {}
-    for d in descriptors:
-        seen.setdefault(d.digest, d)
-    return list(seen.values())

@@ -20,12 +20,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ecr_backup.errors import EcrBackupError, InvalidInputError
+from ecr_backup.errors import EcrBackupError
+from ecr_backup.oci.closure import closure_total
 from ecr_backup.oci.digest import Digest, is_sha256_hex
-from ecr_backup.oci.manifest import Descriptor, Manifest
+from ecr_backup.oci.manifest import Manifest
 from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.storage.blobstore import ObjectVersion, S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.pushrecords import EVENTS_DIR, read_push_records
 from ecr_backup.storage.reader import BucketReader
 from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 
@@ -91,27 +93,12 @@ def _listing(store: S3BlobStore) -> dict[Digest, _Stored]:
 def _records(
     store: S3BlobStore, report: RebuildReport, concurrency: int
 ) -> list[tuple[str, ImageEvent]]:
-    names = [n for n in store.iter_record_names() if "/_events/" in n]
+    names = [n for n in store.iter_record_names() if EVENTS_DIR in n]
     report.records = len(names)
-    # One GET per record: a bucket of years of pushes holds many, so they are read in parallel.
-    with ThreadPoolExecutor(max(concurrency * 4, 1), thread_name_prefix="records") as pool:
-        bodies = list(pool.map(store.read_record, names))
-    events: list[tuple[str, ImageEvent]] = []
-    for name, body in zip(names, bodies, strict=True):
-        try:
-            event = ImageEvent.from_json(body)
-        except InvalidInputError as e:
-            report.invalid_records.append(f"{store.record_key(name)}: {e}")
-            continue
-        if name != event.record_name:
-            report.invalid_records.append(
-                f"{store.record_key(name)}: content is the record {event.record_name}"
-            )
-            continue
-        events.append((name, event))
-    # Record names begin with the event time: name order is the order the events happened.
-    events.sort(key=lambda item: item[0])
-    return events
+    # A bucket of years of pushes holds many records: read them in parallel.
+    records = read_push_records(store, names, workers=concurrency * 4)
+    report.invalid_records.extend(records.invalid)
+    return records.events
 
 
 class _Closures:
@@ -121,7 +108,7 @@ class _Closures:
         self.reader = reader
         self.stored = stored
         self.totals: dict[Digest, int | None] = {}
-        self.complete: list[Manifest] = []  # children before parents
+        self.complete: list[tuple[Manifest, int]] = []  # children before parents
         self.media_types: dict[Digest, str] = {}
         self.incomplete: list[str] = []
 
@@ -135,23 +122,18 @@ class _Closures:
             self.totals[digest] = None
             return None
         self.media_types.setdefault(digest, manifest.media_type)
-        total: int | None = manifest.size
-        for child in manifest.children:
-            child_total = self.total(child.digest)
-            total = None if child_total is None or total is None else total + child_total
-        own: dict[Digest, Descriptor] = {}
-        for blob in manifest.blobs:
-            own.setdefault(blob.digest, blob)
-        for blob in own.values():
+        child_totals = [self.total(child.digest) for child in manifest.children]
+        complete = all(t is not None for t in child_totals)
+        for blob in manifest.unique_blobs:
             self.media_types.setdefault(blob.digest, blob.media_type)
             held = self.stored.get(blob.digest)
             # Foreign layers the registry did not serve are recorded, not stored, by the engine.
             if (held is None or blob.size not in held.sizes) and not blob.is_foreign:
                 self.incomplete.append(f"{digest}: blob {blob.digest} is not in the bucket")
-                total = None
+                complete = False
+        total = closure_total(manifest, (t or 0 for t in child_totals)) if complete else None
         if total is not None:
-            total += sum(b.size for b in own.values())
-            self.complete.append(manifest)
+            self.complete.append((manifest, total))
         self.totals[digest] = total
         return total
 
@@ -190,20 +172,9 @@ def rebuild_index(
 
     report.blobs = index.record_blobs(blob_rows())
 
-    for manifest in closures.complete:
-        total = closures.totals[manifest.digest]
-        assert total is not None
-        held = stored[manifest.digest]
+    for manifest, total in closures.complete:
         index.mark_complete(
-            ManifestRecord(
-                digest=manifest.digest,
-                media_type=manifest.media_type,
-                size=manifest.size,
-                total_size=total,
-                completed_at=held.first_written,
-                subject=manifest.subject.digest if manifest.subject else None,
-                artifact_type=manifest.artifact_type,
-            )
+            ManifestRecord.of(manifest, total, stored[manifest.digest].first_written)
         )
     report.manifests_complete = len(closures.complete)
 

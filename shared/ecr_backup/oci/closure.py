@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ecr_backup.errors import (
@@ -77,26 +77,30 @@ class Closure:
         raise NotFoundError(f"{self.root.digest} has no {wanted} image (platforms: {choices})")
 
 
+def closure_total(manifest: Manifest, child_totals: Iterable[int]) -> int:
+    """The size the index records for a manifest's closure (ManifestRecord.total_size): the
+    manifest, each child's own total, and its own blobs once each. A blob shared by two
+    children counts in both: the total is what a pull of each child would fetch."""
+    return manifest.size + sum(child_totals) + sum(b.size for b in manifest.unique_blobs)
+
+
 def build_closure(digest: Digest, load: Callable[[Digest], Manifest]) -> Closure:
     nodes: dict[Digest, Node] = {}
     blobs: dict[Digest, Descriptor] = {}
 
     def walk(manifest: Manifest, platform: Platform | None, parent: Digest | None) -> int:
         nodes.setdefault(manifest.digest, Node(manifest, platform, parent))
-        total = manifest.size
+        child_totals = []
         for child in manifest.children:
             child_manifest = load(child.digest)
             if child_manifest.size != child.size:
                 raise DigestMismatchError(
                     child.digest, f"{manifest.digest} lists it with {child.size} bytes"
                 )
-            total += walk(child_manifest, child.platform, manifest.digest)
-        own: dict[Digest, Descriptor] = {}
-        for blob in manifest.blobs:
-            own.setdefault(blob.digest, blob)
+            child_totals.append(walk(child_manifest, child.platform, manifest.digest))
+        for blob in manifest.unique_blobs:
             blobs.setdefault(blob.digest, blob)
-        # The replicator's count: own unique blobs, plus each child's total.
-        return total + sum(b.size for b in own.values())
+        return closure_total(manifest, child_totals)
 
     root = load(digest)
     total = walk(root, None, None)

@@ -109,6 +109,14 @@ class Manifest:
         return self.content.blobs if isinstance(self.content, ImageManifest) else ()
 
     @property
+    def unique_blobs(self) -> tuple[Descriptor, ...]:
+        """Config and layers, each digest once, in order of appearance."""
+        seen: dict[Digest, Descriptor] = {}
+        for blob in self.blobs:
+            seen.setdefault(blob.digest, blob)
+        return tuple(seen.values())
+
+    @property
     def subject(self) -> Descriptor | None:
         return self.content.subject
 
@@ -127,9 +135,6 @@ class Manifest:
     @property
     def size(self) -> int:
         return len(self.raw)
-
-    def descriptor(self) -> Descriptor:
-        return Descriptor(mediaType=self.media_type, digest=self.digest, size=self.size)
 
 
 def parse_manifest(raw: bytes, content_type: str | None = None) -> Manifest:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -25,12 +23,12 @@ from typing import Protocol, TypeVar
 from ecr_backup.errors import (
     DigestMismatchError,
     EcrBackupError,
-    InvalidInputError,
     NotFoundError,
 )
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.pushrecords import EVENTS_DIR, parse_record_name, read_push_records
 from ecr_backup.storage.reader import BucketReader
 from ecr_backup.storage.records import UNTAGGED, Action, ImageEvent, TagState, format_time
 
@@ -130,15 +128,6 @@ class _RepositoryRecords:
                 self.tags[event.tag] = event
 
 
-def parse_record_name(name: str) -> tuple[str, str] | None:
-    """(repository, action) from `<repository>/_events/<time>_<action>_<tag>_<hex>.json`."""
-    repository, sep, rest = name.rpartition("/_events/")
-    if not sep:
-        return None
-    parts = rest.split("_", 2)
-    return (repository, parts[1]) if len(parts) == 3 else None
-
-
 class RecordLog:
     """Answers from the push records in the bucket: what rebuild-index writes back."""
 
@@ -154,32 +143,18 @@ class RecordLog:
             loaded = self._repositories.get(repository)
         if loaded is not None:
             return loaded
+        names = list(self._store.iter_record_names(f"{repository}{EVENTS_DIR}"))
+        # A repository may hold thousands of records: read them in parallel.
+        records = read_push_records(self._store, names, workers=16)
+        for problem in records.invalid:
+            log.warning("skipping %s", problem)
         state = _RepositoryRecords()
-        # Record names start with the event time: name order is the order the index applied.
-        for _, event in sorted(self._events(repository), key=lambda item: item[0]):
+        for _, event in records.events:  # name order = the order the index applied them
             state.apply(event)
         with self._lock:
+            self.invalid.extend(records.invalid)
             self._repositories[repository] = state
         return state
-
-    def _events(self, repository: str) -> Iterator[tuple[str, ImageEvent]]:
-        names = list(self._store.iter_record_names(f"{repository}/_events/"))
-        # One GET per record: read them in parallel, a repository may hold thousands.
-        with ThreadPoolExecutor(16, thread_name_prefix="records") as pool:
-            bodies = list(pool.map(self._store.read_record, names))
-        for name, body in zip(names, bodies, strict=True):
-            key = self._store.record_key(name)
-            try:
-                event = ImageEvent.from_json(body)
-            except InvalidInputError as e:
-                self.invalid.append(f"{key}: {e}")
-                log.warning("skipping %s: %s", key, e)
-                continue
-            if name != event.record_name:
-                # A record is named after its content; one that is not was not written by us.
-                self.invalid.append(f"{key}: content is the record {event.record_name}")
-                continue
-            yield name, event
 
     def repositories(self) -> list[str]:
         found: set[str] = set()

@@ -28,8 +28,8 @@ from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
 from ecr_backup.oci.streams import Readable, read_full
 from ecr_backup.progress import Progress, ProgressFactory, no_progress
-from ecr_backup.registry.client import RegistryClient
 from ecr_backup.restore.plan import RestorePlan
+from ecr_backup.restore.ports import TargetRegistry
 from ecr_backup.settings import DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, MIN_PART_SIZE
 from ecr_backup.storage.reader import BucketReader
 
@@ -177,7 +177,7 @@ class Restorer:
     def __init__(
         self,
         reader: BucketReader,
-        registry: RegistryClient,
+        registry: TargetRegistry,
         *,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         concurrency: int = DEFAULT_CONCURRENCY,

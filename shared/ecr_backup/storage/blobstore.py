@@ -113,10 +113,6 @@ class S3BlobStore:
             raise DigestMismatchError(digest, "stored object no longer hashes to its name")
         return data
 
-    def iter_blobs(self) -> Iterator[tuple[Digest, int]]:
-        for key, size in self._list(f"{self.prefix}blobs/sha256/"):
-            yield Digest("sha256", key.rsplit("/", 1)[1]), size
-
     def iter_records(self, under: str = "") -> Iterator[tuple[str, bytes]]:
         """Every record object under `<prefix>refs/<under>`, with its bytes."""
         for key, _ in self._list(self.record_key(under)):

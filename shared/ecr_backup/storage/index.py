@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -400,7 +400,3 @@ def _index_error(error: ClientError, what: str) -> IndexStoreError:
     if _code(error) == "ResourceNotFoundException":
         return IndexMissingError(f"{what}: index table not found")
     return IndexStoreError(f"{what}: {_code(error) or 'error'}")
-
-
-def now() -> datetime:
-    return datetime.now(UTC)

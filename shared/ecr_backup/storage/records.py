@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from ecr_backup.errors import InvalidInputError
 from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Manifest
 from ecr_backup.oci.reference import validate_repository, validate_tag
 
 # The tag slot of an untagged push (tags never contain "@").
@@ -106,6 +107,18 @@ class ManifestRecord:
     completed_at: datetime
     subject: Digest | None = None
     artifact_type: str | None = None
+
+    @classmethod
+    def of(cls, manifest: Manifest, total_size: int, completed_at: datetime) -> ManifestRecord:
+        return cls(
+            digest=manifest.digest,
+            media_type=manifest.media_type,
+            size=manifest.size,
+            total_size=total_size,
+            completed_at=completed_at,
+            subject=manifest.subject.digest if manifest.subject else None,
+            artifact_type=manifest.artifact_type,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,7 +59,7 @@ def run(
     plan = plan_restore(catalog, RestoreRequest(parsed_ref, **request), parse_target(to))
     restorer = Restorer(
         catalog.reader,
-        target,  # type: ignore[arg-type]  # the in-memory registry speaks the same methods
+        target,
         chunk_size=chunk_size,
         mount_from=mount_from,
         progress=ProgressBar.factory(io.StringIO()),
@@ -297,7 +297,7 @@ def test_by_digest_needs_no_index_and_sets_no_tag(backup: Backup) -> None:
         RestoreRequest(ImageRef.parse(f"app@{image.digest}")),
         parse_target("registry.example.com/app"),
     )
-    Restorer(catalog.reader, target, progress=ProgressBar.factory(io.StringIO())).run(plan)  # type: ignore[arg-type]
+    Restorer(catalog.reader, target, progress=ProgressBar.factory(io.StringIO())).run(plan)
     assert target.tags("app") == {}
     assert target.manifests["app"][str(image.digest)] == image.raw
 
