@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ecr_backup.backup.replicator import Replicator
+from ecr_backup.errors import InvalidInputError
 from ecr_backup.registry.auth import Anonymous, Credentials, TokenCredentials
 from ecr_backup.registry.client import RegistryClient
 from ecr_backup.registry.ecr import EcrTokenSource, caller_identity, ecr_registry_url
-from ecr_backup.settings import PART_BUFFER_BUDGET, MiB, Settings
+from ecr_backup.restore.catalog import Catalog
+from ecr_backup.restore.target import AuthMode, Target, ensure_ecr_repository, target_credentials
+from ecr_backup.settings import ENV_PREFIX, PART_BUFFER_BUDGET, MiB, Settings
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 
@@ -58,9 +62,48 @@ class AwsServices:
             parts_in_flight=in_flight,
         )
 
+    @property
+    def has_index(self) -> bool:
+        return self.settings.table is not None
+
     @cached_property
     def index(self) -> DynamoIndex:
+        if self.settings.table is None:
+            raise InvalidInputError(f"name the index table: --table or {ENV_PREFIX}TABLE")
         return DynamoIndex(self.settings.table, client=self._session.client("dynamodb"))
+
+    def catalog(self, *, from_bucket: bool = False) -> Catalog:
+        """Lookups from the index, or from the bucket's push records alone."""
+        use_index = self.has_index and not from_bucket
+        return Catalog(self.store, self.index if use_index else None)
+
+    def target_registry(
+        self,
+        target: Target,
+        *,
+        auth: AuthMode = "auto",
+        username: str | None = None,
+        password: str | None = None,
+        mount_from: Sequence[str] = (),
+        create_repository: bool = False,
+        dry_run: bool = False,
+    ) -> tuple[RegistryClient, bool]:
+        """A client for a restore target, and whether its ECR repository was (or, dry, would
+        be) created. ECR targets must have their repository before anything is pushed."""
+        credentials = target_credentials(
+            target,
+            auth=auth,
+            session=self._session,
+            username=username,
+            password=password,
+            mount_from=mount_from,
+        )
+        created = False
+        if target.is_ecr:
+            created = ensure_ecr_repository(
+                target, self._session, create=create_repository, dry_run=dry_run
+            )
+        return RegistryClient(target.url, credentials), created
 
     def registry(self, account: str, region: str) -> RegistryClient:
         """The source registry of an event's account and region (or the configured override)."""

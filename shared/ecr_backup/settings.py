@@ -33,7 +33,7 @@ class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     bucket: str
-    table: str
+    table: str | None = None  # bucket-only commands run without an index
     prefix: str = ""
     source_registry: str | None = None
     source_auth: Literal["ecr", "none"] = "ecr"
@@ -49,8 +49,8 @@ class Settings(BaseModel):
 
     @field_validator("table")
     @classmethod
-    def _table(cls, value: str) -> str:
-        if not _TABLE.fullmatch(value):
+    def _table(cls, value: str | None) -> str | None:
+        if value is not None and not _TABLE.fullmatch(value):
             raise ValueError("not a valid DynamoDB table name")
         return value
 

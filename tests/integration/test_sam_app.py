@@ -190,7 +190,7 @@ def lambda_env(target: BackupTarget, moto: MotoServer, registry: LocalRegistry) 
         "AWS_DEFAULT_REGION": moto.region,
         "AWS_EC2_METADATA_DISABLED": "true",
         "ECR_BACKUP_BUCKET": target.settings.bucket,
-        "ECR_BACKUP_TABLE": target.settings.table,
+        "ECR_BACKUP_TABLE": target.settings.table or "",
         "ECR_BACKUP_PREFIX": target.settings.prefix,
         "ECR_BACKUP_SOURCE_REGISTRY": registry.url,
         "ECR_BACKUP_CONCURRENCY": "4",

@@ -13,25 +13,21 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from ecr_backup.cli.common import add_storage_options, emit, human_size, table
+from ecr_backup.cli.common import add_storage_options, emit, human_size, services_from, table
 from ecr_backup.cli.progress import ProgressBar
-from ecr_backup.composition import AwsServices
 from ecr_backup.errors import InvalidInputError
 from ecr_backup.maintenance.rebuild import rebuild_index
 from ecr_backup.maintenance.verify import verify
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.reference import ImageRef, validate_repository
-from ecr_backup.registry.client import RegistryClient
 from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.export import Format, export
 from ecr_backup.restore.plan import RestorePlan, RestoreRequest, plan_restore
 from ecr_backup.restore.push import Restorer, RestoreReport
-from ecr_backup.restore.target import ensure_ecr_repository, parse_target, target_credentials
-from ecr_backup.settings import DEFAULT_CHUNK_SIZE, ENV_PREFIX, MiB, Settings
+from ecr_backup.restore.target import parse_target
+from ecr_backup.settings import DEFAULT_CHUNK_SIZE, ENV_PREFIX, MiB
 from ecr_backup.storage.records import display_time, format_time, parse_time
 
-# Settings wants a table name; bucket-only commands run without one and never touch it.
-_NO_TABLE = "no-index-table"
 PASSWORD_ENV = f"{ENV_PREFIX}TARGET_PASSWORD"
 USERNAME_ENV = f"{ENV_PREFIX}TARGET_USERNAME"
 
@@ -186,25 +182,8 @@ def _add_common(parser: argparse.ArgumentParser, *, at: bool = False) -> None:
 # -- wiring ---------------------------------------------------------------------------------
 
 
-def _services(args: argparse.Namespace, *, needs_table: bool = False) -> tuple[AwsServices, bool]:
-    """The services, and whether an index table is configured."""
-    table = args.table or os.environ.get(f"{ENV_PREFIX}TABLE")
-    if not table and needs_table:
-        raise InvalidInputError(f"name the index table: --table or {ENV_PREFIX}TABLE")
-    settings = Settings.load(
-        os.environ,
-        bucket=args.bucket,
-        table=table or _NO_TABLE,
-        prefix=args.prefix,
-        concurrency=getattr(args, "concurrency", None),
-    )
-    return AwsServices(settings), bool(table)
-
-
 def _catalog(args: argparse.Namespace) -> Catalog:
-    services, has_table = _services(args)
-    use_index = has_table and not getattr(args, "from_bucket", False)
-    return Catalog(services.store, services.index if use_index else None)
+    return services_from(args).catalog(from_bucket=getattr(args, "from_bucket", False))
 
 
 def _at(args: argparse.Namespace) -> datetime | None:
@@ -363,9 +342,8 @@ def run_restore(args: argparse.Namespace) -> int:
     target = parse_target(args.to, endpoint=args.to_endpoint)
     if args.chunk_size_mib < 5:
         raise InvalidInputError("--chunk-size-mib must be at least 5 (ECR's minimum part)")
-    services, has_table = _services(args)
-    use_index = has_table and not args.from_bucket
-    catalog = Catalog(services.store, services.index if use_index else None)
+    services = services_from(args)
+    catalog = services.catalog(from_bucket=args.from_bucket)
     concurrency = services.settings.concurrency
     request = RestoreRequest(ref, _at(args), args.all_tags, args.with_referrers)
     # Everything is read and checked from the bucket before the target is touched.
@@ -377,20 +355,15 @@ def run_restore(args: argparse.Namespace) -> int:
     if ref.repository != target.repository and not args.no_mount:
         mount_from.append(ref.repository)
     password = sys.stdin.readline().rstrip("\n") if args.to_password_stdin else None
-    credentials = target_credentials(
+    registry, created = services.target_registry(
         target,
         auth=args.to_auth,
-        session=services.session,
         username=args.to_username or os.environ.get(USERNAME_ENV),
         password=password if password is not None else os.environ.get(PASSWORD_ENV),
         mount_from=mount_from,
+        create_repository=args.create_repository,
+        dry_run=args.dry_run,
     )
-    created = False
-    if target.is_ecr:
-        created = ensure_ecr_repository(
-            target, services.session, create=args.create_repository, dry_run=args.dry_run
-        )
-    registry = RegistryClient(target.url, credentials)
     restorer = Restorer(
         catalog.reader,
         registry,
@@ -519,7 +492,7 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_rebuild_index(args: argparse.Namespace) -> int:
-    services, _ = _services(args, needs_table=True)
+    services = services_from(args)
     report = rebuild_index(
         services.store, services.index, concurrency=services.settings.concurrency
     )
