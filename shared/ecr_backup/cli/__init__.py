@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ecr_backup import __version__
-from ecr_backup.cli import backup, restore
+from ecr_backup.cli import backup, queries, restore
 from ecr_backup.errors import EcrBackupError
 
 PROG = "ecr-backup"
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     backup.register(commands)
+    queries.register(commands)
     restore.register(commands)
     return parser
 

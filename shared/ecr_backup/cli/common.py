@@ -7,10 +7,13 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from ecr_backup.composition import AwsServices
+from ecr_backup.restore.catalog import Catalog
 from ecr_backup.settings import Settings
+from ecr_backup.storage.records import parse_time
 
 
 def add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -72,3 +75,25 @@ def human_size(size: int) -> str:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     return f"{value:.1f} TiB"
+
+
+def add_catalog_options(parser: argparse.ArgumentParser, *, at: bool = False) -> None:
+    add_storage_options(parser)
+    parser.add_argument(
+        "--from-bucket",
+        action="store_true",
+        help="answer tag lookups from the bucket's push records, not the index table",
+    )
+    if at:
+        parser.add_argument(
+            "--at", metavar="TIME", help="tag lookups as of this time (ISO 8601, UTC if no offset)"
+        )
+
+
+def catalog_from(args: argparse.Namespace) -> Catalog:
+    return services_from(args).catalog(from_bucket=getattr(args, "from_bucket", False))
+
+
+def at_from(args: argparse.Namespace) -> datetime | None:
+    text = getattr(args, "at", None)
+    return parse_time(text) if text else None

@@ -10,61 +10,37 @@ import argparse
 import json
 import os
 import sys
-from datetime import datetime
 from typing import Any
 
-from ecr_backup.cli.common import add_storage_options, emit, human_size, services_from, table
+from ecr_backup.cli.common import (
+    add_catalog_options,
+    add_storage_options,
+    at_from,
+    catalog_from,
+    emit,
+    human_size,
+    services_from,
+)
 from ecr_backup.cli.progress import ProgressBar
 from ecr_backup.errors import InvalidInputError
 from ecr_backup.maintenance.rebuild import rebuild_index
 from ecr_backup.maintenance.verify import verify
-from ecr_backup.oci import mediatypes
-from ecr_backup.oci.reference import ImageRef, validate_repository
-from ecr_backup.restore.catalog import Catalog
+from ecr_backup.oci.reference import ImageRef
 from ecr_backup.restore.export import Format, export
 from ecr_backup.restore.plan import RestorePlan, RestoreRequest, plan_restore
 from ecr_backup.restore.push import Restorer, RestoreReport
 from ecr_backup.restore.target import parse_target
-from ecr_backup.settings import DEFAULT_CHUNK_SIZE, ENV_PREFIX, MiB
-from ecr_backup.storage.records import display_time, format_time, parse_time
+from ecr_backup.settings import DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, ENV_PREFIX, MiB
+from ecr_backup.storage.records import display_time
 
 PASSWORD_ENV = f"{ENV_PREFIX}TARGET_PASSWORD"
 USERNAME_ENV = f"{ENV_PREFIX}TARGET_USERNAME"
 
 
 def register(commands: Any) -> None:
-    _register_queries(commands)
     _register_restore(commands)
     _register_export(commands)
     _register_checks(commands)
-
-
-def _register_queries(commands: Any) -> None:
-    repos = commands.add_parser("repos", help="list the repositories in the backup")
-    _add_common(repos)
-    repos.set_defaults(run=run_repos)
-
-    tags = commands.add_parser("tags", help="a repository's tags: digest, time, total size")
-    tags.add_argument("repository", metavar="REPOSITORY")
-    _add_common(tags, at=True)
-    tags.set_defaults(run=run_tags)
-
-    history = commands.add_parser(
-        "history", help="every digest a tag pointed at, with times, removals included"
-    )
-    history.add_argument("image", metavar="REPOSITORY:TAG")
-    history.add_argument(
-        "--untagged", action="store_true", help="the repository's pushes by digest instead"
-    )
-    _add_common(history, at=True)
-    history.set_defaults(run=run_history)
-
-    show = commands.add_parser(
-        "show", help="an image's closure: manifests, platforms, blobs, referrers"
-    )
-    show.add_argument("image", metavar="REPOSITORY[:TAG|@DIGEST]")
-    _add_common(show, at=True)
-    show.set_defaults(run=run_show)
 
 
 def _register_restore(commands: Any) -> None:
@@ -128,7 +104,7 @@ def _register_restore(commands: Any) -> None:
         help="upload chunk size, at least 5 (default %(default)s)",
     )
     restore.add_argument("--concurrency", type=int, help="blobs in flight (default 4)")
-    _add_common(restore, at=True)
+    add_catalog_options(restore, at=True)
     restore.set_defaults(run=run_restore)
 
 
@@ -144,7 +120,7 @@ def _register_export(commands: Any) -> None:
     export_.add_argument(
         "--platform", metavar="OS/ARCH[/VARIANT]", help="one image of a multi-platform index"
     )
-    _add_common(export_, at=True)
+    add_catalog_options(export_, at=True)
     export_.set_defaults(run=run_export)
 
 
@@ -155,7 +131,7 @@ def _register_checks(commands: Any) -> None:
     verify_.add_argument("image", nargs="?", metavar="REPOSITORY[:TAG|@DIGEST]")
     verify_.add_argument("--deep", action="store_true", help="re-read and re-hash every object")
     verify_.add_argument("--concurrency", type=int, help="objects hashed at once (default 4)")
-    _add_common(verify_, at=True)
+    add_catalog_options(verify_, at=True)
     verify_.set_defaults(run=run_verify)
 
     rebuild = commands.add_parser(
@@ -164,174 +140,6 @@ def _register_checks(commands: Any) -> None:
     rebuild.add_argument("--concurrency", type=int, help="repositories replayed at once")
     add_storage_options(rebuild)
     rebuild.set_defaults(run=run_rebuild_index)
-
-
-def _add_common(parser: argparse.ArgumentParser, *, at: bool = False) -> None:
-    add_storage_options(parser)
-    parser.add_argument(
-        "--from-bucket",
-        action="store_true",
-        help="answer tag lookups from the bucket's push records, not the index table",
-    )
-    if at:
-        parser.add_argument(
-            "--at", metavar="TIME", help="tag lookups as of this time (ISO 8601, UTC if no offset)"
-        )
-
-
-# -- wiring ---------------------------------------------------------------------------------
-
-
-def _catalog(args: argparse.Namespace) -> Catalog:
-    return services_from(args).catalog(from_bucket=getattr(args, "from_bucket", False))
-
-
-def _at(args: argparse.Namespace) -> datetime | None:
-    text = getattr(args, "at", None)
-    return parse_time(text) if text else None
-
-
-def short_type(media_type: str) -> str:
-    """Media types as people say them; unknown ones as they are."""
-    names = {
-        mediatypes.OCI_INDEX: "oci index",
-        mediatypes.OCI_MANIFEST: "oci manifest",
-        mediatypes.DOCKER_MANIFEST_LIST: "docker manifest list",
-        mediatypes.DOCKER_MANIFEST: "docker manifest",
-        mediatypes.OCI_CONFIG: "oci config",
-        mediatypes.DOCKER_CONFIG: "docker config",
-        mediatypes.OCI_LAYER: "oci layer (tar)",
-        mediatypes.OCI_LAYER_GZIP: "oci layer (gzip)",
-        mediatypes.OCI_LAYER_ZSTD: "oci layer (zstd)",
-        mediatypes.DOCKER_LAYER_GZIP: "docker layer (gzip)",
-        mediatypes.DOCKER_FOREIGN_LAYER_GZIP: "docker foreign layer",
-        mediatypes.OCI_EMPTY: "empty",
-    }
-    return names.get(media_type, media_type)
-
-
-def _size(size: int | None) -> str:
-    return human_size(size) if size is not None else "incomplete"
-
-
-# -- queries ----------------------------------------------------------------------------------
-
-
-def run_repos(args: argparse.Namespace) -> int:
-    repositories = _catalog(args).repositories()
-    emit(args, repositories, repositories or ["(no repositories in the backup)"])
-    return 0
-
-
-def run_tags(args: argparse.Namespace) -> int:
-    repository = validate_repository(args.repository)
-    rows = _catalog(args).tag_rows(repository, _at(args))
-    lines = table(
-        [
-            [
-                r.tag,
-                str(r.digest),
-                display_time(r.time),
-                "removed" if r.removed else "current",
-                _size(r.total_size),
-            ]
-            for r in rows
-        ],
-        ["TAG", "DIGEST", "SINCE", "STATE", "SIZE"],
-    )
-    emit(args, [r.as_dict() for r in rows], lines if rows else [f"{repository}: no tags"])
-    return 0
-
-
-def run_history(args: argparse.Namespace) -> int:
-    ref = ImageRef.parse(args.image)
-    if ref.digest is not None:
-        raise InvalidInputError("history takes REPOSITORY:TAG (or REPOSITORY --untagged)")
-    tag = None if args.untagged else ref.tag
-    events = _catalog(args).history(ref.repository, tag, _at(args))
-    document = [
-        {
-            "time": format_time(e.time),
-            "action": str(e.action),
-            "digest": str(e.digest),
-            "tag": e.tag,
-            "media_type": e.media_type,
-            "source_account": e.source_account,
-            "source_region": e.source_region,
-            "event_id": e.event_id,
-        }
-        for e in events
-    ]
-    lines = table(
-        [
-            [
-                display_time(e.time),
-                "pushed" if e.action == "PUSH" else "removed",
-                str(e.digest),
-                "/".join(x for x in (e.source_account, e.source_region) if x),
-            ]
-            for e in events
-        ],
-        ["TIME", "ACTION", "DIGEST", "SOURCE"],
-    )
-    emit(args, document, lines)
-    return 0
-
-
-def run_show(args: argparse.Namespace) -> int:
-    ref = ImageRef.parse(args.image)
-    view = _catalog(args).show(ref, _at(args))
-    document = view.as_dict()
-    closure = view.closure
-    root = closure.root
-    name = f"{ref.repository}:{view.resolved.tag}" if view.resolved.tag else ref.repository
-    lines = [f"{name}@{root.digest}", f"  type      {short_type(root.media_type)}"]
-    if view.resolved.pushed_at:
-        lines.append(f"  pushed    {display_time(view.resolved.pushed_at)}")
-    lines.append(f"  total     {human_size(closure.total_size)}")
-    if closure.platforms:
-        lines.append(f"  platforms {', '.join(str(p) for p in closure.platforms)}")
-    lines.append("")
-    lines += table(
-        [
-            [
-                str(n.manifest.digest),
-                short_type(n.manifest.media_type),
-                str(n.platform) if n.platform else "",
-                human_size(n.manifest.size),
-            ]
-            for n in closure.nodes
-        ],
-        ["MANIFEST", "TYPE", "PLATFORM", "SIZE"],
-    )
-    lines.append("")
-    lines += table(
-        [
-            [
-                str(b.digest),
-                short_type(b.media_type) + (" (foreign)" if b.is_foreign else ""),
-                human_size(b.size),
-            ]
-            for b in closure.blobs
-        ],
-        ["BLOB", "TYPE", "SIZE"],
-    )
-    if view.referrers:
-        lines.append("")
-        lines += table(
-            [
-                [
-                    str(r.root.digest),
-                    r.root.artifact_type or short_type(r.root.media_type),
-                    str(r.root.subject.digest) if r.root.subject else "",
-                    human_size(r.total_size),
-                ]
-                for r in view.referrers
-            ],
-            ["REFERRER", "ARTIFACT TYPE", "SUBJECT", "SIZE"],
-        )
-    emit(args, document, lines)
-    return 0
 
 
 # -- restore ------------------------------------------------------------------------------------
@@ -345,7 +153,7 @@ def run_restore(args: argparse.Namespace) -> int:
     services = services_from(args)
     catalog = services.catalog(from_bucket=args.from_bucket)
     concurrency = services.settings.concurrency
-    request = RestoreRequest(ref, _at(args), args.all_tags, args.with_referrers)
+    request = RestoreRequest(ref, at_from(args), args.all_tags, args.with_referrers)
     # Everything is read and checked from the bucket before the target is touched.
     plan = plan_restore(catalog, request, target, concurrency=concurrency)
 
@@ -436,8 +244,8 @@ def run_export(args: argparse.Namespace) -> int:
         fmt, path = "oci-archive", args.oci_archive
     else:
         fmt, path = "docker-archive", args.docker_archive
-    catalog = _catalog(args)
-    report = export(catalog, ref, fmt, path, at=_at(args), platform=args.platform)
+    catalog = catalog_from(args)
+    report = export(catalog, ref, fmt, path, at=at_from(args), platform=args.platform)
     where = "stdout" if path == "-" else path
     lines = [
         f"exported {report.source} as {fmt} to {where}",
@@ -458,11 +266,11 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_verify(args: argparse.Namespace) -> int:
     ref = ImageRef.parse(args.image) if args.image else None
-    at = _at(args)
+    at = at_from(args)
     if at is not None and ref is None:
         raise InvalidInputError("--at needs an image: verify REPOSITORY:TAG --at TIME")
-    catalog = _catalog(args)
-    concurrency = args.concurrency or 4
+    catalog = catalog_from(args)
+    concurrency = args.concurrency or DEFAULT_CONCURRENCY
     report = verify(
         catalog,
         ref=ref,
