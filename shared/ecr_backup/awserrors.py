@@ -15,7 +15,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from ecr_backup.errors import ConfigurationError, EcrBackupError
+from ecr_backup.errors import ConfigurationError, EcrBackupError, unreachable
 
 # Codes AWS answers when the same request may succeed later (S3, DynamoDB, ECR, STS, SQS).
 THROTTLING_CODES = frozenset(
@@ -56,12 +56,17 @@ _UNREACHABLE = (
 )
 
 
-def error_code(error: ClientError) -> str:
-    """The service's error code ("NoSuchKey", "ConditionalCheckFailedException", ...)."""
+def error_code(error: BaseException) -> str:
+    """The service's error code ("NoSuchKey", "ConditionalCheckFailedException", ...); empty
+    for an error the service did not answer (connection, credentials)."""
+    if not isinstance(error, ClientError):
+        return ""
     return str(error.response.get("Error", {}).get("Code", ""))
 
 
-def http_status(error: ClientError) -> int | None:
+def http_status(error: BaseException) -> int | None:
+    if not isinstance(error, ClientError):
+        return None
     status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     return int(status) if status else None
 
@@ -98,12 +103,16 @@ def translate(  # noqa: PLR0911 (one return per kind of failure)
         )
     if isinstance(error, NoRegionError):
         return ConfigurationError(
-            f"{what}: no AWS region", code="NoRegion", hint="set AWS_REGION or pass --region"
+            f"{what}: no AWS region",
+            code="NoRegion",
+            hint="set AWS_DEFAULT_REGION, or region in the AWS profile",
         )
     if isinstance(error, _UNREACHABLE):
-        endpoint = getattr(error, "kwargs", {}).get("endpoint_url", "the endpoint")
+        endpoint = str(error.kwargs.get("endpoint_url", "the endpoint"))
+        cause = error.kwargs.get("error")
+        why = unreachable(endpoint, cause if isinstance(cause, BaseException) else error)
         return kind(
-            f"{what}: cannot reach {endpoint}",
+            f"{what}: {why}",
             code=type(error).__name__,
             retryable=True,
             hint="check AWS_ENDPOINT_URL, the network and the region",

@@ -7,8 +7,10 @@ adapter, into these classes. Callers decide on the fields (`code`, `status`,
 
 from __future__ import annotations
 
+import socket
 from enum import IntEnum
 from typing import ClassVar
+from urllib.parse import urlsplit
 
 
 class ExitCode(IntEnum):
@@ -118,3 +120,37 @@ class IndexStoreError(EcrBackupError):
 
 class IndexMissingError(IndexStoreError):
     """The index table does not exist."""
+
+
+def unreachable(url: str, error: BaseException) -> str:
+    """'cannot reach <scheme://host:port>: <why>' for a connection that failed, from the
+    socket error at the bottom of urllib3's and botocore's wrappers (not their messages)."""
+    parts = urlsplit(url)
+    where = f"{parts.scheme}://{parts.netloc}" if parts.netloc else url
+    return f"cannot reach {where}: {_why(error)}"
+
+
+def _why(error: BaseException) -> str:
+    reasons: tuple[tuple[type[BaseException], str], ...] = (
+        (ConnectionRefusedError, "connection refused"),
+        (socket.gaierror, "host name not found"),
+        (TimeoutError, "timed out"),
+        (ConnectionResetError, "connection reset"),
+    )
+    seen: BaseException | None = error
+    while seen is not None:
+        for kind, reason in reasons:
+            if isinstance(seen, kind):
+                return reason
+        seen = seen.__cause__ or seen.__context__
+    return type(error).__name__
+
+
+def registry_unreachable(what: str, url: str, error: BaseException) -> RegistryError:
+    """A registry we could not talk to (refused, timed out, cut off): worth trying later."""
+    return RegistryError(
+        f"{what}: {unreachable(url, error)}",
+        code=type(error).__name__,
+        retryable=True,
+        hint="check the registry address and that it is running and reachable",
+    )

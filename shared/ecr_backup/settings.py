@@ -25,6 +25,13 @@ DEFAULT_CHUNK_SIZE = 8 * MiB
 MAX_MANIFEST_SIZE = 4 * MiB
 # Part buffers are a backup's memory: capped in bytes whatever the concurrency and part size.
 PART_BUFFER_BUDGET = 96 * MiB
+# AWS clients: an unreachable endpoint fails in seconds, not after botocore's default
+# 60 s connect timeout per attempt. Budget per call, worst case (a black-holed endpoint):
+# 3 attempts x 3 s connect + standard-mode backoff (<= 1 s, then <= 2 s) = about 12 s;
+# a refused connection costs only the backoff, about 3 s at most.
+AWS_CONNECT_TIMEOUT_SECONDS = 3
+AWS_READ_TIMEOUT_SECONDS = 60  # botocore's default: a part upload may take a while
+AWS_MAX_ATTEMPTS = 3  # standard retry mode: the first try and two retries
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 

@@ -36,8 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.run(args)
     except EcrBackupError as e:
-        print(f"{PROG}: error: {e}", file=sys.stderr)
-        return 1
+        print(f"{PROG}: error: {e.one_line()}", file=sys.stderr)
+        return int(e.exit_code)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

@@ -55,15 +55,15 @@ def run_setup(args: argparse.Namespace) -> int:
     if args.retention_days < 1:
         raise InvalidInputError("--retention-days must be at least 1")
     services = services_from(args)
-    session = services._session
     created_bucket = ensure_bucket(
-        session.client("s3"),
+        services.client("s3"),
         services.settings.bucket,
-        region=session.region_name or "us-east-1",
+        region=services.session.region_name or "us-east-1",
         retention_days=args.retention_days,
         retention_mode=args.retention_mode,
     )
     created_table = services.index.create_if_missing()
+    services.claim_index()
     emit(
         args,
         {

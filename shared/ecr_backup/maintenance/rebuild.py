@@ -26,7 +26,7 @@ from ecr_backup.oci.digest import Digest, is_sha256_hex
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.storage.blobstore import ObjectVersion, S3BlobStore
-from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.index import DynamoIndex, Location
 from ecr_backup.storage.pushrecords import EVENTS_DIR, read_push_records
 from ecr_backup.storage.reader import BucketReader
 from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
@@ -149,6 +149,7 @@ def rebuild_index(
     reader = reader or BucketReader(store)
     report = RebuildReport(index.table)
     report.created_table = index.create_if_missing()
+    index.claim_location(Location(store.bucket, store.prefix))
 
     stored = _listing(store)
     events = _records(store, report, concurrency)

@@ -13,10 +13,9 @@ from typing import Protocol
 from urllib.parse import urlencode
 
 import urllib3
+from urllib3.exceptions import HTTPError as Urllib3Error
 
-from ecr_backup.errors import (
-    RegistryAuthError,
-)
+from ecr_backup.errors import RegistryAuthError, registry_unreachable
 
 
 class Credentials(Protocol):
@@ -107,7 +106,7 @@ class ChallengeCredentials:
             return self._header
 
     def _login(self) -> str | None:
-        probe = self._http.request("GET", f"{self._base_url}/v2/", redirect=False)
+        probe = self._get(f"{self._base_url}/v2/", {}, redirect=False)
         if probe.status != 401:
             return self._basic() if self._username else None
         challenge = probe.headers.get("WWW-Authenticate", "")
@@ -131,16 +130,32 @@ class ChallengeCredentials:
         headers = {}
         if self._username:
             headers["Authorization"] = self._basic()
-        answer = self._http.request("GET", f"{realm}?{urlencode(query)}", headers=headers)
+        answer = self._get(f"{realm}?{urlencode(query)}", headers)
         if answer.status != 200:
-            raise RegistryAuthError(f"{realm}: token request refused (HTTP {answer.status})")
-        document = json.loads(answer.data)
+            raise RegistryAuthError(
+                f"{realm}: token request refused (HTTP {answer.status})", status=answer.status
+            )
+        try:
+            document = json.loads(answer.data)
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both
+            raise RegistryAuthError(f"{realm}: the token answer is not JSON") from e
+        if not isinstance(document, dict):
+            raise RegistryAuthError(f"{realm}: the token answer is not a JSON object")
         token = document.get("token") or document.get("access_token")
         if not token:
             raise RegistryAuthError(f"{realm}: no token in the answer")
-        lifetime = float(document.get("expires_in") or 60)
+        expires_in = document.get("expires_in")
+        lifetime = float(expires_in) if isinstance(expires_in, int | float) else 60.0
         self._expires = time.monotonic() + max(lifetime - 10, 10)
         return f"Bearer {token}"
+
+    def _get(
+        self, url: str, headers: dict[str, str], *, redirect: bool = True
+    ) -> urllib3.BaseHTTPResponse:
+        try:
+            return self._http.request("GET", url, headers=headers, redirect=redirect)
+        except Urllib3Error as e:
+            raise registry_unreachable(f"log in to {self._base_url}", url, e) from e
 
     def _basic(self) -> str:
         token = base64.b64encode(f"{self._username}:{self._password}".encode()).decode()

@@ -26,6 +26,7 @@ from ecr_backup.errors import (
     RegistryAuthError,
     RegistryError,
     RepositoryNotFoundError,
+    registry_unreachable,
 )
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
@@ -284,7 +285,7 @@ class RegistryClient:
                 )
             except Urllib3Error as e:
                 if not retry_body or attempt + 1 >= self._retry.attempts:
-                    raise RegistryError(f"{method} {_safe(url)} failed: {e}") from e
+                    raise registry_unreachable(f"{method} {_safe(url)}", url, e) from e
                 log.warning("retrying %s %s after %s", method, _safe(url), type(e).__name__)
                 self._sleep(self._retry.delay(attempt))
                 attempt += 1
@@ -296,7 +297,11 @@ class RegistryClient:
                 continue
             if response.status == 401:
                 response.drain_conn()
-                raise RegistryAuthError(f"{method} {_safe(url)}: registry refused our credentials")
+                raise RegistryAuthError(
+                    f"{method} {_safe(url)}: registry refused our credentials",
+                    status=401,
+                    hint="check the registry user and password, or the AWS credentials for ECR",
+                )
             if response.status in _RETRYABLE and retry_body and attempt + 1 < self._retry.attempts:
                 response.drain_conn()
                 self._sleep(_retry_after(response) or self._retry.delay(attempt))
@@ -319,8 +324,12 @@ class RegistryClient:
     def _not_found(self, response: urllib3.BaseHTTPResponse, what: str) -> Exception:
         codes = _error_codes(response)
         if "NAME_UNKNOWN" in codes or "REPOSITORY_NOT_FOUND" in codes:
-            return RepositoryNotFoundError(f"{what}: repository not found")
-        return ManifestNotFoundError(f"{what} not found")
+            return RepositoryNotFoundError(
+                f"{what}: repository not found", code="NAME_UNKNOWN", status=404
+            )
+        return ManifestNotFoundError(
+            f"{what} not found", code=codes[0] if codes else None, status=404
+        )
 
     @staticmethod
     def _raise_for_status(
@@ -328,8 +337,13 @@ class RegistryClient:
     ) -> None:
         if response.status in expect or (expect == (200,) and 200 <= response.status < 300):
             return
-        codes = ", ".join(_error_codes(response)) or "no error code"
-        raise RegistryError(f"{what}: HTTP {response.status} ({codes})")
+        codes = _error_codes(response)
+        raise RegistryError(
+            f"{what}: HTTP {response.status} ({', '.join(codes) or 'no error code'})",
+            code=codes[0] if codes else None,
+            status=response.status,
+            retryable=response.status in _RETRYABLE,
+        )
 
 
 class _ResumingBody:
@@ -354,9 +368,8 @@ class _ResumingBody:
             except Urllib3Error as e:
                 attempt += 1
                 if attempt >= self._client._retry.attempts:
-                    raise RegistryError(
-                        f"GET blob {self._repository}@{self._digest} kept failing: {e}"
-                    ) from e
+                    what = f"GET blob {self._repository}@{self._digest}"
+                    raise registry_unreachable(what, self._client.base_url, e) from e
                 log.warning("resuming %s at byte %d after %s", self._digest, self._offset, e)
                 self._response.release_conn()
                 self._client._sleep(self._client._retry.delay(attempt))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ecr_backup.awserrors import translate
 from ecr_backup.errors import RegistryAuthError
 
 if TYPE_CHECKING:
@@ -22,16 +23,18 @@ class EcrTokenSource:
     """GetAuthorizationToken for one registry; the token is base64 'AWS:<password>'."""
 
     def __init__(self, session: boto3.Session, account: str, region: str) -> None:
-        self._ecr = session.client("ecr", region_name=region)
         self._account = account
+        try:
+            self._ecr = session.client("ecr", region_name=region)
+        except BotoCoreError as e:
+            raise translate(e, "create the ECR client", RegistryAuthError) from e
 
     def __call__(self) -> tuple[str, datetime]:
         try:
             answer = self._ecr.get_authorization_token(registryIds=[self._account])
         except (ClientError, BotoCoreError) as e:
-            raise RegistryAuthError(
-                f"cannot get an ECR token for registry {self._account}: {e}"
-            ) from e
+            what = f"get an ECR token for registry {self._account}"
+            raise translate(e, what, RegistryAuthError) from e
         data = answer["authorizationData"][0]
         return data["authorizationToken"], data["expiresAt"]
 
@@ -42,5 +45,5 @@ def caller_identity(session: boto3.Session) -> tuple[str, str]:
     try:
         account = session.client("sts", region_name=region).get_caller_identity()["Account"]
     except (ClientError, BotoCoreError) as e:
-        raise RegistryAuthError(f"cannot tell which AWS account these credentials are: {e}") from e
+        raise translate(e, "find which AWS account these credentials are", RegistryAuthError) from e
     return account, region

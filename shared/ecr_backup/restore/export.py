@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Literal, cast
+from typing import IO, Any, Literal, cast
 
 from ecr_backup.errors import BlobNotFoundError, InvalidInputError, NotFoundError
 from ecr_backup.oci import mediatypes
@@ -85,7 +85,7 @@ def export(
     if fmt == "docker-archive":
         image = _pick_image(closure, platform)
         report = ExportReport(fmt, path, str(resolved), image.digest, platform)
-        with _output(path) as out:
+        with _writing(path), _output(path) as out:
             write_docker_archive(reader, image, _repo_tags(resolved), out, report)
     else:
         if platform is not None:
@@ -95,9 +95,10 @@ def export(
         if fmt == "oci":
             if path == "-":
                 raise InvalidInputError("--oci needs a directory; use --oci-archive - for stdout")
-            write_oci_dir(reader, closure, Path(path), resolved.tag, report)
+            with _writing(path):
+                write_oci_dir(reader, closure, Path(path), resolved.tag, report)
         else:
-            with _output(path) as out:
+            with _writing(path), _output(path) as out:
                 write_oci_archive(reader, closure, resolved.tag, out, report)
     report.recovered_versions = {str(d): v for d, v in reader.recovered.items()}
     return report
@@ -121,6 +122,16 @@ def _pick_image(closure: Closure, platform: str | None) -> Manifest:
             f"{closure.digest} is a multi-platform image ({listed}): choose one with --platform"
         )
     return closure.image_for(platform)
+
+
+@contextmanager
+def _writing(path: str) -> Iterator[None]:
+    """Local file errors (no such directory, permission, disk full) name the path."""
+    try:
+        yield
+    except OSError as e:
+        where = "stdout" if path == "-" else path
+        raise InvalidInputError(f"cannot write {where}: {e.strerror or e}") from e
 
 
 @contextmanager
@@ -156,6 +167,18 @@ def _layout_entry(manifest: Manifest, tag: str | None) -> dict[str, object]:
     return entry
 
 
+def _read_index_json(index_path: Path) -> dict[str, Any]:
+    if not index_path.exists():
+        return {}
+    try:
+        existing = json.loads(index_path.read_bytes())
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both
+        raise InvalidInputError(f"{index_path} is not valid JSON") from e
+    if not isinstance(existing, dict):
+        raise InvalidInputError(f"{index_path} is not an OCI image index")
+    return existing
+
+
 def _index_json(entries: list[dict[str, object]]) -> bytes:
     index = {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": entries}
     return json.dumps(index, indent=2).encode() + b"\n"
@@ -186,7 +209,7 @@ def write_oci_dir(
     if directory.exists() and any(directory.iterdir()):
         if not (directory / "oci-layout").is_file():
             raise InvalidInputError(f"{directory} exists and is not an OCI image layout")
-        existing = json.loads(index_path.read_text()) if index_path.exists() else {}
+        existing = _read_index_json(index_path)
         for entry in existing.get("manifests", []):
             name = (entry.get("annotations") or {}).get(REF_NAME)
             # The same name now means this image; everything else in the layout stays.

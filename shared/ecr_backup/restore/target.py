@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ecr_backup.awserrors import error_code, translate
 from ecr_backup.errors import (
     InvalidInputError,
     RegistryError,
@@ -142,15 +143,14 @@ def ensure_ecr_repository(
 ) -> bool:
     """Check the ECR repository exists; create it when asked. True when (it would be) created."""
     account, region = ecr_identity(target, session)
-    ecr = session.client("ecr", region_name=region)
     try:
+        ecr = session.client("ecr", region_name=region)
         ecr.describe_repositories(registryId=account, repositoryNames=[target.repository])
         return False
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") != "RepositoryNotFoundException":
-            raise RegistryError(f"cannot look up {target.repository} in {target.host}: {e}") from e
-    except BotoCoreError as e:
-        raise RegistryError(f"cannot look up {target.repository} in {target.host}: {e}") from e
+    except (ClientError, BotoCoreError) as e:
+        if error_code(e) != "RepositoryNotFoundException":
+            what = f"look up {target.repository} in {target.host}"
+            raise translate(e, what, RegistryError) from e
     if not create:
         raise RepositoryNotFoundError(
             f"repository {target.repository} does not exist in {target.host}: pass "
@@ -160,8 +160,9 @@ def ensure_ecr_repository(
         return True
     try:
         ecr.create_repository(registryId=account, repositoryName=target.repository)
-    except ClientError as e:
-        if e.response.get("Error", {}).get("Code") != "RepositoryAlreadyExistsException":
-            raise RegistryError(f"cannot create {target.repository} in {target.host}: {e}") from e
+    except (ClientError, BotoCoreError) as e:
+        if error_code(e) != "RepositoryAlreadyExistsException":
+            what = f"create {target.repository} in {target.host}"
+            raise translate(e, what, RegistryError) from e
         return False
     return True

@@ -20,9 +20,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError as Urllib3Error
 
-from ecr_backup.errors import BlobNotFoundError, DigestMismatchError, StorageError
+from ecr_backup.awserrors import error_code, translate
+from ecr_backup.errors import (
+    BlobNotFoundError,
+    DigestMismatchError,
+    EcrBackupError,
+    InvalidInputError,
+    StorageError,
+)
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.streams import Readable, VerifyingReader
 from ecr_backup.settings import DEFAULT_PART_SIZE_MIB, MIN_PART_SIZE, MiB
@@ -57,7 +65,7 @@ class S3BlobStore:
         parts_in_flight: int = 8,
     ) -> None:
         if part_size < MIN_PART_SIZE:
-            raise ValueError("S3 multipart parts must be at least 5 MiB")
+            raise InvalidInputError("S3 multipart parts must be at least 5 MiB")
         self.bucket = bucket
         self.prefix = prefix
         self.part_size = part_size
@@ -84,8 +92,8 @@ class S3BlobStore:
         """The stored size of a blob, or None when the bucket does not hold it."""
         try:
             head = self._s3.head_object(Bucket=self.bucket, Key=self.blob_key(digest))
-        except ClientError as e:
-            if _code(e) in _MISSING:
+        except (ClientError, BotoCoreError) as e:
+            if error_code(e) in _MISSING:
                 return None
             raise _storage_error(e, f"HEAD {self.blob_key(digest)}") from e
         return int(head["ContentLength"])
@@ -96,12 +104,17 @@ class S3BlobStore:
         extra: dict[str, Any] = {"VersionId": version_id} if version_id else {}
         try:
             body = self._s3.get_object(Bucket=self.bucket, Key=key, **extra)["Body"]
-        except ClientError as e:
-            if _code(e) in _MISSING:
-                raise BlobNotFoundError(f"{digest} is not in s3://{self.bucket}/{key}") from e
+        except (ClientError, BotoCoreError) as e:
+            if error_code(e) in _MISSING:
+                raise BlobNotFoundError(
+                    f"{digest} is not in s3://{self.bucket}/{key}", code=error_code(e)
+                ) from e
             raise _storage_error(e, f"GET {key}") from e
         try:
             yield body
+        except (BotoCoreError, Urllib3Error) as e:
+            # The body streams while the caller reads: a dropped connection surfaces here.
+            raise _storage_error(e, f"read {key}") from e
         finally:
             body.close()
 
@@ -118,10 +131,9 @@ class S3BlobStore:
         for key, _ in self._list(self.record_key(under)):
             try:
                 body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
-            except ClientError as e:
+            except (ClientError, BotoCoreError) as e:
                 raise _storage_error(e, f"GET {key}") from e
-            with body:
-                yield key, body.read()
+            yield key, _read_body(body, key)
 
     def versions(self, digest: Digest) -> list[ObjectVersion]:
         """Every version of a blob's object: versions newest first, then any delete markers."""
@@ -148,11 +160,9 @@ class S3BlobStore:
         key = self.record_key(name)
         try:
             body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _storage_error(e, f"GET {key}") from e
-        with body:
-            data: bytes = body.read()
-        return data
+        return _read_body(body, key)
 
     def _list_versions(self, prefix: str) -> Iterator[tuple[str, ObjectVersion]]:
         paginator = self._s3.get_paginator("list_object_versions")
@@ -180,7 +190,7 @@ class S3BlobStore:
                             deleted=True,
                         ),
                     )
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _storage_error(e, f"list versions under s3://{self.bucket}/{prefix}") from e
 
     # -- writing -------------------------------------------------------------------
@@ -221,8 +231,8 @@ class S3BlobStore:
                 ContentType=content_type,
                 IfNoneMatch="*",
             )
-        except ClientError as e:
-            if _code(e) in _ALREADY_THERE:
+        except (ClientError, BotoCoreError) as e:
+            if error_code(e) in _ALREADY_THERE:
                 return False
             raise _storage_error(e, f"PUT {key}") from e
         return True
@@ -236,7 +246,7 @@ class S3BlobStore:
                 ChecksumAlgorithm="SHA256",
                 ContentType="application/octet-stream",
             )["UploadId"]
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _storage_error(e, f"start multipart upload of {key}") from e
         completed = False
         try:
@@ -250,8 +260,8 @@ class S3BlobStore:
                     MultipartUpload={"Parts": parts},
                     IfNoneMatch="*",
                 )
-            except ClientError as e:
-                if _code(e) in _ALREADY_THERE:
+            except (ClientError, BotoCoreError) as e:
+                if error_code(e) in _ALREADY_THERE:
                     return False
                 raise _storage_error(e, f"complete multipart upload of {key}") from e
             completed = True
@@ -300,13 +310,13 @@ class S3BlobStore:
                 ChecksumAlgorithm="SHA256",
                 ChecksumSHA256=checksum,
             )
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _storage_error(e, f"upload part {number} of {key}") from e
         return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum}
 
     def _abort(self, key: str, upload_id: str) -> None:
         # The bucket's lifecycle rule removes abandoned uploads; the original error matters.
-        with contextlib.suppress(ClientError):
+        with contextlib.suppress(ClientError, BotoCoreError):
             self._s3.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
 
     def _list(self, prefix: str) -> Iterator[tuple[str, int]]:
@@ -315,7 +325,7 @@ class S3BlobStore:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     yield item["Key"], int(item["Size"])
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _storage_error(e, f"list s3://{self.bucket}/{prefix}") from e
 
 
@@ -327,9 +337,18 @@ def _default_client(pool: int) -> S3Client:
     return boto3.client("s3", config=config)
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
+def _storage_error(error: ClientError | BotoCoreError | Urllib3Error, what: str) -> EcrBackupError:
+    if isinstance(error, Urllib3Error):
+        return StorageError(
+            f"{what}: {type(error).__name__}", code=type(error).__name__, retryable=True
+        )
+    return translate(error, what, StorageError)
 
 
-def _storage_error(error: ClientError, what: str) -> StorageError:
-    return StorageError(f"{what}: {_code(error) or 'error'}")
+def _read_body(body: Any, key: str) -> bytes:
+    try:
+        with body:
+            data: bytes = body.read()
+    except (BotoCoreError, Urllib3Error) as e:
+        raise _storage_error(e, f"read {key}") from e
+    return data

@@ -9,6 +9,7 @@ Items (pk / sk):
   REPO#<repo>     / TAG#<tag>         a tag's latest state (newest event wins)
   REPO#<repo>     / HIST#<tag>#<time>#<digest>#<action>   every event of a tag ('@': untagged)
   REPO#<repo>     / IMAGE#<digest>    an image ever pushed to the repository
+  INDEX           / LOCATION          the bucket and prefix this table indexes
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
-from ecr_backup.errors import IndexMissingError, IndexStoreError
+from ecr_backup.awserrors import error_code, http_status, translate
+from ecr_backup.errors import ConfigurationError, EcrBackupError, IndexMissingError, IndexStoreError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.records import (
     UNTAGGED,
@@ -39,6 +41,16 @@ if TYPE_CHECKING:
 _BATCH_GET_LIMIT = 100
 _BATCH_WRITE_LIMIT = 25
 Item = dict[str, Any]
+
+
+class Location(NamedTuple):
+    """Where the backup an index describes lives."""
+
+    bucket: str
+    prefix: str
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}"
 
 
 def _s(value: str) -> dict[str, str]:
@@ -63,19 +75,50 @@ class DynamoIndex:
     def create_if_missing(self) -> bool:
         try:
             self._db.create_table(**create_table_arguments(self.table))
-        except ClientError as e:
-            if _code(e) == "ResourceInUseException":
+        except (ClientError, BotoCoreError) as e:
+            if error_code(e) == "ResourceInUseException":
                 return False
             raise _index_error(e, f"create table {self.table}") from e
-        self._db.get_waiter("table_exists").wait(TableName=self.table)
         try:
+            self._db.get_waiter("table_exists").wait(TableName=self.table)
             self._db.update_continuous_backups(
                 TableName=self.table,
                 PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
             )
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _index_error(e, f"enable point-in-time recovery on {self.table}") from e
         return True
+
+    # -- what the table indexes ----------------------------------------------------
+
+    def location(self) -> Location | None:
+        """The bucket and prefix recorded in the table; None in a table made before we
+        recorded them (or not yet used)."""
+        item = self._get("INDEX", "LOCATION", what=f"read what table {self.table} indexes")
+        return Location(item["bucket"]["S"], item["prefix"]["S"]) if item else None
+
+    def check_location(self, here: Location) -> None:
+        """Refuse to answer for `here` from a table that indexes another bucket or prefix."""
+        recorded = self.location()
+        if recorded is not None and recorded != here:
+            raise ConfigurationError(
+                f"index table {self.table} indexes {recorded}, not {here}",
+                code="IndexLocationMismatch",
+                hint="use that bucket and prefix, or another index table (ECR_BACKUP_TABLE)",
+            )
+
+    def claim_location(self, here: Location) -> None:
+        """Record `here` in a table that records no location yet, else check it. The put is
+        conditional: of two first backups to different places, one wins and one is refused."""
+        if self.location() is None:
+            self._put_if_absent(
+                {
+                    **self._key("INDEX", "LOCATION"),
+                    "bucket": _s(here.bucket),
+                    "prefix": _s(here.prefix),
+                }
+            )
+        self.check_location(here)
 
     # -- blobs -----------------------------------------------------------------
 
@@ -206,8 +249,8 @@ class DynamoIndex:
                 ExpressionAttributeNames={"#t": "time"},
                 ExpressionAttributeValues={":t": _s(when)},
             )
-        except ClientError as e:
-            if _code(e) != "ConditionalCheckFailedException":
+        except (ClientError, BotoCoreError) as e:
+            if not _condition_failed(e):
                 raise _index_error(e, f"update tag {event.repository}:{event.tag}") from e
 
     def repositories(self) -> list[str]:
@@ -268,19 +311,19 @@ class DynamoIndex:
     def _key(pk: str, sk: str) -> Item:
         return {"pk": _s(pk), "sk": _s(sk)}
 
-    def _get(self, pk: str, sk: str) -> Item | None:
+    def _get(self, pk: str, sk: str, *, what: str | None = None) -> Item | None:
         try:
             answer = self._db.get_item(
                 TableName=self.table, Key=self._key(pk, sk), ConsistentRead=True
             )
-        except ClientError as e:
-            raise _index_error(e, f"read {pk}") from e
+        except (ClientError, BotoCoreError) as e:
+            raise _index_error(e, what or f"read {pk}") from e
         return answer.get("Item")
 
     def _put(self, item: Item) -> None:
         try:
             self._db.put_item(TableName=self.table, Item=item)
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _index_error(e, f"write {item['pk']['S']}") from e
 
     def _put_if_absent(self, item: Item) -> None:
@@ -288,8 +331,8 @@ class DynamoIndex:
             self._db.put_item(
                 TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
             )
-        except ClientError as e:
-            if _code(e) != "ConditionalCheckFailedException":
+        except (ClientError, BotoCoreError) as e:
+            if not _condition_failed(e):
                 raise _index_error(e, f"write {item['pk']['S']}") from e
 
     def _batch_put(self, items: list[Item]) -> int:
@@ -298,7 +341,7 @@ class DynamoIndex:
         while pending:
             try:
                 answer = self._db.batch_write_item(RequestItems={self.table: pending})
-            except ClientError as e:
+            except (ClientError, BotoCoreError) as e:
                 raise _index_error(e, "batch write blobs") from e
             pending = list((answer.get("UnprocessedItems") or {}).get(self.table, []))
             if pending:
@@ -313,7 +356,7 @@ class DynamoIndex:
         while pending:
             try:
                 answer = self._db.batch_get_item(RequestItems=pending)
-            except ClientError as e:
+            except (ClientError, BotoCoreError) as e:
                 raise _index_error(e, "batch read blobs") from e
             yield from answer.get("Responses", {}).get(self.table, [])
             pending = dict(answer.get("UnprocessedKeys") or {})
@@ -356,7 +399,7 @@ class DynamoIndex:
                     returned += 1
                     if limit is not None and returned >= limit:
                         return
-        except ClientError as e:
+        except (ClientError, BotoCoreError) as e:
             raise _index_error(e, f"query {pk}") from e
 
 
@@ -392,11 +435,16 @@ def _manifest_record(item: Item) -> ManifestRecord:
     )
 
 
-def _code(error: ClientError) -> str:
-    return str(error.response.get("Error", {}).get("Code", ""))
+def _condition_failed(error: ClientError | BotoCoreError) -> bool:
+    return error_code(error) == "ConditionalCheckFailedException"
 
 
-def _index_error(error: ClientError, what: str) -> IndexStoreError:
-    if _code(error) == "ResourceNotFoundException":
-        return IndexMissingError(f"{what}: index table not found")
-    return IndexStoreError(f"{what}: {_code(error) or 'error'}")
+def _index_error(error: ClientError | BotoCoreError, what: str) -> EcrBackupError:
+    if error_code(error) == "ResourceNotFoundException":
+        return IndexMissingError(
+            f"{what}: index table not found",
+            code="ResourceNotFoundException",
+            status=http_status(error),
+            hint="run `ecr-backup setup` or `ecr-backup rebuild-index`",
+        )
+    return translate(error, what, IndexStoreError)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Literal
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
+from ecr_backup.awserrors import error_code, translate
 from ecr_backup.errors import StorageError
 
 if TYPE_CHECKING:
@@ -28,9 +29,9 @@ def ensure_bucket(
     """Create a versioned, Object Lock bucket with default retention; False if it existed."""
     try:
         s3.head_bucket(Bucket=bucket)
-    except ClientError as e:
-        if str(e.response.get("Error", {}).get("Code")) not in ("404", "NoSuchBucket", "NotFound"):
-            raise StorageError(f"cannot reach bucket {bucket}: {e}") from e
+    except (ClientError, BotoCoreError) as e:
+        if error_code(e) not in ("404", "NoSuchBucket", "NotFound"):
+            raise translate(e, f"look up bucket {bucket}", StorageError) from e
     else:
         return False
     try:
@@ -72,6 +73,6 @@ def ensure_bucket(
                 ]
             },
         )
-    except ClientError as e:
-        raise StorageError(f"cannot create bucket {bucket}: {e}") from e
+    except (ClientError, BotoCoreError) as e:
+        raise translate(e, f"create bucket {bucket}", StorageError) from e
     return True

@@ -10,12 +10,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ecr_backup.awserrors import ACCESS_DENIED_CODES
 from ecr_backup.errors import (
     BlobNotFoundError,
+    ConfigurationError,
     DigestMismatchError,
     InvalidInputError,
     ManifestNotFoundError,
-    StorageError,
 )
 from ecr_backup.oci.closure import Closure, build_closure
 from ecr_backup.oci.digest import Digest
@@ -181,9 +182,9 @@ class BucketReader:
             return None
         try:
             return self.store.versions(digest)
-        except StorageError as e:
+        except ConfigurationError as e:
             # A role without s3:ListBucketVersions still restores; it only loses the fallback.
-            if "AccessDenied" not in str(e):
+            if e.code not in ACCESS_DENIED_CODES:
                 raise
             log.warning("cannot list object versions (%s): reading current versions only", e)
             self._versions_denied = True

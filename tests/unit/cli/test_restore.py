@@ -61,13 +61,14 @@ def test_queries_in_json_and_text(backup: Backup, capsys: pytest.CaptureFixture[
 def test_errors_are_one_line_with_a_non_zero_exit(
     backup: Backup, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # Missing data exits 5, bad input 2 (see the README's exit codes).
     code, out, err = cli(capsys, "show", "team/app:v1", "--at", "2025-12-31T00:00:00Z")
-    assert code == 1 and out == ""
+    assert code == 5 and out == ""
     assert err == "ecr-backup: error: no backup of team/app:v1 at 2025-12-31T00:00:00Z\n"
     code, _, err = cli(capsys, "show", "team/app:v1", "--at", "yesterday")
-    assert code == 1 and err.count("\n") == 1 and "invalid time 'yesterday'" in err
+    assert code == 2 and err.count("\n") == 1 and "invalid time 'yesterday'" in err
     code, _, err = cli(capsys, "restore", "team/app:v1", "--to", "host/Bad")
-    assert code == 1 and "invalid repository name 'Bad'" in err
+    assert code == 2 and "invalid repository name 'Bad'" in err
 
 
 def test_lookups_work_without_the_table(
@@ -87,7 +88,7 @@ def test_no_table_configured_means_the_bucket(
     monkeypatch.delenv("ECR_BACKUP_TABLE")
     assert as_json(capsys, "history", "team/app:v1") == expected
     code, _, err = cli(capsys, "rebuild-index")
-    assert code == 1 and "name the index table" in err
+    assert code == 2 and "name the index table" in err
 
 
 def test_verify_export_and_rebuild(
@@ -99,7 +100,7 @@ def test_verify_export_and_rebuild(
     exported = as_json(capsys, "export", "team/app:v1", "--docker-archive", str(archive))
     assert exported["format"] == "docker-archive" and archive.stat().st_size > 0
     code, _, err = cli(capsys, "export", "team/app:multi", "--docker-archive", str(archive))
-    assert code == 1 and "choose one with --platform" in err
+    assert code == 2 and "choose one with --platform" in err
     drop_table()
     rebuilt = as_json(capsys, "rebuild-index")
     assert rebuilt["created_table"] is True and rebuilt["records"] == 3

@@ -13,7 +13,7 @@ from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.restore.catalog import Catalog
 from ecr_backup.storage.blobstore import S3BlobStore
-from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.index import DynamoIndex, Location
 from tests.helpers import BUCKET, TABLE, Backup, answers, drop_table, minutes
 
 
@@ -109,10 +109,13 @@ def test_rebuild_reproduces_every_answer_and_is_idempotent(
 ) -> None:
     orphan = backup.layer(77)
     store.put_bytes(Digest.of(orphan), orphan)  # left by a backup interrupted mid-way
+    here = Location(store.bucket, store.prefix)
+    index.claim_location(here)  # as the first backup through the composition root does
     before = answers(Catalog(store, index))
     table_before = scan()
     drop_table()
     report = rebuild_index(store, DynamoIndex(TABLE, client=boto3.client("dynamodb")))
+    assert index.location() == here
     assert (
         report.created_table and report.invalid_records == [] and report.manifests_incomplete == []
     )
