@@ -107,7 +107,9 @@ class RegistryError(EcrBackupError):
 
 
 class RegistryAuthError(RegistryError):
-    pass
+    """The registry refused our credentials, or wants some we were not given."""
+
+    exit_code = ExitCode.CONFIGURATION
 
 
 class StorageError(EcrBackupError):

@@ -127,7 +127,7 @@ def test_blob_corrupted_in_registry_storage_is_refused(
         run = backup_target.cli("replicate", f"{repo}:v1")
     finally:
         registry.overwrite_blob_data(victim, original)
-    assert run.returncode == 1
+    assert run.returncode == 5  # a data error: the registry served bytes that do not hash
     assert victim in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
     stored = {f"sha256:{k.rsplit('/', 1)[1]}" for k in backup_target.blob_keys()}
@@ -226,20 +226,20 @@ def test_bad_input_gives_one_line_and_writes_nothing(
     backup_target: BackupTarget, registry: LocalRegistry
 ) -> None:
     cases = [
-        (("replicate", "Bad/Name:v1"), "invalid repository name"),
-        (("replicate", "app@md5:abcd"), "only sha256"),
-        (("replicate", "app:bad tag"), "invalid tag"),
-        (("replicate", "never/pushed:v1"), "not found"),
-        (("handle-event", "-"), "invalid EventBridge event"),
+        (("replicate", "Bad/Name:v1"), "invalid repository name", 2),
+        (("replicate", "app@md5:abcd"), "only sha256", 2),
+        (("replicate", "app:bad tag"), "invalid tag", 2),
+        (("replicate", "never/pushed:v1"), "not found", 5),
+        (("handle-event", "-"), "invalid EventBridge event", 2),
     ]
-    for args, message in cases:
+    for args, message, exit_code in cases:
         run = backup_target.cli(*args, stdin='{"id": "x"}')
-        assert run.returncode != 0, args
+        assert run.returncode == exit_code, (args, run.stderr)
         lines = run.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (args, run.stderr)
     malformed = ecr_event("app", "sha256:" + "0" * 64, "v1")
     malformed["detail"] = {"result": "SUCCESS", "action-type": "PUSH"}
     run = backup_target.cli("handle-event", "-", stdin=json.dumps(malformed))
-    assert run.returncode == 1 and "repository-name" in run.stderr
+    assert run.returncode == 2 and "repository-name" in run.stderr
     assert backup_target.blob_keys() == []
     assert backup_target.services.index.repositories() == []

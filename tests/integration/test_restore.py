@@ -159,7 +159,7 @@ def test_restore_with_user_and_password_from_the_environment(
         "--to-username",
         "AWS",
     )
-    assert denied.returncode == 1 and "refused our credentials" in denied.stderr
+    assert denied.returncode == 3 and "refused our credentials" in denied.stderr
 
 
 def test_multi_arch_restore_keeps_the_index_digest(
@@ -210,7 +210,7 @@ def test_point_in_time_restore_of_a_tag_moved_twice(
         "--at",
         "2026-01-01T00:05:00Z",
     )
-    assert too_early.returncode == 1
+    assert too_early.returncode == 5
     assert (
         too_early.stderr == "ecr-backup: error: no backup of pit/app:prod at 2026-01-01T00:05:00Z\n"
     )
@@ -277,7 +277,7 @@ def test_ecr_target_creates_the_repository(
     ecr_host = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
     args = ["--to", f"{ecr_host}/ecr/created:v1", "--to-endpoint", target_registry.url, "--json"]
     missing = backup_target.cli("restore", "ecr/src:v1", *args)
-    assert missing.returncode == 1 and "pass --create-repository" in missing.stderr
+    assert missing.returncode == 5 and "pass --create-repository" in missing.stderr
     result = ok(backup_target.cli("restore", "ecr/src:v1", *args, "--create-repository"))
     assert result["report"]["created_repository"] is True
     repositories = moto_server.client("ecr").describe_repositories()["repositories"]

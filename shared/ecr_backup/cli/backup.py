@@ -18,7 +18,7 @@ from ecr_backup.cli.common import (
     human_size,
     services_from,
 )
-from ecr_backup.errors import EcrBackupError, InvalidInputError
+from ecr_backup.errors import EcrBackupError, ExitCode, InvalidInputError
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.storage.provision import ensure_bucket
 from ecr_backup.storage.records import Action, ImageEvent
@@ -138,7 +138,7 @@ def _handle_batch(args: argparse.Namespace, records: list[Any], replicator_for: 
         outcomes.append(outcome.as_dict())
         lines.extend(describe_outcome(outcome))
     emit(args, {"outcomes": outcomes, "batchItemFailures": failures}, lines)
-    return 1 if failures else 0
+    return ExitCode.PROBLEMS if failures else ExitCode.OK
 
 
 def _read_file(path: str) -> str:

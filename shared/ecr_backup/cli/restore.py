@@ -22,7 +22,7 @@ from ecr_backup.cli.common import (
     services_from,
 )
 from ecr_backup.cli.progress import ProgressBar
-from ecr_backup.errors import InvalidInputError
+from ecr_backup.errors import ExitCode, InvalidInputError
 from ecr_backup.maintenance.rebuild import rebuild_index
 from ecr_backup.maintenance.verify import verify
 from ecr_backup.oci.reference import ImageRef
@@ -296,7 +296,7 @@ def run_verify(args: argparse.Namespace) -> int:
     else:
         lines.append("no problems found")
     emit(args, report.as_dict(), lines)
-    return 0 if report.ok else 1
+    return ExitCode.OK if report.ok else ExitCode.PROBLEMS
 
 
 def run_rebuild_index(args: argparse.Namespace) -> int:

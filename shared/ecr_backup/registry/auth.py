@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from ecr_backup.errors import RegistryAuthError, registry_unreachable
+from ecr_backup.errors import RegistryAuthError, RegistryError, registry_unreachable
 
 
 class Credentials(Protocol):
@@ -123,7 +123,7 @@ class ChallengeCredentials:
         params = dict(re.findall(r'(\w+)="([^"]*)"', challenge))
         realm = params.get("realm")
         if not realm:
-            raise RegistryAuthError(f"{self._base_url}: bearer challenge without a realm")
+            raise RegistryError(f"{self._base_url}: bearer challenge without a realm")
         query = [("scope", s) for s in self._scopes]
         if params.get("service"):
             query.insert(0, ("service", params["service"]))
@@ -132,18 +132,22 @@ class ChallengeCredentials:
             headers["Authorization"] = self._basic()
         answer = self._get(f"{realm}?{urlencode(query)}", headers)
         if answer.status != 200:
-            raise RegistryAuthError(
-                f"{realm}: token request refused (HTTP {answer.status})", status=answer.status
+            # Refused credentials are the person's to fix; anything else is the service's.
+            kind = RegistryAuthError if answer.status in (401, 403) else RegistryError
+            raise kind(
+                f"{realm}: token request refused (HTTP {answer.status})",
+                status=answer.status,
+                retryable=answer.status >= 500 or answer.status == 429,
             )
         try:
             document = json.loads(answer.data)
         except ValueError as e:  # JSONDecodeError and UnicodeDecodeError both
-            raise RegistryAuthError(f"{realm}: the token answer is not JSON") from e
+            raise RegistryError(f"{realm}: the token answer is not JSON") from e
         if not isinstance(document, dict):
-            raise RegistryAuthError(f"{realm}: the token answer is not a JSON object")
+            raise RegistryError(f"{realm}: the token answer is not a JSON object")
         token = document.get("token") or document.get("access_token")
         if not token:
-            raise RegistryAuthError(f"{realm}: no token in the answer")
+            raise RegistryError(f"{realm}: no token in the answer")
         expires_in = document.get("expires_in")
         lifetime = float(expires_in) if isinstance(expires_in, int | float) else 60.0
         self._expires = time.monotonic() + max(lifetime - 10, 10)

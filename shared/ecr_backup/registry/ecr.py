@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecr_backup.awserrors import translate
-from ecr_backup.errors import RegistryAuthError
+from ecr_backup.errors import RegistryError
 
 if TYPE_CHECKING:
     import boto3
@@ -27,14 +27,14 @@ class EcrTokenSource:
         try:
             self._ecr = session.client("ecr", region_name=region)
         except BotoCoreError as e:
-            raise translate(e, "create the ECR client", RegistryAuthError) from e
+            raise translate(e, "create the ECR client", RegistryError) from e
 
     def __call__(self) -> tuple[str, datetime]:
         try:
             answer = self._ecr.get_authorization_token(registryIds=[self._account])
         except (ClientError, BotoCoreError) as e:
             what = f"get an ECR token for registry {self._account}"
-            raise translate(e, what, RegistryAuthError) from e
+            raise translate(e, what, RegistryError) from e
         data = answer["authorizationData"][0]
         return data["authorizationToken"], data["expiresAt"]
 
@@ -45,5 +45,5 @@ def caller_identity(session: boto3.Session) -> tuple[str, str]:
     try:
         account = session.client("sts", region_name=region).get_caller_identity()["Account"]
     except (ClientError, BotoCoreError) as e:
-        raise translate(e, "find which AWS account these credentials are", RegistryAuthError) from e
+        raise translate(e, "find which AWS account these credentials are", RegistryError) from e
     return account, region

@@ -5,8 +5,9 @@ from typing import Any
 
 import pytest
 
+from ecr_backup.errors import ConfigurationError, ExitCode
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.index import DynamoIndex, Location
 from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -107,3 +108,20 @@ def test_push_and_delete_in_the_same_second_are_both_kept(index: DynamoIndex) ->
         Action.DELETE,
         Action.PUSH,
     ]
+
+
+def test_the_first_location_claimed_wins_even_when_two_race(index: DynamoIndex) -> None:
+    here, there = Location("backup-bucket", "backup/"), Location("backup-bucket", "other/")
+    assert index.location() is None  # a table made before locations were recorded
+    index.check_location(there)  # nothing recorded: nothing to refuse yet
+    late = DynamoIndex(index.table, client=index._db)
+    # The late claimer read "no location" before the first one wrote it.
+    late.location = iter([None, here]).__next__  # type: ignore[method-assign]
+    index.claim_location(here)
+    with pytest.raises(ConfigurationError, match="indexes s3://backup-bucket/backup/, not"):
+        late.claim_location(there)
+    assert index.location() == here
+    index.claim_location(here)  # the same place again is fine
+    with pytest.raises(ConfigurationError) as refused:
+        index.check_location(there)
+    assert refused.value.exit_code == ExitCode.CONFIGURATION
