@@ -121,7 +121,9 @@ class IndexStoreError(EcrBackupError):
 
 
 class IndexMissingError(IndexStoreError):
-    """The index table does not exist."""
+    """The index table named in the settings does not exist."""
+
+    exit_code = ExitCode.CONFIGURATION
 
 
 def unreachable(url: str, error: BaseException) -> str:

@@ -13,11 +13,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from devkit.servers import free_port
 from ecr_backup.errors import (
     BlobNotFoundError,
     DigestMismatchError,
+    ExitCode,
     ManifestNotFoundError,
     RegistryAuthError,
+    RegistryError,
     RepositoryNotFoundError,
 )
 from ecr_backup.oci import mediatypes
@@ -255,3 +258,15 @@ def test_blob_stream_resumes_after_a_dropped_connection(server: tuple[str, Scrip
     ranges = [s.headers.get("Range") for s in script.seen if s.path.startswith("/v2/")]
     # Three 1024-byte reads were delivered before the drop; the partial fourth is read again.
     assert ranges == [None, "bytes=3072-"]
+
+
+def test_an_unreachable_registry_is_a_retryable_error_naming_the_address() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nobody listens there
+    slept: list[float] = []
+    client = RegistryClient(url, retry=RetryPolicy(attempts=2), sleep=slept.append)
+    with pytest.raises(RegistryError) as raised:
+        client.get_manifest("team/app", "v1")
+    error = raised.value
+    assert f"cannot reach {url}: connection refused" in str(error)
+    assert error.retryable and error.hint and error.exit_code == ExitCode.REMOTE
+    assert len(slept) == 1  # tried twice
