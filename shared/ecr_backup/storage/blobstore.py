@@ -60,7 +60,7 @@ class S3BlobStore:
         bucket: str,
         prefix: str = "",
         *,
-        client: S3Client | None = None,
+        client: S3Client,
         part_size: int = DEFAULT_PART_SIZE_MIB * MiB,
         parts_in_flight: int = 8,
     ) -> None:
@@ -69,7 +69,7 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = prefix
         self.part_size = part_size
-        self._s3 = client or _default_client(parts_in_flight)
+        self._s3 = client  # built by the composition root, with its timeouts and retries
         # One budget of part buffers for the whole store bounds memory whatever the number of
         # blobs copied at once: peak ~= (parts_in_flight + copies reading) * part_size.
         self._budget = threading.BoundedSemaphore(parts_in_flight)
@@ -327,14 +327,6 @@ class S3BlobStore:
                     yield item["Key"], int(item["Size"])
         except (ClientError, BotoCoreError) as e:
             raise _storage_error(e, f"list s3://{self.bucket}/{prefix}") from e
-
-
-def _default_client(pool: int) -> S3Client:
-    import boto3
-    from botocore.config import Config
-
-    config = Config(max_pool_connections=max(pool * 2, 10), retries={"mode": "standard"})
-    return boto3.client("s3", config=config)
 
 
 def _storage_error(error: ClientError | BotoCoreError | Urllib3Error, what: str) -> EcrBackupError:

@@ -62,13 +62,9 @@ def _n(value: int) -> dict[str, str]:
 
 
 class DynamoIndex:
-    def __init__(self, table: str, *, client: DynamoDBClient | None = None) -> None:
+    def __init__(self, table: str, *, client: DynamoDBClient) -> None:
         self.table = table
-        if client is None:
-            import boto3
-
-            client = boto3.client("dynamodb")
-        self._db = client
+        self._db = client  # built by the composition root, with its timeouts and retries
 
     # -- setup -----------------------------------------------------------------
 
