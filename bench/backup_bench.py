@@ -190,7 +190,7 @@ def fresh_bucket(ctx: BenchContext, purpose: str) -> str:
     from ecr_backup.storage.provision import ensure_bucket
 
     name = f"bench-{purpose}-{secrets.token_hex(4)}"
-    ensure_bucket(ctx.aws.client("s3"), name, region=ctx.aws.region)
+    ensure_bucket(ctx.aws.client("s3"), name, region=ctx.aws.region, tls_only=False)
     return name
 
 

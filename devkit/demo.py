@@ -130,7 +130,7 @@ def main() -> None:
         print(f"moto (S3, DynamoDB, ECR API): {aws.endpoint}")
         print(f"registry (S3 storage, 307 redirects, basic auth): {registry.url}\n")
         print("$ ecr-backup setup")
-        ecr_backup(["setup"])
+        ecr_backup(["setup", "--no-tls-policy"])  # moto serves plain HTTP
 
         images = OciLayoutBuilder(workdir / "oci")
         v1 = images.multi_arch_image(ref="v1", layer_size=256 * 1024, seed=1)

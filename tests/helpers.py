@@ -7,6 +7,7 @@ import base64
 import hashlib
 import io
 import json
+import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -293,6 +294,38 @@ class FakeTarget(TargetRegistry):
             for ref, raw in self.manifests.get(repository, {}).items()
             if not ref.startswith("sha256:")
         }
+
+
+@dataclass
+class RecordedBar:
+    """One progress bar as a long operation drove it."""
+
+    total: int
+    label: str
+    done: int = 0
+    finished: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def advance(self, amount: int) -> None:
+        with self._lock:  # blob copies run on several threads
+            self.done += amount
+
+    def grow(self, amount: int) -> None:
+        self.total += amount
+
+    def finish(self) -> None:
+        self.finished = True
+
+
+@dataclass
+class ProgressRecorder:
+    """A ProgressFactory that keeps every bar it made."""
+
+    bars: list[RecordedBar] = field(default_factory=list)
+
+    def __call__(self, total: int, label: str) -> RecordedBar:
+        self.bars.append(RecordedBar(total, label))
+        return self.bars[-1]
 
 
 def drop_table() -> None:

@@ -14,9 +14,12 @@ from botocore.exceptions import BotoCoreError, NoRegionError
 from ecr_backup.awserrors import translate
 from ecr_backup.backup.replicator import Replicator
 from ecr_backup.errors import ConfigurationError, IndexMissingError, InvalidInputError
-from ecr_backup.registry.auth import Anonymous, Credentials, TokenCredentials
+from ecr_backup.progress import ProgressFactory, no_progress
+from ecr_backup.registry.auth import Anonymous, ChallengeCredentials, Credentials, TokenCredentials
 from ecr_backup.registry.client import RegistryClient
+from ecr_backup.registry.credentials import find_login
 from ecr_backup.registry.ecr import EcrTokenSource, caller_identity, ecr_registry_url
+from ecr_backup.registry.tls import TlsOptions
 from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.target import AuthMode, Target, ensure_ecr_repository, target_credentials
 from ecr_backup.settings import (
@@ -33,6 +36,7 @@ from ecr_backup.storage.index import DynamoIndex, Location
 
 if TYPE_CHECKING:
     import boto3
+    import urllib3
 
 # Every AWS client's timeouts and retries (the budget is written next to the numbers in
 # settings.py): an unreachable endpoint fails in seconds, a throttled call is retried.
@@ -43,21 +47,66 @@ CLIENT_CONFIG = Config(
 )
 
 
-def open_session() -> boto3.Session:
-    """The session from the environment (profile, region, credentials chain), whose clients
-    all get CLIENT_CONFIG. A missing region is refused here rather than guessed."""
+ASSUMED_ROLE_SESSION = "ecr-backup-restore"
+
+
+def open_session(
+    profile: str | None = None,
+    region: str | None = None,
+    *,
+    role_arn: str | None = None,
+    base: boto3.Session | None = None,
+) -> boto3.Session:
+    """A session from the environment (profile, region, credentials chain), or the named
+    profile and region, whose clients all get CLIENT_CONFIG. With `role_arn`, that role is
+    assumed with the profile's (or `base`'s) credentials and refreshed before it expires.
+    A missing region is refused here rather than guessed."""
     import boto3
     import botocore.session
 
     try:
-        core = botocore.session.Session()
+        core = botocore.session.Session(profile=profile)
         core.set_default_client_config(CLIENT_CONFIG)
-        session = boto3.Session(botocore_session=core)
+        if role_arn is not None:
+            source = (
+                base
+                if base is not None and profile is None
+                else boto3.Session(botocore_session=core)
+            )
+            region = region or source.region_name
+            _assume(core, source, role_arn, region)
+        session = boto3.Session(botocore_session=core, region_name=region)
         if session.region_name is None:
             raise NoRegionError()
     except BotoCoreError as e:
         raise translate(e, "open the AWS session", ConfigurationError) from e
     return session
+
+
+def _assume(core: Any, source: boto3.Session, role_arn: str, region: str | None) -> None:
+    """Give `core` the role's credentials, refreshed by botocore before they expire."""
+    from botocore.credentials import RefreshableCredentials
+    from botocore.exceptions import ClientError
+
+    sts = source.client("sts", region_name=region or "us-east-1", config=CLIENT_CONFIG)
+
+    def refresh() -> dict[str, str]:
+        try:
+            answer = sts.assume_role(RoleArn=role_arn, RoleSessionName=ASSUMED_ROLE_SESSION)
+        except (BotoCoreError, ClientError) as e:
+            raise translate(e, f"assume {role_arn}", ConfigurationError) from e
+        creds = answer["Credentials"]
+        return {
+            "access_key": creds["AccessKeyId"],
+            "secret_key": creds["SecretAccessKey"],
+            "token": creds["SessionToken"],
+            "expiry_time": creds["Expiration"].isoformat(),
+        }
+
+    # botocore has no public setter for a session's credential provider.
+    core._credentials = RefreshableCredentials.create_from_metadata(
+        refresh(), refresh, "assume-role"
+    )
 
 
 def parts_in_flight(settings: Settings) -> int:
@@ -69,19 +118,38 @@ def parts_in_flight(settings: Settings) -> int:
 
 
 class AwsServices:
-    """Adapters built lazily and reused: a warm Lambda keeps its clients and ECR tokens."""
+    """Adapters built lazily and reused: a warm Lambda keeps its clients and ECR tokens.
 
-    def __init__(self, settings: Settings, session: boto3.Session | None = None) -> None:
+    `session` reads and writes the backup (bucket, table) and reads ECR sources;
+    `target_session` administers and authenticates to an ECR restore target, which may be
+    another account (defaults to `session`). Registry connections use `tls`.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        session: boto3.Session | None = None,
+        *,
+        target_session: boto3.Session | None = None,
+        tls: TlsOptions | None = None,
+    ) -> None:
         self.settings = settings
         self._session = session or open_session()
+        self._target_session = target_session
+        self.tls = tls or TlsOptions()
         self._registries: dict[tuple[str, str], RegistryClient] = {}
         self._lock = threading.Lock()
         self._location_claimed = False
 
     @property
     def session(self) -> boto3.Session:
-        """The boto3 session every adapter is built from (restore uses it for ECR targets)."""
+        """The boto3 session of the backup side (bucket, table, ECR sources)."""
         return self._session
+
+    @property
+    def target_session(self) -> boto3.Session:
+        """The boto3 session an ECR restore target is reached with."""
+        return self._target_session or self._session
 
     def client(self, service: str, config: Config | None = None) -> Any:
         """A boto3 client with CLIENT_CONFIG (merged with `config`)."""
@@ -148,44 +216,66 @@ class AwsServices:
         dry_run: bool = False,
     ) -> tuple[RegistryClient, bool]:
         """A client for a restore target, and whether its ECR repository was (or, dry, would
-        be) created. ECR targets must have their repository before anything is pushed."""
+        be) created. ECR targets must have their repository before anything is pushed.
+        ECR targets are reached with `target_session`; every target with the TLS options."""
+        http = self.tls.pool_manager()
         credentials = target_credentials(
             target,
             auth=auth,
-            session=self._session,
+            session=self.target_session,
             username=username,
             password=password,
             mount_from=mount_from,
+            http=http,
         )
         created = False
         if target.is_ecr:
             created = ensure_ecr_repository(
-                target, self._session, create=create_repository, dry_run=dry_run
+                target, self.target_session, create=create_repository, dry_run=dry_run
             )
-        return RegistryClient(target.url, credentials), created
+        return RegistryClient(target.url, credentials, http=http), created
 
     def registry(self, account: str, region: str) -> RegistryClient:
         """The source registry of an event's account and region (or the configured override)."""
         with self._lock:
             client = self._registries.get((account, region))
             if client is None:
-                credentials: Credentials = (
-                    Anonymous()
-                    if self.settings.source_auth == "none"
-                    else TokenCredentials(EcrTokenSource(self._session, account, region))
-                )
                 url = self.settings.source_registry or ecr_registry_url(account, region)
-                client = RegistryClient(url, credentials)
+                http = self.tls.pool_manager()
+                client = RegistryClient(
+                    url, self._source_credentials(url, account, region, http), http=http
+                )
                 self._registries[(account, region)] = client
             return client
 
-    def replicator(self, account: str, region: str) -> Replicator:
+    def _source_credentials(
+        self, url: str, account: str, region: str, http: urllib3.PoolManager
+    ) -> Credentials:
+        if self.settings.source_auth == "none":
+            return Anonymous()
+        if self.settings.source_auth == "ecr":
+            return TokenCredentials(EcrTokenSource(self._session, account, region))
+        # "config": a registry other than ECR, logged in with docker, podman or skopeo.
+        login = find_login(url.split("://", 1)[1])
+        return ChallengeCredentials(
+            url,
+            login.username if login else None,
+            login.password if login else None,
+            (),
+            push=False,
+            http=http,
+        )
+
+    def replicator(
+        self, account: str, region: str, progress: ProgressFactory = no_progress
+    ) -> Replicator:
         self.claim_index()
         return Replicator(
             self.registry(account, region),
             self.store,
             self.index,
             concurrency=self.settings.concurrency,
+            progress=progress,
         )
 
     def caller_source(self) -> tuple[str, str]:

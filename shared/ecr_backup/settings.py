@@ -43,7 +43,8 @@ class Settings(BaseModel):
     table: str | None = None  # bucket-only commands run without an index
     prefix: str = ""
     source_registry: str | None = None
-    source_auth: Literal["ecr", "none"] = "ecr"
+    # ecr: ECR tokens; config: the login docker/podman/skopeo saved (registry/credentials.py)
+    source_auth: Literal["ecr", "config", "none"] = "ecr"
     concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=64)
     part_size_mib: int = Field(default=DEFAULT_PART_SIZE_MIB, ge=MIN_PART_SIZE // MiB, le=512)
 

@@ -113,7 +113,7 @@ def backup_target(
     settings = Settings.load(env)
     services = AwsServices(settings, boto3.Session(region_name=moto_server.region))
     s3 = moto_server.client("s3")
-    ensure_bucket(s3, name, region=moto_server.region)
+    ensure_bucket(s3, name, region=moto_server.region, tls_only=False)  # moto: plain HTTP
     services.index.create_if_missing()
     yield BackupTarget(settings, services, {**os.environ, **env}, s3)
     services.store.close()

@@ -74,7 +74,7 @@ def test_event_backs_up_exact_bytes_under_their_digests(
     )
     assert run.returncode == 0, run.stderr
     outcome = json.loads(run.stdout)
-    assert outcome["status"] == "backed-up"
+    assert outcome["action"] == "backed up"
     assert len(outcome["report"]["blobs_copied"]) == 4  # config + 3 layers
 
     keys = backup_target.blob_keys()

@@ -28,7 +28,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 @pytest.fixture
 def s3(aws: None) -> Any:
     client = boto3.client("s3")
-    ensure_bucket(client, BUCKET, region="us-east-1")
+    ensure_bucket(client, BUCKET, region="us-east-1", tls_only=False)  # moto: no TLS
     return client
 
 

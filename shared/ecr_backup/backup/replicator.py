@@ -14,6 +14,7 @@ from ecr_backup.errors import BlobNotFoundError, InvalidInputError, StorageError
 from ecr_backup.oci.closure import closure_total
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
+from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
 from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 
@@ -67,6 +68,7 @@ class Replicator:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        progress: ProgressFactory = no_progress,
     ) -> None:
         if concurrency < 1:
             raise InvalidInputError("concurrency must be at least 1")
@@ -75,6 +77,7 @@ class Replicator:
         self._index = index
         self._concurrency = concurrency
         self._clock = clock
+        self._progress = progress
 
     def backup_event(self, event: ImageEvent) -> CopyReport:
         """Back up what an ECR event names, then record the event: bucket first, index second."""
@@ -103,8 +106,11 @@ class Replicator:
                 return report
         manifest = self._registry.get_manifest(repository, reference)
         report.root = manifest.digest
+        # The total grows as each manifest's missing blobs are found.
+        progress = self._progress(0, "replicate")
         with ThreadPoolExecutor(self._concurrency, thread_name_prefix="blob-copy") as pool:
-            self._replicate_manifest(repository, manifest, report, pool)
+            self._replicate_manifest(repository, manifest, report, _Copying(pool, progress))
+        progress.finish()
         return report
 
     def _replicate_manifest(
@@ -112,7 +118,7 @@ class Replicator:
         repository: str,
         manifest: Manifest,
         report: CopyReport,
-        pool: ThreadPoolExecutor,
+        copying: _Copying,
     ) -> int:
         """Store a manifest's closure, then the manifest; returns the closure's total size."""
         existing = self._index.manifest(manifest.digest)
@@ -123,7 +129,9 @@ class Replicator:
         child_totals = []
         for child in manifest.children:
             child_manifest = self._registry.get_manifest(repository, str(child.digest))
-            child_totals.append(self._replicate_manifest(repository, child_manifest, report, pool))
+            child_totals.append(
+                self._replicate_manifest(repository, child_manifest, report, copying)
+            )
 
         blobs = manifest.unique_blobs
         known = self._index.stored_blobs(b.digest for b in blobs)
@@ -131,8 +139,14 @@ class Replicator:
         for blob in blobs:
             if blob.digest in known:
                 report.skipped(blob.digest)
+        copying.progress.grow(sum(b.size for b in missing))
         # list() waits for every copy and re-raises the first failure: manifest last.
-        list(pool.map(lambda blob: self._copy_blob(repository, blob, report), missing))
+        list(
+            copying.pool.map(
+                lambda blob: self._copy_blob(repository, blob, report, copying.progress),
+                missing,
+            )
+        )
         total = closure_total(manifest, child_totals)
 
         now = self._clock()
@@ -142,12 +156,16 @@ class Replicator:
         report.manifests_stored.append(manifest.digest)
         return total
 
-    def _copy_blob(self, repository: str, blob: Descriptor, report: CopyReport) -> None:
+    def _copy_blob(
+        self, repository: str, blob: Descriptor, report: CopyReport, progress: Progress
+    ) -> None:
         stored_size = self._store.stat(blob.digest)
         if stored_size is None:
             try:
                 with self._registry.open_blob(repository, blob.digest) as stream:
-                    written = self._store.put_stream(blob.digest, blob.size, stream)
+                    counted = Counted(stream, progress)
+                    written = self._store.put_stream(blob.digest, blob.size, counted)
+                progress.advance(blob.size - counted.count)
             except BlobNotFoundError:
                 if not blob.is_foreign:
                     raise
@@ -156,6 +174,7 @@ class Replicator:
                     blob.digest,
                 )
                 report.foreign(blob.digest)
+                progress.advance(blob.size)
                 return
             if written:
                 report.copied(blob.digest, blob.size)
@@ -168,4 +187,13 @@ class Replicator:
             )
         else:
             report.skipped(blob.digest)  # left by an earlier run that stopped before indexing
+            progress.advance(blob.size)
         self._index.record_blob(blob.digest, blob.size, blob.media_type, self._clock())
+
+
+@dataclass(frozen=True)
+class _Copying:
+    """What one replication's blob copies share: the thread pool and the progress bar."""
+
+    pool: ThreadPoolExecutor
+    progress: Progress

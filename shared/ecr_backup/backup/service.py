@@ -13,7 +13,7 @@ from ecr_backup.storage.records import Action, ImageEvent
 
 log = logging.getLogger(__name__)
 
-Status = Literal["backed-up", "deletion-recorded", "ignored"]
+Status = Literal["backed up", "deletion recorded", "ignored"]
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,7 @@ class EventOutcome:
     report: CopyReport | None = None
 
     def as_dict(self) -> dict[str, object]:
-        answer: dict[str, object] = {"event_id": self.event_id, "status": self.status}
+        answer: dict[str, object] = {"event_id": self.event_id, "action": self.status}
         if self.image is not None:
             answer["repository"] = self.image.repository
             answer["digest"] = str(self.image.digest)
@@ -45,5 +45,5 @@ def handle_ecr_event(
     replicator = replicator_for(event.account, event.region)
     if image.action is Action.DELETE:
         replicator.record(image)
-        return EventOutcome(event.id, "deletion-recorded", image)
-    return EventOutcome(event.id, "backed-up", image, replicator.backup_event(image))
+        return EventOutcome(event.id, "deletion recorded", image)
+    return EventOutcome(event.id, "backed up", image, replicator.backup_event(image))

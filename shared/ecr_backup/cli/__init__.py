@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
 from ecr_backup import __version__
 from ecr_backup.cli import backup, queries, restore
+from ecr_backup.cli.options import add_global_options, settle
 from ecr_backup.errors import EcrBackupError
 
 PROG = "ecr-backup"
@@ -19,7 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description="Digest-exact, incremental backups of container images into S3."
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = add_global_options(parser)
     backup.register(commands)
     queries.register(commands)
     restore.register(commands)
@@ -28,11 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if getattr(args, "verbose", False) else logging.WARNING,
-        format=f"{PROG}: %(levelname)s: %(message)s",
-    )
+    args = settle(parser.parse_args(argv))
     try:
         code: int = args.run(args)
     except EcrBackupError as e:

@@ -18,6 +18,7 @@ from ecr_backup.cli.common import (
     human_size,
     services_from,
 )
+from ecr_backup.cli.options import progress_for
 from ecr_backup.errors import EcrBackupError, ExitCode, InvalidInputError
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.storage.provision import ensure_bucket
@@ -30,6 +31,17 @@ def register(commands: Any) -> None:
     setup.add_argument("--retention-days", type=int, default=35, help="Object Lock default days")
     setup.add_argument(
         "--retention-mode", choices=("GOVERNANCE", "COMPLIANCE"), default="GOVERNANCE"
+    )
+    setup.add_argument(
+        "--kms-key-id",
+        metavar="KEY",
+        help="SSE-KMS with this key (id, ARN or alias) and Bucket Keys; default SSE-S3",
+    )
+    setup.add_argument(
+        "--no-tls-policy",
+        action="store_true",
+        help="leave out the deny-without-TLS bucket policy (only for a plain-HTTP stand-in "
+        "such as moto: the policy would lock every request out)",
     )
     setup.set_defaults(run=run_setup)
 
@@ -61,21 +73,30 @@ def run_setup(args: argparse.Namespace) -> int:
         region=services.session.region_name or "us-east-1",
         retention_days=args.retention_days,
         retention_mode=args.retention_mode,
+        kms_key_id=args.kms_key_id,
+        tls_only=not args.no_tls_policy,
     )
     created_table = services.index.create_if_missing()
     services.claim_index()
+    bucket_action = "created" if created_bucket else "exists"
+    table_action = "created" if created_table else "exists"
+    encryption = ("aws:kms" if args.kms_key_id else "AES256") if created_bucket else None
     emit(
         args,
         {
             "bucket": services.settings.bucket,
-            "bucket_created": created_bucket,
+            "bucket_action": bucket_action,
+            "encryption": encryption,
+            "kms_key_id": args.kms_key_id if created_bucket else None,
             "table": services.settings.table,
-            "table_created": created_table,
+            "table_action": table_action,
         },
         [
-            f"bucket {services.settings.bucket}: {'created' if created_bucket else 'exists'}",
-            f"table  {services.settings.table}: {'created' if created_table else 'exists'}",
+            f"bucket {services.settings.bucket}: {bucket_action}"
+            + (f" ({encryption})" if encryption else ""),
+            f"table  {services.settings.table}: {table_action}",
         ],
+        summary=True,
     )
     return 0
 
@@ -84,7 +105,7 @@ def run_replicate(args: argparse.Namespace) -> int:
     ref = ImageRef.parse(args.image)
     services = services_from(args)
     account, region = services.caller_source()
-    replicator = services.replicator(account, region)
+    replicator = services.replicator(account, region, progress=progress_for(args))
     report = replicator.replicate(ref.repository, ref.reference)
     assert report.root is not None
     replicator.record(
@@ -99,7 +120,14 @@ def run_replicate(args: argparse.Namespace) -> int:
             event_id="manual",
         )
     )
-    emit(args, {"image": str(ref), **report.as_dict()}, describe_report(str(ref), report))
+    document = {
+        "repository": ref.repository,
+        "tag": ref.tag,
+        "digest": str(report.root),
+        "action": "backed up" if report.manifests_stored else "already backed up",
+        "report": report.as_dict(),
+    }
+    emit(args, document, describe_report(str(ref), report), summary=True)
     return 0
 
 
@@ -113,7 +141,7 @@ def run_handle_event(args: argparse.Namespace) -> int:
     if isinstance(document, dict) and isinstance(document.get("Records"), list):
         return _handle_batch(args, document["Records"], services.replicator)
     outcome = handle_ecr_event(parse_event(document), services.replicator)
-    emit(args, outcome.as_dict(), describe_outcome(outcome))
+    emit(args, outcome.as_dict(), describe_outcome(outcome), summary=True)
     return 0
 
 
@@ -137,7 +165,7 @@ def _handle_batch(args: argparse.Namespace, records: list[Any], replicator_for: 
             continue
         outcomes.append(outcome.as_dict())
         lines.extend(describe_outcome(outcome))
-    emit(args, {"outcomes": outcomes, "batchItemFailures": failures}, lines)
+    emit(args, {"outcomes": outcomes, "batchItemFailures": failures}, lines, summary=True)
     return ExitCode.PROBLEMS if failures else ExitCode.OK
 
 

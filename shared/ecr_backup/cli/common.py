@@ -7,13 +7,19 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from ecr_backup.composition import AwsServices
+from ecr_backup.cli.schema import render
+from ecr_backup.composition import AwsServices, open_session
+from ecr_backup.oci.digest import Digest
+from ecr_backup.registry.tls import TlsOptions
 from ecr_backup.restore.catalog import Catalog
 from ecr_backup.settings import Settings
 from ecr_backup.storage.records import parse_time
+
+SHORT_DIGEST = 12  # hex characters in tables, as docker and crane show image ids
+TABLE_WIDTH = 100
 
 
 def add_storage_options(parser: argparse.ArgumentParser) -> None:
@@ -21,8 +27,20 @@ def add_storage_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--bucket", help="S3 bucket (ECR_BACKUP_BUCKET)")
     group.add_argument("--table", help="DynamoDB index table (ECR_BACKUP_TABLE)")
     group.add_argument("--prefix", help="key prefix inside the bucket (ECR_BACKUP_PREFIX)")
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    group.add_argument("--profile", help="AWS profile of the backup side (AWS_PROFILE)")
+    group.add_argument("--region", help="AWS region of the backup side (AWS_REGION)")
+
+
+def add_tls_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("registry TLS")
+    group.add_argument(
+        "--insecure", action="store_true", help="do not verify registry TLS certificates"
+    )
+    group.add_argument(
+        "--ca-bundle",
+        metavar="FILE",
+        help="CA certificates for registries (else SSL_CERT_FILE, else AWS_CA_BUNDLE)",
+    )
 
 
 def add_source_options(parser: argparse.ArgumentParser) -> None:
@@ -31,30 +49,72 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
         help="registry URL overriding the ECR endpoint (ECR_BACKUP_SOURCE_REGISTRY)",
     )
     parser.add_argument(
+        "--source-auth",
+        choices=("ecr", "config", "none"),
+        help="ecr: ECR tokens (default); config: the login docker/podman/skopeo saved "
+        "(ECR_BACKUP_SOURCE_AUTH)",
+    )
+    parser.add_argument(
         "--concurrency", type=int, help="blobs copied at once (ECR_BACKUP_CONCURRENCY, default 4)"
+    )
+    add_tls_options(parser)
+
+
+def settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
+    values = {
+        name: getattr(args, name, None)
+        for name in ("bucket", "table", "prefix", "source_registry", "source_auth", "concurrency")
+    }
+    return Settings.load(os.environ, **{**values, **overrides})
+
+
+def tls_from(args: argparse.Namespace) -> TlsOptions:
+    return TlsOptions.from_environment(
+        insecure=getattr(args, "insecure", False), ca_bundle=getattr(args, "ca_bundle", None)
     )
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    overrides = {
-        name: getattr(args, name, None)
-        for name in ("bucket", "table", "prefix", "source_registry", "concurrency")
-    }
-    return Settings.load(os.environ, **overrides)
+def services_from(args: argparse.Namespace, settings: Settings | None = None) -> AwsServices:
+    """The one place the CLI builds its services: the backup side's session and, when a
+    restore names one, the target's (another profile, region or assumed role)."""
+    session = open_session(getattr(args, "profile", None), getattr(args, "region", None))
+    to_profile = getattr(args, "to_profile", None)
+    to_region = getattr(args, "to_region", None)
+    role_arn = getattr(args, "to_role_arn", None)
+    target = (
+        open_session(to_profile, to_region, role_arn=role_arn, base=session)
+        if to_profile or to_region or role_arn
+        else None
+    )
+    return AwsServices(
+        settings or settings_from(args), session, target_session=target, tls=tls_from(args)
+    )
 
 
-def services_from(args: argparse.Namespace) -> AwsServices:
-    return AwsServices(settings_from(args))
-
-
-def emit(args: argparse.Namespace, document: Any, text_lines: Sequence[str]) -> None:
-    """Print JSON for machines (--json) or the given lines for people."""
+def emit(
+    args: argparse.Namespace, document: Any, text_lines: Sequence[str], *, summary: bool = False
+) -> None:
+    """JSON for machines (--json, in the command's schema), else the lines for people.
+    `summary`: lines that report what was done, which --quiet leaves out."""
     if getattr(args, "json", False):
-        json.dump(document, sys.stdout, indent=2, default=str)
+        json.dump(render(args.command, document), sys.stdout, indent=2)
         sys.stdout.write("\n")
-    else:
+    elif not (summary and getattr(args, "quiet", False)):
         for line in text_lines:
             print(line)
+
+
+def short(args: argparse.Namespace, digest: Digest | str) -> str:
+    """A digest as tables show it: 12 hex characters unless --no-trunc."""
+    text = str(digest)
+    if getattr(args, "no_trunc", False):
+        return text
+    return text.partition(":")[2][:SHORT_DIGEST] or text
+
+
+def when(moment: datetime) -> str:
+    """A time as tables show it: UTC, to the second."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> list[str]:

@@ -1,61 +1,54 @@
-"""Progress on a terminal: one line on stderr, redrawn at most five times a second."""
+"""Progress bars on a terminal (stderr), drawn by rich: bytes, rate and time left.
+
+Only the CLI imports this module (and rich): the Lambda's import path never does.
+"""
 
 from __future__ import annotations
 
-import sys
-import threading
-import time
-from typing import TextIO
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from ecr_backup.progress import ProgressFactory
-from ecr_backup.settings import MiB
+
+REFRESHES_PER_SECOND = 5
 
 
-class ProgressBar:
-    """A one-line progress bar on a terminal (stderr); silent elsewhere."""
+class RichProgress:
+    """One bar for one long operation; thread-safe (rich locks its task table)."""
 
-    _WIDTH = 28
-
-    def __init__(self, total: int, stream: TextIO | None = None, *, label: str = "restore") -> None:
-        self.total = max(total, 1)
-        self.label = label
-        self._stream = stream if stream is not None else sys.stderr
-        self.enabled = bool(getattr(self._stream, "isatty", lambda: False)())
-        self._done = 0
-        self._lock = threading.Lock()
-        self._drawn = 0.0
-        self._start = time.monotonic()
+    def __init__(self, total: int, label: str, console: Console | None = None) -> None:
+        self._bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+            refresh_per_second=REFRESHES_PER_SECOND,
+        )
+        self._task: TaskID = self._bar.add_task(label, total=total or None)
+        self._total = total
+        self._bar.start()
 
     @classmethod
-    def factory(cls, stream: TextIO | None = None) -> ProgressFactory:
-        """Bars on `stream` (stderr by default) for the library's long operations."""
-        return lambda total, label: cls(total, stream, label=label)
+    def factory(cls, console: Console | None = None) -> ProgressFactory:
+        return lambda total, label: cls(total, label, console)
 
     def advance(self, amount: int) -> None:
-        with self._lock:
-            self._done += amount
-            now = time.monotonic()
-            if self.enabled and now - self._drawn >= 0.2:
-                self._drawn = now
-                self._draw(now)
+        self._bar.advance(self._task, amount)
 
-    def _draw(self, now: float) -> None:
-        share = min(self._done / self.total, 1.0)
-        filled = int(share * self._WIDTH)
-        rate = self._done / max(now - self._start, 1e-6)
-        self._stream.write(
-            f"\r{self.label} [{'#' * filled}{'.' * (self._WIDTH - filled)}] {share:4.0%} "
-            f"{_mib(self._done)} / {_mib(self.total)} MiB  {_mib(rate)} MiB/s "
-        )
-        self._stream.flush()
+    def grow(self, amount: int) -> None:
+        if amount:
+            self._total += amount
+            self._bar.update(self._task, total=self._total)
 
     def finish(self) -> None:
-        if self.enabled:
-            with self._lock:
-                self._draw(time.monotonic())
-                self._stream.write("\n")
-                self._stream.flush()
-
-
-def _mib(size: float) -> str:
-    return f"{size / MiB:.1f}"
+        self._bar.stop()

@@ -11,12 +11,14 @@ from ecr_backup.cli.common import (
     catalog_from,
     emit,
     human_size,
+    short,
     table,
+    when,
 )
 from ecr_backup.errors import InvalidInputError
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.reference import ImageRef, validate_repository
-from ecr_backup.storage.records import display_time, format_time
+from ecr_backup.storage.records import Action
 
 
 def register(commands: Any) -> None:
@@ -79,7 +81,11 @@ def _size(size: int | None) -> str:
 
 def run_repos(args: argparse.Namespace) -> int:
     repositories = catalog_from(args).repositories()
-    emit(args, repositories, repositories or ["(no repositories in the backup)"])
+    emit(
+        args,
+        [{"repository": r} for r in repositories],
+        repositories or ["(no repositories in the backup)"],
+    )
     return 0
 
 
@@ -90,8 +96,8 @@ def run_tags(args: argparse.Namespace) -> int:
         [
             [
                 r.tag,
-                str(r.digest),
-                display_time(r.time),
+                short(args, r.digest),
+                when(r.time),
                 "removed" if r.removed else "current",
                 _size(r.total_size),
             ]
@@ -99,7 +105,8 @@ def run_tags(args: argparse.Namespace) -> int:
         ],
         ["TAG", "DIGEST", "SINCE", "STATE", "SIZE"],
     )
-    emit(args, [r.as_dict() for r in rows], lines if rows else [f"{repository}: no tags"])
+    document = [{"repository": repository, **r.as_dict()} for r in rows]
+    emit(args, document, lines if rows else [f"{repository}: no tags"])
     return 0
 
 
@@ -111,8 +118,9 @@ def run_history(args: argparse.Namespace) -> int:
     events = catalog_from(args).history(ref.repository, tag, at_from(args))
     document = [
         {
-            "time": format_time(e.time),
-            "action": str(e.action),
+            "repository": ref.repository,
+            "time": e.time,
+            "action": _action(e.action),
             "digest": str(e.digest),
             "tag": e.tag,
             "media_type": e.media_type,
@@ -125,9 +133,9 @@ def run_history(args: argparse.Namespace) -> int:
     lines = table(
         [
             [
-                display_time(e.time),
-                "pushed" if e.action == "PUSH" else "removed",
-                str(e.digest),
+                when(e.time),
+                _action(e.action),
+                short(args, e.digest),
                 "/".join(x for x in (e.source_account, e.source_region) if x),
             ]
             for e in events
@@ -136,6 +144,11 @@ def run_history(args: argparse.Namespace) -> int:
     )
     emit(args, document, lines)
     return 0
+
+
+def _action(action: Action) -> str:
+    """An event's action in the words both outputs use."""
+    return "pushed" if action is Action.PUSH else "removed"
 
 
 def run_show(args: argparse.Namespace) -> int:
@@ -147,7 +160,7 @@ def run_show(args: argparse.Namespace) -> int:
     name = f"{ref.repository}:{view.resolved.tag}" if view.resolved.tag else ref.repository
     lines = [f"{name}@{root.digest}", f"  type      {short_type(root.media_type)}"]
     if view.resolved.pushed_at:
-        lines.append(f"  pushed    {display_time(view.resolved.pushed_at)}")
+        lines.append(f"  pushed    {when(view.resolved.pushed_at)}")
     lines.append(f"  total     {human_size(closure.total_size)}")
     if closure.platforms:
         lines.append(f"  platforms {', '.join(str(p) for p in closure.platforms)}")
@@ -155,7 +168,7 @@ def run_show(args: argparse.Namespace) -> int:
     lines += table(
         [
             [
-                str(n.manifest.digest),
+                short(args, n.manifest.digest),
                 short_type(n.manifest.media_type),
                 str(n.platform) if n.platform else "",
                 human_size(n.manifest.size),
@@ -168,7 +181,7 @@ def run_show(args: argparse.Namespace) -> int:
     lines += table(
         [
             [
-                str(b.digest),
+                short(args, b.digest),
                 short_type(b.media_type) + (" (foreign)" if b.is_foreign else ""),
                 human_size(b.size),
             ]
@@ -181,9 +194,9 @@ def run_show(args: argparse.Namespace) -> int:
         lines += table(
             [
                 [
-                    str(r.root.digest),
+                    short(args, r.root.digest),
                     r.root.artifact_type or short_type(r.root.media_type),
-                    str(r.root.subject.digest) if r.root.subject else "",
+                    short(args, r.root.subject.digest) if r.root.subject else "",
                     human_size(r.total_size),
                 ]
                 for r in view.referrers

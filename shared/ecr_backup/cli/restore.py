@@ -1,4 +1,4 @@
-"""Restore-side subcommands: repos, tags, history, show, restore, export, verify, rebuild-index.
+"""Restore-side subcommands: restore, export, verify, rebuild-index.
 
 Only the bucket is needed for anything named by digest; tag lookups use the index table when
 one is configured and reachable, else the bucket's push records (--from-bucket forces that).
@@ -10,28 +10,35 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from ecr_backup.cli import disaster
 from ecr_backup.cli.common import (
     add_catalog_options,
     add_storage_options,
+    add_tls_options,
     at_from,
     catalog_from,
     emit,
     human_size,
     services_from,
+    when,
 )
-from ecr_backup.cli.progress import ProgressBar
+from ecr_backup.cli.options import progress_for
+from ecr_backup.cli.schema import render
+from ecr_backup.composition import AwsServices
 from ecr_backup.errors import ExitCode, InvalidInputError
 from ecr_backup.maintenance.rebuild import rebuild_index
 from ecr_backup.maintenance.verify import verify
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.restore.export import Format, export
+from ecr_backup.restore.catalog import Catalog
+from ecr_backup.restore.export import Format, export, split_destination
 from ecr_backup.restore.plan import RestorePlan, RestoreRequest, plan_restore
 from ecr_backup.restore.push import Restorer, RestoreReport
-from ecr_backup.restore.target import parse_target
+from ecr_backup.restore.target import Target, parse_target
 from ecr_backup.settings import DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, ENV_PREFIX, MiB
-from ecr_backup.storage.records import display_time
 
 PASSWORD_ENV = f"{ENV_PREFIX}TARGET_PASSWORD"
 USERNAME_ENV = f"{ENV_PREFIX}TARGET_USERNAME"
@@ -49,16 +56,17 @@ def _register_restore(commands: Any) -> None:
         help="push images from the backup into a registry, digests unchanged",
         description="Push an image (or a whole repository) from the backup into a registry. "
         "Blobs and manifests go first, by digest; tags are set last, so a restore that fails "
-        "leaves nothing tagged. ECR targets use ECR auth; other registries get anonymous, "
-        f"basic or token auth (--to-username, password in {PASSWORD_ENV}).",
+        "leaves nothing tagged. ECR targets use ECR auth; other registries the login docker, "
+        "podman or skopeo saved (REGISTRY_AUTH_FILE, XDG_RUNTIME_DIR/containers/auth.json, "
+        f"DOCKER_CONFIG/config.json), or --to-username with the password in {PASSWORD_ENV}.",
     )
-    restore.add_argument("image", metavar="REPOSITORY[:TAG|@DIGEST]")
+    restore.add_argument("image", nargs="?", metavar="REPOSITORY[:TAG|@DIGEST]")
     restore.add_argument(
         "--to",
-        required=True,
         metavar="[http(s)://]HOST[:PORT]/REPOSITORY[:TAG]",
         help="target registry and repository; the tag defaults to the source tag",
     )
+    disaster.add_options(restore)
     restore.add_argument("--all-tags", action="store_true", help="every tag of REPOSITORY")
     restore.add_argument(
         "--with-referrers", action="store_true", help="also signatures, SBOMs, attestations"
@@ -104,6 +112,11 @@ def _register_restore(commands: Any) -> None:
         help="upload chunk size, at least 5 (default %(default)s)",
     )
     restore.add_argument("--concurrency", type=int, help="blobs in flight (default 4)")
+    target = restore.add_argument_group("ECR target in another account (default: --profile's)")
+    target.add_argument("--to-profile", help="AWS profile for the ECR target")
+    target.add_argument("--to-region", help="AWS region for the ECR target's API")
+    target.add_argument("--to-role-arn", metavar="ARN", help="role to assume for the ECR target")
+    add_tls_options(restore)
     add_catalog_options(restore, at=True)
     restore.set_defaults(run=run_restore)
 
@@ -114,9 +127,20 @@ def _register_export(commands: Any) -> None:
     )
     export_.add_argument("image", metavar="REPOSITORY[:TAG|@DIGEST]")
     out = export_.add_mutually_exclusive_group(required=True)
-    out.add_argument("--oci", metavar="DIR", help="OCI image layout directory (skopeo oci:)")
-    out.add_argument("--oci-archive", metavar="FILE", help="OCI layout as a tar ('-': stdout)")
-    out.add_argument("--docker-archive", metavar="FILE", help="for `docker load` ('-': stdout)")
+    out.add_argument(
+        "--oci", metavar="DIR[:REF]", help="OCI image layout directory (skopeo oci:DIR:REF)"
+    )
+    out.add_argument(
+        "--oci-archive", metavar="FILE[:REF]", help="OCI layout as a tar ('-': stdout)"
+    )
+    out.add_argument(
+        "--docker-archive", metavar="FILE[:TAG]", help="for `docker load` ('-': stdout)"
+    )
+    export_.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an image the OCI layout already holds under the same reference name",
+    )
     export_.add_argument(
         "--platform", metavar="OS/ARCH[/VARIANT]", help="one image of a multi-platform index"
     )
@@ -146,44 +170,82 @@ def _register_checks(commands: Any) -> None:
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    ref = ImageRef.parse(args.image, default_tag=None if args.all_tags else "latest")
-    target = parse_target(args.to, endpoint=args.to_endpoint)
     if args.chunk_size_mib < 5:
         raise InvalidInputError("--chunk-size-mib must be at least 5 (ECR's minimum part)")
-    services = services_from(args)
-    catalog = services.catalog(from_bucket=args.from_bucket)
-    concurrency = services.settings.concurrency
-    request = RestoreRequest(ref, at_from(args), args.all_tags, args.with_referrers)
-    # Everything is read and checked from the bucket before the target is touched.
-    plan = plan_restore(catalog, request, target, concurrency=concurrency)
-
-    mount_from = [] if args.no_mount else list(args.mount_from)
-    # The source repository's name in the target registry (restoring into the original
-    # registry) may still hold most layers: mounting them costs no upload.
-    if ref.repository != target.repository and not args.no_mount:
-        mount_from.append(ref.repository)
-    password = sys.stdin.readline().rstrip("\n") if args.to_password_stdin else None
-    registry, created = services.target_registry(
-        target,
-        auth=args.to_auth,
-        username=args.to_username or os.environ.get(USERNAME_ENV),
-        password=password if password is not None else os.environ.get(PASSWORD_ENV),
-        mount_from=mount_from,
-        create_repository=args.create_repository,
-        dry_run=args.dry_run,
+    if args.all_repositories:
+        return disaster.run_all(args, RestoreSession.start(args))
+    if args.image is None or args.to is None:
+        raise InvalidInputError(
+            "restore needs REPOSITORY[:TAG|@DIGEST] and --to (or --all-repositories "
+            "--to-registry HOST)"
+        )
+    ref = ImageRef.parse(args.image, default_tag=None if args.all_tags else "latest")
+    target = parse_target(args.to, endpoint=args.to_endpoint)
+    plan, report = RestoreSession.start(args).restore(ref, target, all_tags=args.all_tags)
+    emit(
+        args,
+        {"plan": plan.as_dict(), "report": report.as_dict()},
+        describe(plan, report),
+        summary=True,
     )
-    restorer = Restorer(
-        catalog.reader,
-        registry,
-        chunk_size=args.chunk_size_mib * MiB,
-        concurrency=concurrency,
-        mount_from=mount_from,
-        progress=ProgressBar.factory(sys.stderr),
-    )
-    report = RestoreReport(str(target), created_repository=created)
-    report = restorer.preview(plan, report) if args.dry_run else restorer.run(plan, report)
-    emit(args, {"plan": plan.as_dict(), "report": report.as_dict()}, describe(plan, report))
     return 0
+
+
+@dataclass
+class RestoreSession:
+    """What every repository of one `restore` run shares: services, catalog, password."""
+
+    args: argparse.Namespace
+    services: AwsServices
+    catalog: Catalog
+    password: str | None
+
+    @classmethod
+    def start(cls, args: argparse.Namespace) -> RestoreSession:
+        services = services_from(args)
+        catalog = services.catalog(from_bucket=args.from_bucket)
+        password = sys.stdin.readline().rstrip("\n") if args.to_password_stdin else None
+        if password is None:
+            password = os.environ.get(PASSWORD_ENV)
+        return cls(args, services, catalog, password)
+
+    @property
+    def at(self) -> datetime | None:
+        return at_from(self.args)
+
+    def restore(
+        self, ref: ImageRef, target: Target, *, all_tags: bool
+    ) -> tuple[RestorePlan, RestoreReport]:
+        """Plan from the bucket (checked before the target is touched), then push."""
+        args, services = self.args, self.services
+        concurrency = services.settings.concurrency
+        request = RestoreRequest(ref, at_from(args), all_tags, args.with_referrers)
+        plan = plan_restore(self.catalog, request, target, concurrency=concurrency)
+        mount_from = [] if args.no_mount else list(args.mount_from)
+        # The source repository's name in the target registry (restoring into the original
+        # registry) may still hold most layers: mounting them costs no upload.
+        if ref.repository != target.repository and not args.no_mount:
+            mount_from.append(ref.repository)
+        registry, created = services.target_registry(
+            target,
+            auth=args.to_auth,
+            username=args.to_username or os.environ.get(USERNAME_ENV),
+            password=self.password,
+            mount_from=mount_from,
+            create_repository=args.create_repository,
+            dry_run=args.dry_run,
+        )
+        restorer = Restorer(
+            self.catalog.reader,
+            registry,
+            chunk_size=args.chunk_size_mib * MiB,
+            concurrency=concurrency,
+            mount_from=mount_from,
+            progress=progress_for(args),
+        )
+        report = RestoreReport(str(target), created_repository=created)
+        report = restorer.preview(plan, report) if args.dry_run else restorer.run(plan, report)
+        return plan, report
 
 
 def describe(plan: RestorePlan, report: RestoreReport) -> list[str]:
@@ -219,7 +281,7 @@ def describe(plan: RestorePlan, report: RestoreReport) -> list[str]:
         lines.append("  no tag: pull by digest")
     for state in plan.removed_tags:
         lines.append(
-            f"  skipped tag {state.tag}: removed at {display_time(state.time)} (was {state.digest})"
+            f"  skipped tag {state.tag}: removed at {when(state.time)} (was {state.digest})"
         )
     for blob in plan.foreign:
         lines.append(f"  foreign layer not in the backup, not pushed: {blob.digest}")
@@ -239,16 +301,31 @@ def run_export(args: argparse.Namespace) -> int:
     ref = ImageRef.parse(args.image)
     fmt: Format
     if args.oci:
-        fmt, path = "oci", args.oci
+        fmt, destination = "oci", args.oci
     elif args.oci_archive:
-        fmt, path = "oci-archive", args.oci_archive
+        fmt, destination = "oci-archive", args.oci_archive
     else:
-        fmt, path = "docker-archive", args.docker_archive
-    catalog = catalog_from(args)
-    report = export(catalog, ref, fmt, path, at=at_from(args), platform=args.platform)
+        fmt, destination = "docker-archive", args.docker_archive
+    path, ref_name = split_destination(destination)
+    if path == "-" and sys.stdout.isatty():
+        raise InvalidInputError(
+            f"refusing to write a {fmt} to a terminal: redirect stdout or name a file"
+        )
+    report = export(
+        catalog_from(args),
+        ref,
+        fmt,
+        path,
+        at=at_from(args),
+        platform=args.platform,
+        ref_name=ref_name,
+        force=args.force,
+        progress=progress_for(args),
+    )
     where = "stdout" if path == "-" else path
+    named = f" as {report.ref_name}" if report.ref_name else ""
     lines = [
-        f"exported {report.source} as {fmt} to {where}",
+        f"exported {report.source}{named} in {fmt} to {where}",
         f"  {report.manifests} manifest(s), {report.blobs} blob(s), {human_size(report.bytes)}"
         + (f", platform {report.platform}" if report.platform else ""),
     ]
@@ -256,11 +333,11 @@ def run_export(args: argparse.Namespace) -> int:
     if path == "-":
         # stdout carries the archive: the summary goes to stderr.
         if args.json:
-            print(json.dumps(report.as_dict(), indent=2), file=sys.stderr)
-        else:
+            print(json.dumps(render(args.command, report.as_dict()), indent=2), file=sys.stderr)
+        elif not args.quiet:
             print("\n".join(lines), file=sys.stderr)
     else:
-        emit(args, report.as_dict(), lines)
+        emit(args, report.as_dict(), lines, summary=True)
     return 0
 
 
@@ -277,7 +354,7 @@ def run_verify(args: argparse.Namespace) -> int:
         at=at,
         deep=args.deep,
         concurrency=concurrency,
-        progress=ProgressBar.factory(sys.stderr),
+        progress=progress_for(args),
     )
     hashed = (
         f"; re-hashed {report.objects_hashed} objects ({human_size(report.bytes_hashed)})"
@@ -314,5 +391,10 @@ def run_rebuild_index(args: argparse.Namespace) -> int:
     ]
     lines += [f"  invalid record: {r}" for r in report.invalid_records]
     lines += [f"  incomplete: {m}" for m in report.manifests_incomplete]
-    emit(args, report.as_dict(), lines)
+    document = {
+        "bucket": services.settings.bucket,
+        "prefix": services.settings.prefix,
+        **report.as_dict(),
+    }
+    emit(args, document, lines, summary=True)
     return 0

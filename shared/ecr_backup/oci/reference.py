@@ -11,6 +11,9 @@ from ecr_backup.oci.digest import Digest
 # ECR's documented repository-name pattern and length limits.
 _REPOSITORY = re.compile(r"(?:[a-z0-9]+(?:[._-][a-z0-9]+)*/)*[a-z0-9]+(?:[._-][a-z0-9]+)*")
 _REPOSITORY_MAX = 256
+# The OCI distribution spec's repository-name pattern (path components joined by "/").
+_OCI_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_OCI_REPOSITORY = re.compile(rf"{_OCI_COMPONENT}(?:/{_OCI_COMPONENT})*")
 # The OCI distribution spec's tag pattern (ECR accepts the same characters).
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
@@ -19,6 +22,16 @@ def validate_repository(name: str) -> str:
     if not (2 <= len(name) <= _REPOSITORY_MAX) or not _REPOSITORY.fullmatch(name):
         raise InvalidInputError(
             f"invalid repository name {name!r}: use 2-256 lowercase letters, digits and . _ - /"
+        )
+    return name
+
+
+def validate_oci_repository(name: str) -> str:
+    """A repository name any OCI registry accepts (no ECR length or character limits)."""
+    if not _OCI_REPOSITORY.fullmatch(name):
+        raise InvalidInputError(
+            f"invalid repository name {name!r}: use lowercase letters and digits, separated "
+            "by '.', '_', '__', '-' or '/'"
         )
     return name
 

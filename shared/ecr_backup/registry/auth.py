@@ -84,13 +84,16 @@ class ChallengeCredentials:
         password: str | None,
         repositories: Sequence[str],
         *,
+        push: bool = True,
         http: urllib3.PoolManager | None = None,
     ) -> None:
         self._base_url = base_url
         self._username = username
         self._password = password or ""
-        self._scopes = [f"repository:{repositories[0]}:pull,push"] + [
-            f"repository:{r}:pull" for r in repositories[1:]
+        # The first repository is the one written to (when pushing); the others are read.
+        self._scopes = [
+            f"repository:{r}:{'pull,push' if push and i == 0 else 'pull'}"
+            for i, r in enumerate(repositories)
         ]
         self._http = http or urllib3.PoolManager(timeout=urllib3.Timeout(connect=10, read=60))
         self._lock = threading.Lock()
@@ -114,8 +117,8 @@ class ChallengeCredentials:
         if scheme == "basic":
             if not self._username:
                 raise RegistryAuthError(
-                    f"{self._base_url} wants a user name and password: pass --to-username and "
-                    "set ECR_BACKUP_TARGET_PASSWORD"
+                    f"{self._base_url} wants a user name and password: log in with docker, "
+                    "podman or skopeo, or pass --to-username with ECR_BACKUP_TARGET_PASSWORD"
                 )
             return self._basic()
         if scheme != "bearer":

@@ -14,6 +14,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import sys
 import tarfile
 from collections.abc import Iterator
@@ -29,7 +30,8 @@ from ecr_backup.oci.closure import Closure, build_closure
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.restore.catalog import Catalog, Resolved
+from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
+from ecr_backup.restore.catalog import Catalog
 from ecr_backup.settings import MiB
 from ecr_backup.storage.reader import BucketReader
 
@@ -39,12 +41,29 @@ REF_NAME = "org.opencontainers.image.ref.name"
 _LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 _COPY = MiB
 _IMAGE_CONFIGS = frozenset({mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG})
+# The image-spec's grammar for org.opencontainers.image.ref.name.
+_REF_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
+_REF_NAME = re.compile(rf"{_REF_COMPONENT}(?:/{_REF_COMPONENT})*")
+
+
+def split_destination(text: str) -> tuple[str, str | None]:
+    """PATH[:REF] as skopeo's oci: transport writes it; a colon inside a path component
+    that also holds a slash after it stays part of the path."""
+    path, sep, name = text.rpartition(":")
+    if not sep or not path or "/" in name:
+        return text, None
+    if not _REF_NAME.fullmatch(name):
+        raise InvalidInputError(
+            f"invalid reference name {name!r}: letters and digits, separated by - . _ : @ + /"
+        )
+    return path, name
 
 
 @dataclass
 class ExportReport:
     format: Format
     path: str
+    ref_name: str | None
     source: str
     digest: Digest
     platform: str | None = None
@@ -58,6 +77,7 @@ class ExportReport:
         return {
             "format": self.format,
             "path": self.path,
+            "ref_name": self.ref_name,
             "source": self.source,
             "digest": str(self.digest),
             "platform": self.platform,
@@ -77,35 +97,40 @@ def export(
     *,
     at: datetime | None = None,
     platform: str | None = None,
+    ref_name: str | None = None,
+    force: bool = False,
+    progress: ProgressFactory = no_progress,
 ) -> ExportReport:
-    """Resolve `ref` (now, or at `at`) and write it out in `fmt` to `path` ('-': stdout)."""
+    """Resolve `ref` (now, or at `at`) and write it out in `fmt` to `path` ('-': stdout).
+
+    `ref_name` names the image in an OCI layout (default: the tag); an OCI directory that
+    already names another image so is refused unless `force`.
+    """
     resolved = catalog.resolve(ref, at)
     closure = catalog.reader.closure(resolved.digest)
     reader = catalog.reader
+    name = ref_name or resolved.tag
     if fmt == "docker-archive":
         image = _pick_image(closure, platform)
-        report = ExportReport(fmt, path, str(resolved), image.digest, platform)
+        report = ExportReport(fmt, path, name, str(resolved), image.digest, platform)
+        tags = [f"{resolved.repository}:{name}"] if name else []
         with _writing(path), _output(path) as out:
-            write_docker_archive(reader, image, _repo_tags(resolved), out, report)
+            write_docker_archive(reader, image, tags, out, report, progress=progress)
     else:
         if platform is not None:
             image = _pick_image(closure, platform)
             closure = build_closure(image.digest, reader.manifest)
-        report = ExportReport(fmt, path, str(resolved), closure.digest, platform)
+        report = ExportReport(fmt, path, name, str(resolved), closure.digest, platform)
         if fmt == "oci":
             if path == "-":
                 raise InvalidInputError("--oci needs a directory; use --oci-archive - for stdout")
             with _writing(path):
-                write_oci_dir(reader, closure, Path(path), resolved.tag, report)
+                write_oci_dir(reader, closure, Path(path), report, force=force, progress=progress)
         else:
             with _writing(path), _output(path) as out:
-                write_oci_archive(reader, closure, resolved.tag, out, report)
+                write_oci_archive(reader, closure, out, report, progress)
     report.recovered_versions = {str(d): v for d, v in reader.recovered.items()}
     return report
-
-
-def _repo_tags(resolved: Resolved) -> list[str]:
-    return [f"{resolved.repository}:{resolved.tag}"] if resolved.tag else []
 
 
 def _pick_image(closure: Closure, platform: str | None) -> Manifest:
@@ -200,21 +225,18 @@ def _contents(reader: BucketReader, closure: Closure, report: ExportReport) -> l
 
 
 def write_oci_dir(
-    reader: BucketReader, closure: Closure, directory: Path, tag: str | None, report: ExportReport
+    reader: BucketReader,
+    closure: Closure,
+    directory: Path,
+    report: ExportReport,
+    *,
+    force: bool = False,
+    progress: ProgressFactory = no_progress,
 ) -> None:
-    """Write (or add to) an OCI image layout directory."""
+    """Write (or add to) an OCI image layout directory; other images in it stay."""
     blobs_dir = directory / "blobs" / "sha256"
     index_path = directory / "index.json"
-    entries: list[dict[str, object]] = []
-    if directory.exists() and any(directory.iterdir()):
-        if not (directory / "oci-layout").is_file():
-            raise InvalidInputError(f"{directory} exists and is not an OCI image layout")
-        existing = _read_index_json(index_path)
-        for entry in existing.get("manifests", []):
-            name = (entry.get("annotations") or {}).get(REF_NAME)
-            # The same name now means this image; everything else in the layout stays.
-            if not (tag and name == tag) and entry.get("digest") != str(closure.digest):
-                entries.append(entry)
+    entries = _kept_entries(directory, closure.digest, report.ref_name, force=force)
     blobs_dir.mkdir(parents=True, exist_ok=True)
     (directory / "oci-layout").write_bytes(_LAYOUT)
     contents = _contents(reader, closure, report)
@@ -223,10 +245,12 @@ def write_oci_dir(
         if not path.exists():
             path.write_bytes(node.manifest.raw)
         report.manifests += 1
+    bar = progress(sum(b.size for b in contents), "export")
     for blob in contents:
         path = blobs_dir / blob.digest.hex
         report.blobs += 1
         if path.exists() and path.stat().st_size == blob.size:
+            bar.advance(blob.size)
             continue  # content-addressed: written before, by us or by skopeo
         partial = blobs_dir / f".{blob.digest.hex}.partial"
         try:
@@ -234,7 +258,8 @@ def write_oci_dir(
                 reader.open_blob(blob.digest, blob.size, thorough=True) as stream,
                 partial.open("wb") as out,
             ):
-                while chunk := stream.read(_COPY):
+                counted = Counted(stream, bar)
+                while chunk := counted.read(_COPY):
                     out.write(chunk)
             os.replace(partial, path)
         except BaseException:
@@ -242,8 +267,32 @@ def write_oci_dir(
                 partial.unlink()
             raise
         report.bytes += blob.size
-    entries.append(_layout_entry(closure.root, tag))
+    bar.finish()
+    entries.append(_layout_entry(closure.root, report.ref_name))
     index_path.write_bytes(_index_json(entries))
+
+
+def _kept_entries(
+    directory: Path, digest: Digest, ref_name: str | None, *, force: bool
+) -> list[dict[str, object]]:
+    """The layout's index entries that stay. Another image under the same reference name
+    is refused (the export would silently lose it) unless `force` replaces it."""
+    if not directory.exists() or not any(directory.iterdir()):
+        return []
+    if not (directory / "oci-layout").is_file():
+        raise InvalidInputError(f"{directory} exists and is not an OCI image layout")
+    existing = _read_index_json(directory / "index.json")
+    kept: list[dict[str, object]] = []
+    for entry in existing.get("manifests", []):
+        name = (entry.get("annotations") or {}).get(REF_NAME)
+        if name != ref_name:
+            kept.append(entry)
+        elif entry.get("digest") != str(digest) and not force:
+            raise InvalidInputError(
+                f"{directory} already holds {entry.get('digest')} as {ref_name or 'unnamed'}: "
+                "name this one DIR:REF, or pass --force to replace it"
+            )
+    return kept
 
 
 class _Appender:
@@ -281,31 +330,36 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(_member(name, len(data)), io.BytesIO(data))
 
 
-def _add_blob(tar: tarfile.TarFile, reader: BucketReader, name: str, blob: Descriptor) -> None:
+def _add_blob(
+    tar: tarfile.TarFile, reader: BucketReader, name: str, blob: Descriptor, bar: Progress
+) -> None:
     with reader.open_blob(blob.digest, blob.size, thorough=True) as stream:
-        tar.addfile(_member(name, blob.size), stream)
+        tar.addfile(_member(name, blob.size), Counted(stream, bar))
 
 
 def write_oci_archive(
     reader: BucketReader,
     closure: Closure,
-    tag: str | None,
     out: IO[bytes],
     report: ExportReport,
+    progress: ProgressFactory = no_progress,
 ) -> None:
     contents = _contents(reader, closure, report)
+    bar = progress(sum(b.size for b in contents), "export")
     with _tar(out) as tar:
         _add_bytes(tar, "oci-layout", _LAYOUT)
-        _add_bytes(tar, "index.json", _index_json([_layout_entry(closure.root, tag)]))
+        entry = _layout_entry(closure.root, report.ref_name)
+        _add_bytes(tar, "index.json", _index_json([entry]))
         tar.addfile(_member("blobs", 0, directory=True))
         tar.addfile(_member("blobs/sha256", 0, directory=True))
         for node in closure.nodes:
             _add_bytes(tar, f"blobs/sha256/{node.manifest.digest.hex}", node.manifest.raw)
             report.manifests += 1
         for blob in contents:
-            _add_blob(tar, reader, f"blobs/sha256/{blob.digest.hex}", blob)
+            _add_blob(tar, reader, f"blobs/sha256/{blob.digest.hex}", blob, bar)
             report.blobs += 1
             report.bytes += blob.size
+    bar.finish()
 
 
 # -- docker-archive ------------------------------------------------------------------------
@@ -317,6 +371,8 @@ def write_docker_archive(
     repo_tags: list[str],
     out: IO[bytes],
     report: ExportReport,
+    *,
+    progress: ProgressFactory = no_progress,
 ) -> None:
     """manifest.json + config + layers, as `docker save` writes (the layout Docker 25 uses)."""
     if image.is_index:
@@ -347,6 +403,7 @@ def write_docker_archive(
             "Layers": [f"blobs/sha256/{layer.digest.hex}" for layer in layers],
         }
     ]
+    bar = progress(sum({b.digest: b.size for b in [config, *layers]}.values()), "export")
     with _tar(out) as tar:
         tar.addfile(_member("blobs", 0, directory=True))
         tar.addfile(_member("blobs/sha256", 0, directory=True))
@@ -355,8 +412,9 @@ def write_docker_archive(
             if blob.digest in written:
                 continue  # an image may list the same layer twice; the file is shared
             written.add(blob.digest)
-            _add_blob(tar, reader, f"blobs/sha256/{blob.digest.hex}", blob)
+            _add_blob(tar, reader, f"blobs/sha256/{blob.digest.hex}", blob, bar)
             report.blobs += 1
             report.bytes += blob.size
         _add_bytes(tar, "manifest.json", json.dumps(manifest_json).encode())
+    bar.finish()
     report.manifests = 1

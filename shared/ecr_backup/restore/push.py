@@ -27,7 +27,7 @@ from ecr_backup.errors import (
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
 from ecr_backup.oci.streams import Readable, read_full
-from ecr_backup.progress import Progress, ProgressFactory, no_progress
+from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
 from ecr_backup.restore.plan import RestorePlan
 from ecr_backup.restore.ports import TargetRegistry
 from ecr_backup.settings import DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, MIN_PART_SIZE
@@ -39,21 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BLOB_ATTEMPTS = 3
-
-
-class _Counted:
-    """A stream that tells the progress bar how much went by."""
-
-    def __init__(self, source: Readable, progress: Progress) -> None:
-        self._source = source
-        self._progress = progress
-        self.count = 0
-
-    def read(self, amt: int = -1, /) -> bytes:
-        data = self._source.read(amt)
-        self.count += len(data)
-        self._progress.advance(len(data))
-        return data
 
 
 class _ReadAhead:
@@ -278,10 +263,10 @@ class Restorer:
         attempt = 0
         while True:
             attempt += 1
-            counted: _Counted | None = None
+            counted: Counted | None = None
             try:
                 with self._reader.open_blob(blob.digest, blob.size) as stream:
-                    counted = _Counted(stream, progress)
+                    counted = Counted(stream, progress)
                     ahead = _ReadAhead(counted, self._chunk_size)
                     try:
                         self._registry.upload_blob(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecr_backup.awserrors import error_code, translate
@@ -16,7 +17,7 @@ from ecr_backup.errors import (
     RegistryError,
     RepositoryNotFoundError,
 )
-from ecr_backup.oci.reference import validate_repository, validate_tag
+from ecr_backup.oci.reference import validate_oci_repository, validate_repository, validate_tag
 from ecr_backup.registry.auth import (
     Anonymous,
     BasicCredentials,
@@ -24,6 +25,7 @@ from ecr_backup.registry.auth import (
     Credentials,
     TokenCredentials,
 )
+from ecr_backup.registry.credentials import RegistryLogin, find_login
 from ecr_backup.registry.ecr import EcrTokenSource, caller_identity
 
 if TYPE_CHECKING:
@@ -88,7 +90,9 @@ def parse_target(text: str, *, endpoint: str | None = None) -> Target:
     colon = path.rfind(":")
     if colon > path.rfind("/"):
         repository, tag = path[:colon], validate_tag(path[colon + 1 :])
-    validate_repository(repository)
+    ecr = _ECR_HOST.fullmatch(host)
+    # ECR's own rules only where ECR is the target; any OCI name elsewhere.
+    (validate_repository if ecr else validate_oci_repository)(repository)
     if not scheme:
         scheme = "http" if host.startswith(_LOOPBACK) else "https"
     url = f"{scheme}://{host}"
@@ -96,7 +100,6 @@ def parse_target(text: str, *, endpoint: str | None = None) -> Target:
         if not re.fullmatch(r"https?://[^/\s]+/?", endpoint):
             raise InvalidInputError(f"invalid endpoint {endpoint!r}: use http(s)://HOST[:PORT]")
         url = endpoint.rstrip("/")
-    ecr = _ECR_HOST.fullmatch(host)
     return Target(
         url=url,
         host=host,
@@ -115,20 +118,34 @@ def target_credentials(
     username: str | None = None,
     password: str | None = None,
     mount_from: Sequence[str] = (),
+    http: urllib3.PoolManager | None = None,
+    login_finder: Callable[[str], RegistryLogin | None] = find_login,
 ) -> Credentials:
-    """ECR auth for ECR hosts (or --to-auth ecr), else what the registry's challenge asks."""
+    """Explicit credentials win; ECR hosts get an ECR token; other registries the login
+    found in the ecosystem's auth files (registry/credentials.py), answering whatever
+    their challenge asks."""
     if auth == "none":
         return Anonymous()
-    if auth == "ecr" or (auth == "auto" and target.is_ecr):
+    explicit = bool(username)
+    if auth == "ecr" or (auth == "auto" and target.is_ecr and not explicit):
         if session is None:
             raise InvalidInputError("ECR auth needs an AWS session")
         account, region = ecr_identity(target, session)
         return TokenCredentials(EcrTokenSource(session, account, region))
+    if not explicit:
+        login = login_finder(target.host)
+        if login is not None:
+            username, password = login.username, login.password
     if auth == "basic":
         if not username:
-            raise InvalidInputError("--to-auth basic needs --to-username")
+            raise InvalidInputError(
+                f"--to-auth basic needs --to-username or a login for {target.host} in the "
+                "registry auth files"
+            )
         return BasicCredentials(username, password or "")
-    return ChallengeCredentials(target.url, username, password, [target.repository, *mount_from])
+    return ChallengeCredentials(
+        target.url, username, password, [target.repository, *mount_from], http=http
+    )
 
 
 def ecr_identity(target: Target, session: boto3.Session) -> tuple[str, str]:

@@ -1,11 +1,16 @@
 """`ecr-backup setup`: the bucket and table outside CloudFormation (demo, tests, quick starts).
 
-template.yaml is the production path; this creates the same essentials idempotently.
+template.yaml is the production path; this creates the same bucket idempotently:
+versioning, Object Lock default retention, SSE-KMS with Bucket Keys when given a key
+(SSE-S3 otherwise: setup creates no KMS key), public access blocked, ACLs disabled,
+aborted multipart uploads cleaned up, and a policy that denies every request without TLS.
+tests/unit/storage/test_provision.py compares the result with template.yaml.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+import json
+from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -25,8 +30,10 @@ def ensure_bucket(
     region: str,
     retention_days: int = 35,
     retention_mode: RetentionMode = "GOVERNANCE",
+    kms_key_id: str | None = None,
+    tls_only: bool = True,
 ) -> bool:
-    """Create a versioned, Object Lock bucket with default retention; False if it existed."""
+    """Create the backup bucket as template.yaml does; False if it existed (left as is)."""
     try:
         s3.head_bucket(Bucket=bucket)
     except (ClientError, BotoCoreError) as e:
@@ -51,6 +58,14 @@ def ensure_bucket(
                 "Rule": {"DefaultRetention": {"Mode": retention_mode, "Days": retention_days}},
             },
         )
+        s3.put_bucket_encryption(
+            Bucket=bucket,
+            ServerSideEncryptionConfiguration={"Rules": [_encryption_rule(kms_key_id)]},
+        )
+        s3.put_bucket_ownership_controls(
+            Bucket=bucket,
+            OwnershipControls={"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]},
+        )
         s3.put_public_access_block(
             Bucket=bucket,
             PublicAccessBlockConfiguration={
@@ -73,6 +88,45 @@ def ensure_bucket(
                 ]
             },
         )
+        if tls_only:  # off only for stand-ins served over plain HTTP (moto, the demo)
+            policy = tls_only_policy(bucket, partition=partition_of(region))
+            s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     except (ClientError, BotoCoreError) as e:
         raise translate(e, f"create bucket {bucket}", StorageError) from e
     return True
+
+
+def _encryption_rule(kms_key_id: str | None) -> Any:
+    if kms_key_id is None:
+        return {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}
+    return {
+        "ApplyServerSideEncryptionByDefault": {
+            "SSEAlgorithm": "aws:kms",
+            "KMSMasterKeyID": kms_key_id,
+        },
+        # One data key per bucket instead of one KMS call per object.
+        "BucketKeyEnabled": True,
+    }
+
+
+def partition_of(region: str) -> str:
+    if region.startswith("cn-"):
+        return "aws-cn"
+    return "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+def tls_only_policy(bucket: str, *, partition: str = "aws") -> dict[str, Any]:
+    """The stack's BackupBucketPolicy: every request without TLS is denied."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyInsecureTransport",
+                "Effect": "Deny",
+                "Principal": "*",
+                "Action": "s3:*",
+                "Resource": [f"arn:{partition}:s3:::{bucket}", f"arn:{partition}:s3:::{bucket}/*"],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }
+        ],
+    }

@@ -41,13 +41,13 @@ def as_json(capsys: pytest.CaptureFixture[str], *args: str) -> Any:
 
 
 def test_queries_in_json_and_text(backup: Backup, capsys: pytest.CaptureFixture[str]) -> None:
-    assert as_json(capsys, "repos") == ["team/app"]
+    assert as_json(capsys, "repos") == [{"repository": "team/app"}]
     tags = as_json(capsys, "tags", "team/app")
     assert [t["tag"] for t in tags] == ["multi", "v1"] and tags[1]["state"] == "current"
     history = as_json(capsys, "history", "team/app:v1")
     assert [h["time"] for h in history] == [
-        "2026-01-01T00:01:00.000000Z",
-        "2026-01-01T00:02:00.000000Z",
+        "2026-01-01T00:01:00Z",
+        "2026-01-01T00:02:00Z",
     ]
     at = as_json(capsys, "show", "team/app:v1", "--at", "2026-01-01T00:01:30Z")
     assert at["digest"] == history[0]["digest"] and at["pushed_at"] == history[0]["time"]

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import base64
-import io
 import json
 from typing import Any
 
 import boto3
 import pytest
 
-from ecr_backup.cli.progress import ProgressBar
 from ecr_backup.errors import (
     BlobNotFoundError,
     DigestMismatchError,
@@ -33,7 +31,7 @@ from ecr_backup.restore.target import (
 from ecr_backup.settings import MiB
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
-from tests.helpers import BUCKET, Backup, FakeTarget, TargetError, minutes
+from tests.helpers import BUCKET, Backup, FakeTarget, ProgressRecorder, TargetError, minutes
 
 ECR_HOST = "123456789012.dkr.ecr.eu-west-1.amazonaws.com"
 
@@ -62,7 +60,7 @@ def run(
         target,
         chunk_size=chunk_size,
         mount_from=mount_from,
-        progress=ProgressBar.factory(io.StringIO()),
+        progress=ProgressRecorder(),
     )
     return plan, (restorer.preview(plan) if dry_run else restorer.run(plan))
 
@@ -297,7 +295,7 @@ def test_by_digest_needs_no_index_and_sets_no_tag(backup: Backup) -> None:
         RestoreRequest(ImageRef.parse(f"app@{image.digest}")),
         parse_target("registry.example.com/app"),
     )
-    Restorer(catalog.reader, target, progress=ProgressBar.factory(io.StringIO())).run(plan)
+    Restorer(catalog.reader, target, progress=ProgressRecorder()).run(plan)
     assert target.tags("app") == {}
     assert target.manifests["app"][str(image.digest)] == image.raw
 
@@ -355,19 +353,3 @@ def test_a_blob_with_no_intact_version_fails_the_restore_untagged(backup: Backup
         run(backup, "app:v1", "registry.example.com/app", target)
     assert layer.digest not in target.blobs.get("app", {})
     assert target.manifests == {}
-
-
-class Terminal(io.StringIO):
-    def isatty(self) -> bool:
-        return True
-
-
-def test_progress_bar_draws_on_a_terminal_only() -> None:
-    terminal, pipe = Terminal(), io.StringIO()
-    for stream in (terminal, pipe):
-        progress = ProgressBar(10 * MiB, stream)
-        progress.advance(5 * MiB)
-        progress.finish()
-    assert pipe.getvalue() == ""
-    assert "restore [##############..............]  50% 5.0 / 10.0 MiB" in terminal.getvalue()
-    assert terminal.getvalue().endswith("\n")

@@ -1,0 +1,320 @@
+"""The one JSON schema of `--json` output (docs/json.md shows an example per command).
+
+Every command's document passes through its model before it is printed, so names and
+formats cannot drift: `digest` is `sha256:<64 hex>`, `repository` and `tag` are names,
+every time is RFC 3339 in UTC with seconds (`2026-01-01T00:01:00Z`), sizes are bytes, and
+`action` uses the words the text output prints. Models forbid unknown fields: a field
+added to a report without adding it here fails the tests.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    RootModel,
+    TypeAdapter,
+)
+
+DigestText = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError("a time must carry a zone")
+    return moment.astimezone(UTC)
+
+
+Time = Annotated[
+    datetime,
+    AfterValidator(_utc),
+    PlainSerializer(lambda m: m.strftime("%Y-%m-%dT%H:%M:%SZ"), return_type=str),
+]
+Bytes = Annotated[int, Field(ge=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- queries ------------------------------------------------------------------------------
+
+
+class Repository(_Model):
+    repository: str
+
+
+class TagRow(_Model):
+    repository: str
+    tag: str
+    digest: DigestText
+    time: Time
+    state: Literal["current", "removed"]
+    total_size: Bytes | None
+
+
+class HistoryEvent(_Model):
+    repository: str
+    time: Time
+    action: Literal["pushed", "removed"]
+    digest: DigestText
+    tag: str | None
+    media_type: str | None
+    source_account: str | None
+    source_region: str | None
+    event_id: str | None
+
+
+class ShowManifest(_Model):
+    digest: DigestText
+    media_type: str
+    size: Bytes
+    platform: str | None
+    artifact_type: str | None
+    parent: DigestText | None
+
+
+class ShowBlob(_Model):
+    digest: DigestText
+    media_type: str
+    size: Bytes
+    foreign: bool
+
+
+class ShowReferrer(_Model):
+    digest: DigestText
+    media_type: str
+    artifact_type: str | None
+    subject: DigestText | None
+    size: Bytes
+    total_size: Bytes
+
+
+class Show(_Model):
+    repository: str
+    tag: str | None
+    digest: DigestText
+    media_type: str
+    at: Time | None
+    pushed_at: Time | None
+    size: Bytes
+    total_size: Bytes
+    platforms: list[str]
+    manifests: list[ShowManifest]
+    blobs: list[ShowBlob]
+    referrers: list[ShowReferrer]
+
+
+# -- restore ------------------------------------------------------------------------------
+
+
+class PlannedImage(_Model):
+    source: str
+    digest: DigestText
+    tag: str | None
+    pushed_at: Time | None
+
+
+class PlannedObject(_Model):
+    digest: DigestText
+    media_type: str
+    size: Bytes
+
+
+class SkippedTag(_Model):
+    tag: str
+    removed_at: Time
+    digest: DigestText
+
+
+class Plan(_Model):
+    target: str
+    images: list[PlannedImage]
+    referrers: list[DigestText]
+    manifests: list[PlannedObject]
+    blobs: list[PlannedObject]
+    foreign_layers_not_in_backup: list[DigestText]
+    removed_tags_skipped: list[SkippedTag]
+    total_bytes: Bytes
+
+
+class RestoredImage(_Model):
+    digest: DigestText
+    tag: str | None
+
+
+class Report(_Model):
+    target: str
+    dry_run: bool
+    created_repository: bool
+    images: list[RestoredImage]
+    manifests_pushed: list[DigestText]
+    manifests_present: list[DigestText]
+    blobs_uploaded: list[DigestText]
+    blobs_mounted: list[DigestText]
+    blobs_present: list[DigestText]
+    bytes_uploaded: Bytes
+    bytes_mounted: Bytes
+    bytes_present: Bytes
+    tags_set: list[str]
+    tags_unchanged: list[str]
+    tags_moved: dict[str, DigestText]
+    recovered_versions: dict[str, str | None]
+    seconds: float
+
+
+class Restore(_Model):
+    plan: Plan
+    report: Report
+
+
+class RepositoryRestore(_Model):
+    repository: str
+    target: str
+    action: Literal["restored", "would restore", "skipped", "failed"]
+    tags: list[str]
+    bytes_uploaded: Bytes
+    error: str | None
+
+
+class RestoreAll(_Model):
+    registry: str
+    at: Time | None
+    dry_run: bool
+    repositories: list[RepositoryRestore]
+    restored: int
+    failed: int
+    tags: int
+    bytes_uploaded: Bytes
+    seconds: float
+
+
+class Export(_Model):
+    format: Literal["oci", "oci-archive", "docker-archive"]
+    path: str
+    ref_name: str | None
+    source: str
+    digest: DigestText
+    platform: str | None
+    manifests: int
+    blobs: int
+    bytes: Bytes
+    skipped_foreign: list[DigestText]
+    recovered_versions: dict[str, str | None]
+
+
+class Problem(_Model):
+    kind: str
+    subject: str
+    detail: str
+
+
+class Verify(_Model):
+    ok: bool
+    scope: str
+    deep: bool
+    source: str
+    images: int
+    manifests: int
+    blobs: int
+    bytes: Bytes
+    objects_hashed: int
+    bytes_hashed: Bytes
+    problems: list[Problem]
+    notes: list[str]
+
+
+class RebuildIndex(_Model):
+    bucket: str
+    prefix: str
+    table: str
+    created_table: bool
+    records: int
+    invalid_records: list[str]
+    repositories: int
+    manifests_complete: int
+    manifests_incomplete: list[str]
+    blobs: int
+    unreferenced_blobs: int
+    seconds: float
+
+
+# -- backup -------------------------------------------------------------------------------
+
+
+class Setup(_Model):
+    bucket: str
+    bucket_action: Literal["created", "exists"]
+    encryption: Literal["aws:kms", "AES256"] | None
+    kms_key_id: str | None
+    table: str
+    table_action: Literal["created", "exists"]
+
+
+class CopyReport(_Model):
+    root: DigestText | None
+    manifests_stored: list[DigestText]
+    manifests_skipped: list[DigestText]
+    blobs_copied: list[DigestText]
+    blobs_skipped: list[DigestText]
+    blobs_foreign: list[DigestText]
+    bytes_copied: Bytes
+
+
+class Replicate(_Model):
+    repository: str
+    tag: str | None
+    digest: DigestText
+    action: Literal["backed up", "already backed up"]
+    report: CopyReport
+
+
+class EventOutcome(_Model):
+    event_id: str
+    action: Literal["backed up", "deletion recorded", "ignored"]
+    repository: str | None = None
+    digest: DigestText | None = None
+    tag: str | None = None
+    report: CopyReport | None = None
+
+
+class BatchItemFailure(_Model):
+    itemIdentifier: str  # the Lambda partial batch response names it so
+
+
+class EventBatch(_Model):
+    outcomes: list[EventOutcome]
+    batchItemFailures: list[BatchItemFailure]
+
+
+HandleEvent = RootModel[EventOutcome | EventBatch]
+
+# Command name -> the shape of its --json document. tests/unit/cli/test_schema.py checks
+# that every command of the parser is here and that docs/json.md shows each one.
+SCHEMAS: dict[str, TypeAdapter[Any]] = {
+    "setup": TypeAdapter(Setup),
+    "replicate": TypeAdapter(Replicate),
+    "handle-event": TypeAdapter(HandleEvent),
+    "repos": TypeAdapter(list[Repository]),
+    "tags": TypeAdapter(list[TagRow]),
+    "history": TypeAdapter(list[HistoryEvent]),
+    "show": TypeAdapter(Show),
+    "restore": TypeAdapter(Restore | RestoreAll),
+    "export": TypeAdapter(Export),
+    "verify": TypeAdapter(Verify),
+    "rebuild-index": TypeAdapter(RebuildIndex),
+}
+
+
+def render(command: str, document: object) -> Any:
+    """The document as its schema writes it (plain JSON values)."""
+    schema = SCHEMAS.get(command)
+    if schema is None:
+        return document  # a command without a schema fails tests/unit/cli/test_schema.py
+    return schema.dump_python(schema.validate_python(document), mode="json")
