@@ -388,7 +388,7 @@ def test_rebuild_index_after_dropping_the_table_answers_as_before(
 
     def answers() -> dict[str, Any]:
         result: dict[str, Any] = {"repos": query("repos")}
-        for repository in result["repos"]:
+        for repository in (r["repository"] for r in result["repos"]):
             tags = query("tags", repository)
             result[f"tags {repository}"] = tags
             for row in tags:
@@ -402,7 +402,7 @@ def test_rebuild_index_after_dropping_the_table_answers_as_before(
         return result
 
     before = answers()
-    assert before["repos"] == ["rb/app", "rb/multi"]
+    assert before["repos"] == [{"repository": "rb/app"}, {"repository": "rb/multi"}]
     assert before["show rb/multi:latest"]["referrers"][0]["digest"] == signature.digest
 
     dynamo = moto_server.client("dynamodb")

@@ -68,7 +68,9 @@ def settle(args: argparse.Namespace) -> argparse.Namespace:
     """Merge the two -v counts and set up logging: ours at -v, botocore's at -vv."""
     args.verbose = args.verbose + getattr(args, "verbose_after", 0)
     level = logging.ERROR if args.quiet else logging.WARNING
-    logging.basicConfig(level=level, format="ecr-backup: %(levelname)s: %(message)s")
+    # With -v the logger's name says whose line it is (ecr_backup.*, botocore.*, urllib3).
+    name = "%(name)s: " if args.verbose else ""
+    logging.basicConfig(level=level, format=f"ecr-backup: %(levelname)s: {name}%(message)s")
     if args.verbose >= 1:
         logging.getLogger("ecr_backup").setLevel(logging.DEBUG)
     if args.verbose >= 2:
