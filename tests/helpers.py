@@ -3,6 +3,7 @@ registries) and a backup made by the real engine under moto."""
 
 from __future__ import annotations
 
+import argparse
 import base64
 import hashlib
 import io
@@ -326,6 +327,15 @@ class ProgressRecorder:
     def __call__(self, total: int, label: str) -> RecordedBar:
         self.bars.append(RecordedBar(total, label))
         return self.bars[-1]
+
+
+def parser_commands() -> dict[str, argparse.ArgumentParser]:
+    """Every subcommand of `ecr-backup`, by name, as the parser has them."""
+    from ecr_backup.cli import build_parser
+
+    found = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(found) == 1
+    return dict(found[0].choices)
 
 
 def drop_table() -> None:

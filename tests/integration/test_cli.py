@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 
 from devkit import LocalRegistry, MotoServer, OciLayoutBuilder, skopeo_inspect_raw, skopeo_push
-from ecr_backup.cli import build_parser
 from ecr_backup.cli.schema import SCHEMAS
 from ecr_backup.settings import MiB
 from ecr_backup.storage.provision import ensure_bucket
+from tests.helpers import parser_commands
 from tests.integration.conftest import BackupTarget
 from tests.integration.test_backup import ecr_event
 from tests.integration.test_restore import at, back_up, ok, push_and_back_up, skopeo
@@ -189,8 +189,7 @@ def test_every_command_answers_json_in_its_schema_with_options_anywhere(
     )
     assert everything["repositories"][0]["action"] == "would restore"
 
-    commands = set(build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
-    assert seen == commands == set(SCHEMAS)
+    assert seen == set(parser_commands()) == set(SCHEMAS)
     # Text and JSON name the same action; -v is ours, -vv (either side) adds botocore's.
     assert "pushed" in ok(run(env, "history", "json/app:v1"))
     assert "botocore" not in run(env, "history", "json/app:v1", "-v").stderr
