@@ -1,0 +1,200 @@
+"""Registry logins found where docker, podman and skopeo keep them; explicit flags win;
+ECR hosts keep the ECR token; TLS options from flags and the standard variables."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+import urllib3
+
+from ecr_backup.errors import ConfigurationError, InvalidInputError
+from ecr_backup.oci.reference import validate_oci_repository
+from ecr_backup.registry.auth import BasicCredentials, ChallengeCredentials, TokenCredentials
+from ecr_backup.registry.credentials import RegistryLogin, auth_files, find_login
+from ecr_backup.registry.tls import TlsOptions
+from ecr_backup.restore.target import parse_target, target_credentials
+
+HOST = "registry.example.com:5000"
+
+
+def auth(user: str, password: str) -> dict[str, str]:
+    return {"auth": base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def write(path: Path, document: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+    return path
+
+
+def test_search_order_is_registry_auth_file_then_xdg_then_docker(tmp_path: Path) -> None:
+    env = {
+        "REGISTRY_AUTH_FILE": str(tmp_path / "explicit.json"),
+        "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "DOCKER_CONFIG": str(tmp_path / "docker"),
+        "HOME": str(tmp_path / "home"),
+    }
+    assert auth_files(env) == [
+        tmp_path / "explicit.json",
+        tmp_path / "run" / "containers" / "auth.json",
+        tmp_path / "docker" / "config.json",
+    ]
+    assert auth_files({"HOME": str(tmp_path)}) == [tmp_path / ".docker" / "config.json"]
+    write(tmp_path / "docker" / "config.json", {"auths": {HOST: auth("docker", "d")}})
+    assert find_login(HOST, env) == RegistryLogin(
+        "docker", "d", str(tmp_path / "docker/config.json")
+    )
+    write(tmp_path / "run" / "containers" / "auth.json", {"auths": {HOST: auth("podman", "p")}})
+    login = find_login(HOST, env)
+    assert login is not None and login.username == "podman"
+    write(tmp_path / "explicit.json", {"auths": {f"https://{HOST}/v2/": auth("first", "pw-1")}})
+    login = find_login(HOST, env)
+    assert login is not None and (login.username, login.password) == ("first", "pw-1")
+    assert find_login("other.example.com", env) is None
+    assert "pw-1" not in repr(login)  # the password never reaches a log line
+
+
+def test_username_and_password_fields_and_broken_files(tmp_path: Path) -> None:
+    env = {"DOCKER_CONFIG": str(tmp_path)}
+    write(tmp_path / "config.json", {"auths": {HOST: {"username": "u", "password": "p"}}})
+    login = find_login(HOST, env)
+    assert login is not None and (login.username, login.password) == ("u", "p")
+    write(tmp_path / "config.json", {"auths": {HOST: {"auth": "not base64!"}}})
+    with pytest.raises(ConfigurationError, match="not base64"):
+        find_login(HOST, env)
+    (tmp_path / "config.json").write_text("{")
+    with pytest.raises(ConfigurationError, match="not valid JSON"):
+        find_login(HOST, env)
+
+
+def helper_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, script: str) -> Path:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    program = bin_dir / f"docker-credential-{name}"
+    program.write_text(f"#!/bin/sh\n{script}\n")
+    program.chmod(program.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return program
+
+
+def test_cred_helpers_win_over_creds_store_and_auths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = tmp_path / "seen"
+    helper_on_path(
+        tmp_path,
+        monkeypatch,
+        "per-host",
+        f'read s; echo "$1 $s" >> {seen}; echo \'{{"Username":"h","Secret":"s1"}}\'',
+    )
+    helper_on_path(
+        tmp_path,
+        monkeypatch,
+        "store",
+        "read s; echo 'credentials not found in native keychain'; exit 1",
+    )
+    env = {"DOCKER_CONFIG": str(tmp_path)}
+    config = {
+        "auths": {HOST: auth("file", "f"), "b.example.com": auth("file", "b")},
+        "credHelpers": {HOST: "per-host"},
+        "credsStore": "store",
+    }
+    write(tmp_path / "config.json", config)
+    login = find_login(HOST, env)
+    assert login is not None and (login.username, login.password) == ("h", "s1")
+    assert seen.read_text() == f"get {HOST}\n"  # docker's protocol: `get`, server on stdin
+    # The store knows nothing of b.example.com: the auths entry answers.
+    login = find_login("b.example.com", env)
+    assert login is not None and login.password == "b"
+
+
+def test_a_failing_or_missing_helper_is_a_configuration_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"DOCKER_CONFIG": str(tmp_path)}
+    write(tmp_path / "config.json", {"credHelpers": {HOST: "absent-helper"}})
+    with pytest.raises(ConfigurationError, match=r"docker-credential-absent-helper .* not on PATH"):
+        find_login(HOST, env)
+    helper_on_path(tmp_path, monkeypatch, "broken", "echo 'keychain locked' >&2; exit 3")
+    write(tmp_path / "config.json", {"credHelpers": {HOST: "broken"}})
+    with pytest.raises(ConfigurationError, match=r"exit 3.*keychain locked"):
+        find_login(HOST, env)
+
+
+class Session:
+    """Only what target_credentials touches when the host names the ECR registry."""
+
+    def client(self, service: str, region_name: str | None = None) -> object:
+        return object()
+
+
+def test_explicit_flags_win_and_ecr_hosts_keep_the_ecr_token() -> None:
+    found = RegistryLogin("file-user", "file-pass", "config.json")
+    other = parse_target(f"{HOST}/team/app")
+    ecr = parse_target("123456789012.dkr.ecr.eu-west-1.amazonaws.com/team/app")
+    asked: list[str] = []
+
+    def finder(host: str) -> RegistryLogin:
+        asked.append(host)
+        return found
+
+    creds = target_credentials(other, login_finder=finder)
+    assert isinstance(creds, ChallengeCredentials) and creds._username == "file-user"
+    assert asked == [HOST]
+    creds = target_credentials(other, username="flag-user", password="x", login_finder=finder)
+    assert isinstance(creds, ChallengeCredentials) and creds._username == "flag-user"
+    assert asked == [HOST]  # explicit flags: the files are not even read
+    assert isinstance(
+        target_credentials(other, auth="basic", login_finder=finder), BasicCredentials
+    )
+    assert asked == [HOST, HOST]
+    creds = target_credentials(ecr, session=Session(), login_finder=finder)  # type: ignore[arg-type]
+    assert isinstance(creds, TokenCredentials) and asked == [HOST, HOST]
+    with pytest.raises(InvalidInputError, match="--to-username or a login"):
+        target_credentials(other, auth="basic", login_finder=lambda host: None)
+
+
+def test_repository_names_follow_ecr_rules_only_for_ecr_targets() -> None:
+    assert parse_target(f"{HOST}/a__b/c--d").repository == "a__b/c--d"
+    assert parse_target(f"{HOST}/x").repository == "x"  # ECR wants at least 2 characters
+    with pytest.raises(InvalidInputError, match="2-256 lowercase"):
+        parse_target("123456789012.dkr.ecr.eu-west-1.amazonaws.com/a__b")
+    with pytest.raises(InvalidInputError, match="2-256 lowercase"):
+        parse_target("123456789012.dkr.ecr.eu-west-1.amazonaws.com/x")
+    for bad in ("Upper", "a/", "-a", "a..b", "a___b"):
+        with pytest.raises(InvalidInputError):
+            validate_oci_repository(bad)
+
+
+def test_tls_options_from_flags_then_the_standard_variables(tmp_path: Path) -> None:
+    bundle, other = tmp_path / "ca.pem", tmp_path / "other.pem"
+    bundle.write_text("x")
+    other.write_text("y")
+    env = {"SSL_CERT_FILE": str(bundle), "AWS_CA_BUNDLE": str(other)}
+    assert TlsOptions.from_environment(env).ca_bundle == str(bundle)
+    assert TlsOptions.from_environment({"AWS_CA_BUNDLE": str(other)}).ca_bundle == str(other)
+    assert TlsOptions.from_environment(env, ca_bundle=str(other)).ca_bundle == str(other)
+    with pytest.raises(ConfigurationError, match="not a readable file"):
+        TlsOptions.from_environment({}, ca_bundle=str(tmp_path / "missing.pem"))
+    pool = TlsOptions(insecure=True).pool_manager()
+    assert pool.connection_pool_kw["cert_reqs"] == "CERT_NONE"
+    pool = TlsOptions(ca_bundle=str(bundle)).pool_manager()
+    assert pool.connection_pool_kw["ca_certs"] == str(bundle)
+    assert isinstance(pool, urllib3.PoolManager)
+
+
+def test_run_helper_speaks_the_docker_protocol(tmp_path: Path) -> None:
+    from ecr_backup.registry.credentials import run_helper
+
+    program = tmp_path / "docker-credential-echo"
+    program.write_text('#!/bin/sh\nread s; printf \'{"Username":"%s","Secret":"%s"}\' "$1" "$s"\n')
+    program.chmod(0o755)
+    answer = run_helper(str(program), HOST)
+    assert isinstance(answer, subprocess.CompletedProcess)
+    assert json.loads(answer.stdout) == {"Username": "get", "Secret": HOST}
