@@ -47,11 +47,11 @@ _REF_NAME = re.compile(rf"{_REF_COMPONENT}(?:/{_REF_COMPONENT})*")
 
 
 def split_destination(text: str) -> tuple[str, str | None]:
-    """PATH[:REF] as skopeo's oci: transport writes it; a colon inside a path component
-    that also holds a slash after it stays part of the path."""
-    path, sep, name = text.rpartition(":")
-    if not sep or not path or "/" in name:
-        return text, None
+    """PATH[:REF], split at the first colon as skopeo's oci: and oci-archive: transports
+    do (containers/image's SplitPathAndImage): the path cannot hold a colon, the name can."""
+    path, _, name = text.partition(":")
+    if not name:
+        return path, None
     if not _REF_NAME.fullmatch(name):
         raise InvalidInputError(
             f"invalid reference name {name!r}: letters and digits, separated by - . _ : @ + /"

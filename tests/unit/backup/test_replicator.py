@@ -13,7 +13,7 @@ from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.records import Action, ImageEvent
-from tests.helpers import BUCKET, FakeRegistry, descriptor
+from tests.helpers import BUCKET, FakeRegistry, ProgressRecorder, descriptor
 
 REPO = "team/app"
 
@@ -172,3 +172,18 @@ def test_backup_event_records_the_push_in_bucket_and_index(
     assert len(records) == 1
     assert ImageEvent.from_json(records[0][1]) == event
     assert [e.digest for e in index.history(REPO, "v1")] == [image.digest]
+
+
+def test_progress_counts_every_byte_of_what_was_missing(
+    registry: FakeRegistry, store: S3BlobStore, index: DynamoIndex
+) -> None:
+    base = [os.urandom(5000)]
+    registry.image(REPO, base, tag="v1")
+    recorder = ProgressRecorder()
+    replicator = Replicator(registry, store, index, concurrency=2, progress=recorder)
+    replicator.replicate(REPO, "v1")
+    registry.image(REPO, [*base, os.urandom(7000)], tag="v2", config=b'{"v": 2}')
+    replicator.replicate(REPO, "v2")
+    first, second = recorder.bars
+    assert (first.label, first.total, first.done, first.finished) == ("replicate", 5002, 5002, True)
+    assert (second.total, second.done) == (7008, 7008)  # only the new layer and config

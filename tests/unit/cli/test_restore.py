@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,24 @@ def test_verify_export_and_rebuild(
     backup.tamper(s3, Digest.parse(blob["digest"]), bytes(blob["size"]))
     code, out, _ = cli(capsys, "verify", "team/app:v1", "--deep")
     assert code == 1 and f"hash: {blob['digest']}" in out
+
+
+def test_binary_output_to_a_terminal_is_refused(
+    backup: Backup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    for flag in ("--oci-archive", "--docker-archive"):
+        code, out, err = cli(capsys, "export", "team/app:v1", flag, "-")
+        assert code != 0 and out == "" and "refusing to write" in err
+
+
+def test_tables_show_short_digests_and_times_to_the_second(
+    backup: Backup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = as_json(capsys, "tags", "team/app")
+    _, out, _ = cli(capsys, "tags", "team/app")
+    digest = rows[1]["digest"]
+    assert f" {digest.removeprefix('sha256:')[:12]} " in out and digest not in out
+    assert "2026-01-01T00:02:00Z" in out and max(map(len, out.splitlines())) <= 100
+    _, out, _ = cli(capsys, "tags", "team/app", "--no-trunc")
+    assert digest in out

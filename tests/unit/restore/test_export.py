@@ -13,10 +13,10 @@ import pytest
 from ecr_backup.errors import DigestMismatchError, InvalidInputError, NotFoundError
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.restore.catalog import Catalog
-from ecr_backup.restore.export import REF_NAME, export
+from ecr_backup.restore.export import REF_NAME, export, split_destination
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
-from tests.helpers import Backup, minutes
+from tests.helpers import Backup, ProgressRecorder, minutes
 
 
 @pytest.fixture
@@ -184,3 +184,50 @@ def test_export_by_tag_works_without_the_index(backup: Backup, tmp_path: Path) -
     out = tmp_path / "layout"
     report = export(catalog(backup, with_index=False), ImageRef.parse("app:v1"), "oci", str(out))
     assert report.digest == image.digest
+
+
+def layout_names(out: Path) -> dict[str, str]:
+    index = json.loads((out / "index.json").read_text())
+    return {m["annotations"][REF_NAME]: m["digest"] for m in index["manifests"]}
+
+
+def test_a_second_image_under_the_same_name_is_refused_unless_forced(
+    backup: Backup, tmp_path: Path
+) -> None:
+    one, two = backup.image("app"), backup.image("web")
+    backup.push("app", one, "v1", minutes(1))
+    backup.push("web", two, "v1", minutes(2))
+    out = tmp_path / "layout"
+    export(catalog(backup), ImageRef.parse("app:v1"), "oci", str(out))
+    with pytest.raises(InvalidInputError, match=r"already holds .* as v1: name this one DIR:REF"):
+        export(catalog(backup), ImageRef.parse("web:v1"), "oci", str(out))
+    assert layout_names(out) == {"v1": str(one.digest)}  # the refused export changed nothing
+    export(catalog(backup), ImageRef.parse("web:v1"), "oci", str(out), ref_name="web-v1")
+    assert layout_names(out) == {"v1": str(one.digest), "web-v1": str(two.digest)}
+    export(catalog(backup), ImageRef.parse("web:v1"), "oci", str(out), force=True)
+    assert layout_names(out) == {"v1": str(two.digest), "web-v1": str(two.digest)}
+
+
+def test_the_reference_name_is_given_after_a_colon(backup: Backup, tmp_path: Path) -> None:
+    assert split_destination("./out") == ("./out", None)
+    assert split_destination("/tmp/layout:app-v1") == ("/tmp/layout", "app-v1")
+    assert split_destination("dir:registry.example.com/app:v1") == (
+        "dir",
+        "registry.example.com/app:v1",
+    )
+    assert split_destination("-") == ("-", None)
+    with pytest.raises(InvalidInputError, match="invalid reference name"):
+        split_destination("out:bad name")
+    image = backup.image("app")
+    backup.push("app", image, "v1", minutes(1))
+    recorder = ProgressRecorder()
+    archive = tmp_path / "app.tar"
+    report = export(
+        catalog(backup), ImageRef.parse("app:v1"), "oci-archive", str(archive),
+        ref_name="named", progress=recorder,
+    )  # fmt: skip
+    assert report.ref_name == "named"
+    index = json.loads(tar_members(archive)["index.json"])
+    assert index["manifests"][0]["annotations"] == {REF_NAME: "named"}
+    [bar] = recorder.bars
+    assert bar.label == "export" and bar.done == bar.total == report.bytes and bar.finished
