@@ -7,6 +7,7 @@ import argparse
 
 import boto3
 import pytest
+from botocore.credentials import RefreshableCredentials
 
 from ecr_backup.cli.common import services_from
 from ecr_backup.composition import open_session
@@ -32,8 +33,8 @@ def test_the_target_assumes_its_role_and_the_backup_side_keeps_its_own(aws: None
 def test_an_assumed_role_session_refreshes_its_credentials(aws: None) -> None:
     session = open_session(region="eu-west-1", role_arn=ROLE, base=boto3.Session())
     credentials = session.get_credentials()
-    assert credentials is not None and credentials.method == "assume-role"
-    assert credentials.refresh_needed() is False
+    assert isinstance(credentials, RefreshableCredentials)
+    assert credentials.method == "assume-role" and credentials.refresh_needed() is False
 
 
 def test_an_unknown_profile_is_a_configuration_error(
