@@ -13,7 +13,8 @@ from ecr_backup.storage.records import Action, ImageEvent
 
 log = logging.getLogger(__name__)
 
-Status = Literal["backed up", "deletion recorded", "ignored"]
+# The words the CLI's text output uses too (docs/json.md).
+Status = Literal["backed up", "already backed up", "deletion recorded", "ignored"]
 
 
 @dataclass(frozen=True)
@@ -46,4 +47,6 @@ def handle_ecr_event(
     if image.action is Action.DELETE:
         replicator.record(image)
         return EventOutcome(event.id, "deletion recorded", image)
-    return EventOutcome(event.id, "backed up", image, replicator.backup_event(image))
+    report = replicator.backup_event(image)
+    status: Status = "backed up" if report.manifests_stored else "already backed up"
+    return EventOutcome(event.id, status, image, report)

@@ -277,7 +277,7 @@ class Replicate(_Model):
 
 class EventOutcome(_Model):
     event_id: str
-    action: Literal["backed up", "deletion recorded", "ignored"]
+    action: Literal["backed up", "already backed up", "deletion recorded", "ignored"]
     repository: str | None = None
     digest: DigestText | None = None
     tag: str | None = None

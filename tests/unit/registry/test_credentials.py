@@ -198,3 +198,24 @@ def test_run_helper_speaks_the_docker_protocol(tmp_path: Path) -> None:
     answer = run_helper(str(program), HOST)
     assert isinstance(answer, subprocess.CompletedProcess)
     assert json.loads(answer.stdout) == {"Username": "get", "Secret": HOST}
+
+
+def test_a_non_ecr_source_reads_the_same_files_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecr_backup.composition import AwsServices
+    from ecr_backup.settings import Settings
+
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    for name in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    write(tmp_path / "config.json", {"auths": {HOST: auth("puller", "pw")}})
+    settings = Settings(
+        bucket="backup-bucket", source_registry=f"https://{HOST}", source_auth="config"
+    )
+    client = AwsServices(settings, Session()).registry("123456789012", "eu-west-1")  # type: ignore[arg-type]
+    credentials = client._credentials
+    assert isinstance(credentials, ChallengeCredentials)
+    assert (credentials._username, credentials._password) == ("puller", "pw")
+    # No repository scope: basic-auth registries are served; see the README on bearer ones.
+    assert credentials._scopes == []
