@@ -229,7 +229,8 @@ class LocalRegistry(_ManagedProcess):
 
     Blob GETs answer 307 to a presigned moto URL (like ECR redirecting to S3)
     unless `redirect=False`. With `password`, the registry requires HTTP basic
-    auth for `username`.
+    auth for `username`. With `tls`, it serves HTTPS with a self-signed certificate for
+    127.0.0.1 (`ca_path` is the certificate to trust).
     """
 
     name = "registry"
@@ -241,6 +242,7 @@ class LocalRegistry(_ManagedProcess):
         password: str | None = None,
         username: str = "AWS",
         redirect: bool = True,
+        tls: bool = False,
         binary: str = REGISTRY_BINARY,
         startup_timeout: float = 30.0,
     ) -> None:
@@ -249,6 +251,7 @@ class LocalRegistry(_ManagedProcess):
         self.username = username
         self.password = password
         self.redirect = redirect
+        self.tls = tls
         self.binary = binary
         self.storage_bucket = f"registry-{secrets.token_hex(4)}"
 
@@ -258,7 +261,12 @@ class LocalRegistry(_ManagedProcess):
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def ca_path(self) -> Path:
+        assert self._workdir is not None and self.tls
+        return self._workdir / "registry.crt"
 
     @property
     def config_path(self) -> Path:
@@ -293,7 +301,7 @@ class LocalRegistry(_ManagedProcess):
             # accesslog off: the "response completed" lines carry everything and
             # the combined-format duplicates would only confuse request counting.
             "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": True}},
-            "http": {"addr": self.host, "secret": secrets.token_hex(16)},
+            "http": {"addr": self.host, "secret": secrets.token_hex(16), **self._tls_config()},
             "storage": {
                 "s3": {
                     "accesskey": DUMMY_ACCESS_KEY,
@@ -320,8 +328,18 @@ class LocalRegistry(_ManagedProcess):
             config["auth"] = {"htpasswd": {"realm": "devkit", "path": str(htpasswd)}}
         return config
 
+    def _tls_config(self) -> dict[str, Any]:
+        if not self.tls:
+            return {}
+        key_path = self.ca_path.with_suffix(".key")
+        certificate, key = self_signed_certificate("127.0.0.1")
+        self.ca_path.write_bytes(certificate)
+        key_path.write_bytes(key)
+        return {"tls": {"certificate": str(self.ca_path), "key": str(key_path)}}
+
     def _is_ready(self) -> bool:
-        response = _HTTP.request("GET", f"{self.url}/v2/")
+        http = urllib3.PoolManager(ca_certs=str(self.ca_path)) if self.tls else _HTTP
+        response = http.request("GET", f"{self.url}/v2/", timeout=2.0, retries=False)
         return response.status in (200, 401)
 
     @property
@@ -393,3 +411,40 @@ class LocalRegistry(_ManagedProcess):
             if count >= expected or time.monotonic() >= deadline:
                 return count
             time.sleep(0.05)
+
+
+def self_signed_certificate(ip: str) -> tuple[bytes, bytes]:
+    """A one-day certificate (PEM) for an IP address, and its key (PEM)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        certificate.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )

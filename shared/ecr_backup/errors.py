@@ -8,6 +8,7 @@ adapter, into these classes. Callers decide on the fields (`code`, `status`,
 from __future__ import annotations
 
 import socket
+import ssl
 from enum import IntEnum
 from typing import ClassVar
 from urllib.parse import urlsplit
@@ -140,21 +141,34 @@ def _why(error: BaseException) -> str:
         (socket.gaierror, "host name not found"),
         (TimeoutError, "timed out"),
         (ConnectionResetError, "connection reset"),
+        (ssl.SSLCertVerificationError, "certificate not trusted"),
+        (ssl.SSLError, "TLS failed"),
     )
+    for kind, reason in reasons:
+        if _caused_by(error, kind):
+            return reason
+    return type(error).__name__
+
+
+def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
+    """Whether `error`, or an error it was raised from or while handling, is a `kind`."""
     seen: BaseException | None = error
     while seen is not None:
-        for kind, reason in reasons:
-            if isinstance(seen, kind):
-                return reason
+        if isinstance(seen, kind):
+            return True
         seen = seen.__cause__ or seen.__context__
-    return type(error).__name__
+    return False
 
 
 def registry_unreachable(what: str, url: str, error: BaseException) -> RegistryError:
     """A registry we could not talk to (refused, timed out, cut off): worth trying later."""
+    # A certificate we do not trust is not a registry that is down: name the options.
+    tls = _caused_by(error, ssl.SSLError)
     return RegistryError(
         f"{what}: {unreachable(url, error)}",
         code=type(error).__name__,
-        retryable=True,
-        hint="check the registry address and that it is running and reachable",
+        retryable=not tls,
+        hint="trust its CA with --ca-bundle FILE (or SSL_CERT_FILE), or pass --insecure"
+        if tls
+        else "check the registry address and that it is running and reachable",
     )

@@ -330,3 +330,32 @@ def test_progress_on_a_terminal_only(
     )
     assert not PROGRESS.search(piped) and "MiB/s" not in piped, piped
     assert small.digest and big.digest
+
+
+# -- TLS -------------------------------------------------------------------------------------
+
+
+def test_tls_registry_needs_its_ca_or_insecure(
+    backup_target: BackupTarget,
+    registry: LocalRegistry,
+    registry_storage: MotoServer,
+    oci_images: OciLayoutBuilder,
+    tmp_path: Path,
+) -> None:
+    image = oci_images.simple_image(ref="v1", n_layers=1, seed=851)
+    push_and_back_up(backup_target, registry, oci_images, image, "tls/app", "v1", at(1))
+    with LocalRegistry(registry_storage, password="tls-pw", username="tls", tls=True) as secure:
+        env = no_login_env(backup_target, tmp_path)
+        docker_login(env, secure)
+        to = f"https://{secure.host}/tls/app"
+        refused = run(env, "restore", "tls/app:v1", "--to", to)
+        assert refused.returncode != 0 and len(refused.stderr.strip().splitlines()) == 1
+        assert "--ca-bundle" in refused.stderr, refused.stderr
+        for how in (["--insecure"], ["--ca-bundle", str(secure.ca_path)]):
+            restored = run(env, "restore", "tls/app:v1", "--to", f"{to}:{how[0][2:]}", *how)
+            assert restored.returncode == 0, restored.stderr
+        restored = run({**env, "SSL_CERT_FILE": str(secure.ca_path)}, "restore", "tls/app:v1",
+                       "--to", f"{to}:from-env")  # fmt: skip
+        assert restored.returncode == 0, restored.stderr
+        for tag in ("insecure", "ca-bundle", "from-env"):
+            assert skopeo_inspect_raw(secure, "tls/app", tag) == image.manifest
