@@ -131,3 +131,34 @@ def test_tables_show_short_digests_and_times_to_the_second(
     assert "2026-01-01T00:02:00Z" in out and max(map(len, out.splitlines())) <= 100
     _, out, _ = cli(capsys, "tags", "team/app", "--no-trunc")
     assert digest in out
+
+
+def test_restore_all_repositories_goes_on_past_a_failure_and_says_which(
+    backup: Backup, capsys: pytest.CaptureFixture[str]
+) -> None:
+    made = backup.image("team/web")
+    backup.push("team/web", made, "v1", minutes(5))
+    # Nothing listens on port 1: every repository fails, each with its own line.
+    code, out, err = cli(capsys, "restore", "--all-repositories", "--to-registry", "127.0.0.1:1")
+    assert code == 4 and err == ""
+    assert "failed team/app: cannot reach http://127.0.0.1:1/v2/" in out
+    assert "failed team/web" in out and "0 of 2 repositories restored" in out
+    # Before anything was pushed: nothing to restore, which is not a failure.
+    document = as_json(
+        capsys, "restore", "--all-repositories", "--to-registry", "127.0.0.1:1",
+        "--at", "2025-12-31T00:00:00Z", "--repository-prefix", "team/a",
+    )  # fmt: skip
+    assert document["failed"] == 0 and document["repositories"] == [
+        {
+            "repository": "team/app",
+            "target": "127.0.0.1:1/team/app",
+            "action": "skipped",
+            "tags": [],
+            "bytes_uploaded": 0,
+            "error": "no live tags at that time",
+        }
+    ]
+    code, _, err = cli(capsys, "restore", "--all-repositories", "team/app")
+    assert code != 0 and "takes no IMAGE" in err
+    code, _, err = cli(capsys, "restore", "team/app:v1")
+    assert code != 0 and "needs REPOSITORY[:TAG|@DIGEST] and --to" in err
