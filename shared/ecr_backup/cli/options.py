@@ -70,11 +70,11 @@ def settle(args: argparse.Namespace) -> argparse.Namespace:
     level = logging.ERROR if args.quiet else logging.WARNING
     # With -v the logger's name says whose line it is (ecr_backup.*, botocore.*, urllib3).
     name = "%(name)s: " if args.verbose else ""
-    logging.basicConfig(level=level, format=f"ecr-backup: %(levelname)s: {name}%(message)s")
-    if args.verbose >= 1:
-        logging.getLogger("ecr_backup").setLevel(logging.DEBUG)
-    if args.verbose >= 2:
-        logging.getLogger().setLevel(logging.DEBUG)
+    logging.basicConfig(format=f"ecr-backup: %(levelname)s: {name}%(message)s")
+    # Levels are set on every call: main() may run several times in one process (tests).
+    logging.getLogger().setLevel(logging.DEBUG if args.verbose >= 2 else level)
+    ours = logging.getLogger("ecr_backup")
+    ours.setLevel(logging.DEBUG if args.verbose >= 1 else logging.NOTSET)
     return args
 
 

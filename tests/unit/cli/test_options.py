@@ -45,11 +45,15 @@ def test_verbosity_counts_on_both_sides_and_botocore_logs_only_at_two() -> None:
     assert parse("tags", "x").verbose == 0
     assert parse("-v", "tags", "x").verbose == 1
     assert parse("tags", "x", "-v").verbose == 1
-    parse("-v", "tags", "x", "-v")
+    parse("-v", "tags", "x")
     assert logging.getLogger("ecr_backup").getEffectiveLevel() == logging.DEBUG
-    assert logging.getLogger().getEffectiveLevel() == logging.DEBUG
-    logging.getLogger().setLevel(logging.WARNING)
-    logging.getLogger("ecr_backup").setLevel(logging.NOTSET)
+    assert logging.getLogger("botocore").getEffectiveLevel() == logging.WARNING
+    parse("-v", "tags", "x", "-v")
+    assert logging.getLogger("botocore").getEffectiveLevel() == logging.DEBUG
+    parse("tags", "x", "-q")
+    assert logging.getLogger("ecr_backup").getEffectiveLevel() == logging.ERROR
+    parse("tags", "x")  # the next run in the same process starts from the defaults
+    assert logging.getLogger("ecr_backup").getEffectiveLevel() == logging.WARNING
 
 
 def test_a_command_registered_later_gets_the_global_options() -> None:
@@ -58,8 +62,7 @@ def test_a_command_registered_later_gets_the_global_options() -> None:
     commands.add_parser("later").add_argument("--own")
     args = settle(parser.parse_args(["later", "--own", "1", "--json", "-vv"]))
     assert args.json and args.verbose == 2 and args.own == "1"
-    logging.getLogger().setLevel(logging.WARNING)
-    logging.getLogger("ecr_backup").setLevel(logging.NOTSET)
+    settle(parser.parse_args(["later"]))
 
 
 def test_no_progress_without_a_terminal_or_when_asked_not_to() -> None:
