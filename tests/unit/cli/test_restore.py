@@ -141,7 +141,7 @@ def test_restore_all_repositories_goes_on_past_a_failure_and_says_which(
     # Nothing listens on port 1: every repository fails, each with its own line.
     code, out, err = cli(capsys, "restore", "--all-repositories", "--to-registry", "127.0.0.1:1")
     assert code == 4 and err == ""
-    assert "failed team/app: cannot reach http://127.0.0.1:1/v2/" in out
+    assert "failed team/app: log in to http://127.0.0.1:1: cannot reach" in out
     assert "failed team/web" in out and "0 of 2 repositories restored" in out
     # Before anything was pushed: nothing to restore, which is not a failure.
     document = as_json(
