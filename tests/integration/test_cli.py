@@ -301,7 +301,7 @@ def in_terminal(env: dict[str, str], *args: str, stdout_to_pipe: bool = False) -
     return shown.decode(errors="replace")
 
 
-PROGRESS = re.compile(r"(replicate|export).*MiB.*/s")
+PROGRESS = re.compile(r"(replicate|export|restore).*MiB.*/s")
 
 
 def test_progress_on_a_terminal_only(
@@ -329,6 +329,10 @@ def test_progress_on_a_terminal_only(
         env, "export", "progress/app:big", "--oci", str(tmp_path / "c"), stdout_to_pipe=True
     )
     assert not PROGRESS.search(piped) and "MiB/s" not in piped, piped
+    # A restore's bar names the repository it is for.
+    to = f"{registry.host}/progress/copy"
+    shown = in_terminal(env, "restore", "progress/app:big", "--to", to, "--to-auth", "ecr")
+    assert re.search(r"restore progress/app.*MiB", shown), shown
     assert small.digest and big.digest
 
 

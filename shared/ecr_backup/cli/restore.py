@@ -33,6 +33,7 @@ from ecr_backup.errors import ExitCode, InvalidInputError
 from ecr_backup.maintenance.rebuild import rebuild_index
 from ecr_backup.maintenance.verify import verify
 from ecr_backup.oci.reference import ImageRef
+from ecr_backup.progress import ProgressFactory
 from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.export import Format, export, split_destination
 from ecr_backup.restore.plan import RestorePlan, RestoreRequest, plan_restore
@@ -241,11 +242,16 @@ class RestoreSession:
             chunk_size=args.chunk_size_mib * MiB,
             concurrency=concurrency,
             mount_from=mount_from,
-            progress=progress_for(args),
+            progress=_naming(progress_for(args), ref.repository),
         )
         report = RestoreReport(str(target), created_repository=created)
         report = restorer.preview(plan, report) if args.dry_run else restorer.run(plan, report)
         return plan, report
+
+
+def _naming(progress: ProgressFactory, repository: str) -> ProgressFactory:
+    """Bars that say which repository they are for (--all-repositories draws one each)."""
+    return lambda total, label: progress(total, f"{label} {repository}")
 
 
 def describe(plan: RestorePlan, report: RestoreReport) -> list[str]:
