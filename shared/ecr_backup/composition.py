@@ -12,6 +12,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, NoRegionError
 
 from ecr_backup.awserrors import translate
+from ecr_backup.backup.ports import SourceRegistry
 from ecr_backup.backup.replicator import Replicator
 from ecr_backup.errors import ConfigurationError, IndexMissingError, InvalidInputError
 from ecr_backup.progress import ProgressFactory, no_progress
@@ -19,6 +20,7 @@ from ecr_backup.registry.auth import Anonymous, ChallengeCredentials, Credential
 from ecr_backup.registry.client import RegistryClient
 from ecr_backup.registry.credentials import find_login
 from ecr_backup.registry.ecr import EcrTokenSource, caller_identity, ecr_registry_url
+from ecr_backup.registry.scoped import PerRepository
 from ecr_backup.registry.tls import TlsOptions
 from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.target import AuthMode, Target, ensure_ecr_repository, target_credentials
@@ -138,6 +140,7 @@ class AwsServices:
         self._target_session = target_session
         self.tls = tls or TlsOptions()
         self._registries: dict[tuple[str, str], RegistryClient] = {}
+        self._scoped: dict[tuple[str, str], PerRepository] = {}
         self._lock = threading.Lock()
         self._location_claimed = False
 
@@ -240,38 +243,59 @@ class AwsServices:
         with self._lock:
             client = self._registries.get((account, region))
             if client is None:
-                url = self.settings.source_registry or ecr_registry_url(account, region)
+                url = self._source_url(account, region)
                 http = self.tls.pool_manager()
-                client = RegistryClient(
-                    url, self._source_credentials(url, account, region, http), http=http
+                credentials: Credentials = (
+                    Anonymous()
+                    if self.settings.source_auth == "none"
+                    else TokenCredentials(EcrTokenSource(self._session, account, region))
                 )
+                if self.settings.source_auth == "config":
+                    credentials = self._logged_in(url, (), http)
+                client = RegistryClient(url, credentials, http=http)
                 self._registries[(account, region)] = client
             return client
 
-    def _source_credentials(
-        self, url: str, account: str, region: str, http: urllib3.PoolManager
+    def _source_url(self, account: str, region: str) -> str:
+        return self.settings.source_registry or ecr_registry_url(account, region)
+
+    def _logged_in(
+        self, url: str, repositories: Sequence[str], http: urllib3.PoolManager
     ) -> Credentials:
-        if self.settings.source_auth == "none":
-            return Anonymous()
-        if self.settings.source_auth == "ecr":
-            return TokenCredentials(EcrTokenSource(self._session, account, region))
-        # "config": a registry other than ECR, logged in with docker, podman or skopeo.
+        """A registry other than ECR, with the login docker, podman or skopeo saved."""
         login = find_login(url.split("://", 1)[1])
         return ChallengeCredentials(
             url,
             login.username if login else None,
             login.password if login else None,
-            (),
+            repositories,
             push=False,
             http=http,
         )
+
+    def source(self, account: str, region: str) -> SourceRegistry:
+        """What a backup reads from: with registry logins, one client (and bearer token)
+        per repository, since token registries scope each token to repositories."""
+        if self.settings.source_auth != "config":
+            return self.registry(account, region)
+        with self._lock:
+            source = self._scoped.get((account, region))
+            if source is None:
+                url, http = self._source_url(account, region), self.tls.pool_manager()
+                source = PerRepository(
+                    lambda repository: RegistryClient(
+                        url, self._logged_in(url, [repository], http), http=http
+                    )
+                )
+                self._scoped[(account, region)] = source
+            return source
 
     def replicator(
         self, account: str, region: str, progress: ProgressFactory = no_progress
     ) -> Replicator:
         self.claim_index()
         return Replicator(
-            self.registry(account, region),
+            self.source(account, region),
             self.store,
             self.index,
             concurrency=self.settings.concurrency,

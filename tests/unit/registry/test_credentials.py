@@ -204,6 +204,7 @@ def test_a_non_ecr_source_reads_the_same_files_when_asked(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from ecr_backup.composition import AwsServices
+    from ecr_backup.registry.scoped import PerRepository
     from ecr_backup.settings import Settings
 
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
@@ -213,9 +214,16 @@ def test_a_non_ecr_source_reads_the_same_files_when_asked(
     settings = Settings(
         bucket="backup-bucket", source_registry=f"https://{HOST}", source_auth="config"
     )
-    client = AwsServices(settings, Session()).registry("123456789012", "eu-west-1")  # type: ignore[arg-type]
-    credentials = client._credentials
-    assert isinstance(credentials, ChallengeCredentials)
-    assert (credentials._username, credentials._password) == ("puller", "pw")
-    # No repository scope: basic-auth registries are served; see the README on bearer ones.
-    assert credentials._scopes == []
+    services = AwsServices(settings, Session())  # type: ignore[arg-type]
+    source = services.source("123456789012", "eu-west-1")
+    assert isinstance(source, PerRepository)
+    assert services.source("123456789012", "eu-west-1") is source  # tokens kept per process
+    # One client, and one bearer token scope, per repository it reads.
+    for repository in ("team/app", "team/web"):
+        credentials = source.client(repository)._credentials
+        assert isinstance(credentials, ChallengeCredentials)
+        assert (credentials._username, credentials._password) == ("puller", "pw")
+        assert credentials._scopes == [f"repository:{repository}:pull"]
+    assert source.client("team/app") is source.client("team/app")
+    ecr = AwsServices(Settings(bucket="backup-bucket"), Session())  # type: ignore[arg-type]
+    assert ecr.source("123456789012", "eu-west-1") is ecr.registry("123456789012", "eu-west-1")
