@@ -241,6 +241,9 @@ class FakeTarget(TargetRegistry):
     mountable: bool = True
     fail_upload_of: Digest | None = None
     requests: Counter[str] = field(default_factory=Counter)
+    # Raised, one per attempt, after an upload read its whole source (a drop at the end).
+    upload_errors: dict[Digest, list[Exception]] = field(default_factory=dict)
+    upload_attempts: Counter[Digest] = field(default_factory=Counter)
 
     def blob_size(self, repository: str, digest: Digest) -> int | None:
         self.requests["HEAD blob"] += 1
@@ -256,17 +259,27 @@ class FakeTarget(TargetRegistry):
         return True
 
     def upload_blob(
-        self, repository: str, digest: Digest, size: int, source: Readable, chunk_size: int
+        self,
+        repository: str,
+        digest: Digest,
+        size: int,
+        source: Readable,
+        *,
+        chunk_size: int | None = None,
     ) -> None:
         if digest == self.fail_upload_of:
             raise TargetError(f"upload of {digest} failed")
+        self.upload_attempts[digest] += 1
         buffer = io.BytesIO()
-        while chunk := read_full(source, min(chunk_size, size - buffer.tell())):
+        step = chunk_size or max(size, 1)  # None: the whole blob in one request
+        while chunk := read_full(source, min(step, size - buffer.tell())):
             self.chunks.append(len(chunk))
             buffer.write(chunk)
             if buffer.tell() >= size:
                 break
         data = buffer.getvalue()
+        if self.upload_errors.get(digest):
+            raise self.upload_errors[digest].pop(0)
         assert Digest.of(data) == digest, "registry refuses a blob that does not hash to its name"
         self.blobs.setdefault(repository, {})[digest] = data
         self.calls.append(("upload", repository, str(digest)))

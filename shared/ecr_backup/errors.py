@@ -113,6 +113,21 @@ class RegistryAuthError(RegistryError):
     exit_code = ExitCode.CONFIGURATION
 
 
+class RegistryThrottledError(RegistryError):
+    """429 or 5xx after the retries the body allowed; `retry_after` is the server's wish."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, code=code, status=status, retryable=True)
+        self.retry_after = retry_after
+
+
 class StorageError(EcrBackupError):
     """S3 refused or failed an operation."""
 

@@ -18,9 +18,21 @@ DEFAULT_CONCURRENCY = 4  # blobs copied (backup), pushed (restore) or hashed (ve
 DEFAULT_PART_SIZE_MIB = 16  # S3 multipart part size on backup
 # S3's minimum multipart part, and ECR's minimum layer part, are both 5 MiB.
 MIN_PART_SIZE = 5 * MiB
-# ECR's documented part limits for layer uploads are 5 to 10 MiB (the last part may be
-# smaller); 8 MiB is inside them and still few requests per GiB.
-DEFAULT_CHUNK_SIZE = 8 * MiB
+# Restore uploads each blob in one streamed request. Only with --chunk-size-mib (for
+# registries that need chunks) does it send several PATCHes; ECR refuses parts under 5 MiB
+# but the last, and has been reported to mishandle a second PATCH (see registry/client.py).
+# The stream is read from the bucket in pieces of this size, one piece ahead.
+UPLOAD_BUFFER_SIZE = 8 * MiB
+# A chain of image indexes deeper than this is refused as input (no registry needs more
+# than an index of indexes; a hostile chain of ~1,100 once overflowed the recursion).
+MAX_INDEX_DEPTH = 16
+# Backoff (ecr_backup/retry.py). Registry requests: attempts count the first try.
+REGISTRY_ATTEMPTS = 6
+RETRY_BASE_DELAY_S = 0.2
+RETRY_MAX_DELAY_S = 20.0
+RETRY_MAX_RETRY_AFTER_S = 60.0
+REGISTRY_CONNECT_TIMEOUT_S = 10.0
+REGISTRY_READ_TIMEOUT_S = 120.0
 # Registries refuse manifests over 4 MiB; a bigger object named as a manifest is a layer.
 MAX_MANIFEST_SIZE = 4 * MiB
 # Part buffers are a backup's memory: capped in bytes whatever the concurrency and part size.

@@ -39,7 +39,7 @@ from ecr_backup.restore.export import Format, export, split_destination
 from ecr_backup.restore.plan import RestorePlan, RestoreRequest, plan_restore
 from ecr_backup.restore.push import Restorer, RestoreReport
 from ecr_backup.restore.target import Target, parse_target
-from ecr_backup.settings import DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, ENV_PREFIX, MiB
+from ecr_backup.settings import DEFAULT_CONCURRENCY, ENV_PREFIX, MiB
 
 PASSWORD_ENV = f"{ENV_PREFIX}TARGET_PASSWORD"
 USERNAME_ENV = f"{ENV_PREFIX}TARGET_USERNAME"
@@ -109,8 +109,9 @@ def _register_restore(commands: Any) -> None:
     restore.add_argument(
         "--chunk-size-mib",
         type=int,
-        default=DEFAULT_CHUNK_SIZE // MiB,
-        help="upload chunk size, at least 5 (default %(default)s)",
+        help="upload each blob in PATCH chunks of this size (at least 5), for registries "
+        "that refuse big requests; by default each blob goes up in one streamed request, "
+        "which is what ECR needs",
     )
     restore.add_argument("--concurrency", type=int, help="blobs in flight (default 4)")
     target = restore.add_argument_group("ECR target in another account (default: --profile's)")
@@ -171,7 +172,7 @@ def _register_checks(commands: Any) -> None:
 
 
 def run_restore(args: argparse.Namespace) -> int:
-    if args.chunk_size_mib < 5:
+    if args.chunk_size_mib is not None and args.chunk_size_mib < 5:
         raise InvalidInputError("--chunk-size-mib must be at least 5 (ECR's minimum part)")
     if args.all_repositories:
         return disaster.run_all(args, RestoreSession.start(args))
@@ -239,7 +240,7 @@ class RestoreSession:
         restorer = Restorer(
             self.catalog.reader,
             registry,
-            chunk_size=args.chunk_size_mib * MiB,
+            chunk_size=args.chunk_size_mib * MiB if args.chunk_size_mib else None,
             concurrency=concurrency,
             mount_from=mount_from,
             progress=_naming(progress_for(args), ref.repository),

@@ -6,13 +6,12 @@ without forwarding our Authorization header to that other host.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import urllib3
@@ -25,30 +24,22 @@ from ecr_backup.errors import (
     ManifestNotFoundError,
     RegistryAuthError,
     RegistryError,
+    RegistryThrottledError,
     RepositoryNotFoundError,
     registry_unreachable,
 )
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest, parse_manifest
-from ecr_backup.oci.streams import Readable, read_full
+from ecr_backup.oci.streams import Readable
 from ecr_backup.registry.auth import Anonymous, Credentials
+from ecr_backup.registry.upload import upload_blob
+from ecr_backup.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
+from ecr_backup.settings import REGISTRY_CONNECT_TIMEOUT_S, REGISTRY_READ_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
-_RETRYABLE = frozenset({429, 500, 502, 503, 504})
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    attempts: int = 5
-    base_delay: float = 0.2
-    max_delay: float = 10.0
-
-    def delay(self, attempt: int) -> float:
-        # Full jitter: concurrent Lambdas hitting a throttled registry spread out.
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
 
 class RegistryClient:
@@ -68,7 +59,11 @@ class RegistryClient:
         self.host = parts.netloc
         self._credentials = credentials or Anonymous()
         self._http = http or urllib3.PoolManager(
-            maxsize=16, timeout=urllib3.Timeout(connect=10, read=120), retries=False
+            maxsize=16,
+            timeout=urllib3.Timeout(
+                connect=REGISTRY_CONNECT_TIMEOUT_S, read=REGISTRY_READ_TIMEOUT_S
+            ),
+            retries=False,
         )
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
@@ -160,13 +155,13 @@ class RegistryClient:
         """Ask the registry to link a blob it holds in another repository; True if it did."""
         query = urlencode({"mount": str(digest), "from": from_repository})
         response = self._registry_request(
-            "POST", f"/v2/{repository}/blobs/uploads/?{query}", retry_body=True
+            "POST", f"/v2/{repository}/blobs/uploads/?{query}", body=b""
         )
         if response.status == 201:
             return True
         if response.status == 202:
             # Not mounted: the registry opened an upload session we will not use.
-            self._cancel_upload(response)
+            self._cancel_upload(response.headers.get("Location"))
             return False
         if response.status in (404, 405):
             return False
@@ -174,48 +169,29 @@ class RegistryClient:
         return False
 
     def upload_blob(
-        self, repository: str, digest: Digest, size: int, source: Readable, chunk_size: int
+        self,
+        repository: str,
+        digest: Digest,
+        size: int,
+        source: Readable,
+        *,
+        chunk_size: int | None = None,
     ) -> None:
-        """Upload a blob: one PUT when it fits a chunk, else PATCH chunks then PUT.
+        """Upload a blob in a new upload session: one streamed request unless `chunk_size`
+        (registry/upload.py says why)."""
+        upload_blob(self, repository, digest, size, source, chunk_size=chunk_size)
 
-        ECR takes chunks of at least 5 MiB (but the last), so chunk_size must respect that.
-        """
-        start = self._registry_request("POST", f"/v2/{repository}/blobs/uploads/", retry_body=True)
-        self._raise_for_status(start, f"start upload of {digest} to {repository}", expect=(202,))
-        location = self._upload_location(start)
-        offset = 0
-        chunk = read_full(source, min(chunk_size, size))
-        while offset + len(chunk) < size:
-            if not chunk:
-                raise DigestMismatchError(digest, f"source ended at {offset} of {size} bytes")
-            end = offset + len(chunk) - 1
-            patched = self._send(
-                "PATCH",
-                location,
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Range": f"{offset}-{end}",
-                    "Content-Length": str(len(chunk)),
-                },
-                body=chunk,
-                retry_body=False,
+    def _start_upload(self, repository: str, digest: Digest) -> str:
+        start = self._registry_request("POST", f"/v2/{repository}/blobs/uploads/", body=b"")
+        if start.status == 404 and "NAME_UNKNOWN" in _error_codes(start):
+            raise RepositoryNotFoundError(
+                f"repository {repository} does not exist in {self.host}",
+                code="NAME_UNKNOWN",
+                status=404,
+                hint="create it first; for an ECR target, restore with --create-repository",
             )
-            self._raise_for_status(patched, f"upload chunk of {digest}", expect=(202, 204))
-            location = self._upload_location(patched)
-            offset += len(chunk)
-            chunk = read_full(source, min(chunk_size, size - offset))
-        separator = "&" if "?" in location else "?"
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(chunk))}
-        if chunk and offset:
-            headers["Content-Range"] = f"{offset}-{offset + len(chunk) - 1}"
-        done = self._send(
-            "PUT",
-            f"{location}{separator}{urlencode({'digest': str(digest)})}",
-            headers=headers,
-            body=chunk,
-            retry_body=False,
-        )
-        self._raise_for_status(done, f"finish upload of {digest}", expect=(201, 204))
+        self._raise_for_status(start, f"start upload of {digest} to {repository}", expect=(202,))
+        return self._upload_location(start)
 
     def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> Digest:
         """PUT the manifest's exact bytes, so the registry computes the same digest."""
@@ -224,7 +200,6 @@ class RegistryClient:
             f"/v2/{repository}/manifests/{reference}",
             headers={"Content-Type": manifest.media_type},
             body=manifest.raw,
-            retry_body=True,
         )
         self._raise_for_status(response, f"PUT manifest {repository}:{reference}")
         served = response.headers.get("Docker-Content-Digest")
@@ -242,16 +217,9 @@ class RegistryClient:
         headers: dict[str, str] | None = None,
         body: bytes | None = None,
         stream: bool = False,
-        retry_body: bool = True,
     ) -> urllib3.BaseHTTPResponse:
         return self._send(
-            method,
-            self.base_url + path,
-            headers=headers or {},
-            body=body,
-            stream=stream,
-            retry_body=retry_body,
-            auth=True,
+            method, self.base_url + path, headers=headers or {}, body=body, stream=stream
         )
 
     def _send(
@@ -260,11 +228,19 @@ class RegistryClient:
         url: str,
         *,
         headers: dict[str, str],
-        body: bytes | None = None,
+        body: bytes | Iterator[bytes] | None = None,
         stream: bool = False,
-        retry_body: bool = True,
         auth: bool = True,
+        once: bool = False,
     ) -> urllib3.BaseHTTPResponse:
+        """One request, repeated while the registry throttles or fails (if the body allows
+        and not `once`).
+
+        A streamed body (an iterator) is sent once: its caller starts over. Credentials are
+        refreshed once when the registry calls them stale: 401, or ECR's 403 DENIED for an
+        expired token ("Your authorization token has expired").
+        """
+        resendable = not once and not isinstance(body, Iterator)
         refreshed = False
         attempt = 0
         while True:
@@ -284,27 +260,37 @@ class RegistryClient:
                     retries=False,
                 )
             except Urllib3Error as e:
-                if not retry_body or attempt + 1 >= self._retry.attempts:
+                if not resendable or attempt + 1 >= self._retry.attempts:
                     raise registry_unreachable(f"{method} {_safe(url)}", url, e) from e
                 log.warning("retrying %s %s after %s", method, _safe(url), type(e).__name__)
                 self._sleep(self._retry.delay(attempt))
                 attempt += 1
                 continue
-            if response.status == 401 and auth and not refreshed:
-                # Tokens expire (ECR: 12 h) or are rotated: fetch a new one, once.
+            if auth and not refreshed and _stale_credentials(response):
                 response.drain_conn()
                 refreshed = True
-                continue
-            if response.status == 401:
-                response.drain_conn()
+                if resendable:
+                    continue
+                # A streamed body is gone: fetch the new token now, the caller starts over.
+                self._credentials.authorization(refresh=True)
                 raise RegistryAuthError(
-                    f"{method} {_safe(url)}: registry refused our credentials",
-                    status=401,
-                    hint="check the registry user and password, or the AWS credentials for ECR",
+                    f"{method} {_safe(url)}: credentials went stale mid-upload",
+                    status=response.status,
+                    retryable=True,
                 )
-            if response.status in _RETRYABLE and retry_body and attempt + 1 < self._retry.attempts:
+            if (
+                response.status in RETRYABLE_STATUSES
+                and resendable
+                and attempt + 1 < self._retry.attempts
+            ):
+                wait = self._retry.delay(
+                    attempt, parse_retry_after(response.headers.get("Retry-After"))
+                )
+                log.warning(
+                    "%s %s: HTTP %d, retrying in %.1f s", method, _safe(url), response.status, wait
+                )
                 response.drain_conn()
-                self._sleep(_retry_after(response) or self._retry.delay(attempt))
+                self._sleep(wait)
                 attempt += 1
                 continue
             return response
@@ -315,10 +301,13 @@ class RegistryClient:
             raise RegistryError("registry did not return an upload location")
         return urljoin(self.base_url + "/", location)
 
-    def _cancel_upload(self, response: urllib3.BaseHTTPResponse) -> None:
-        location = response.headers.get("Location")
-        if location:
-            cancelled = self._send("DELETE", urljoin(self.base_url + "/", location), headers={})
+    def _cancel_upload(self, location: str | None) -> None:
+        """DELETE an upload session we will not finish; best effort (sessions also expire)."""
+        if not location:
+            return
+        with contextlib.suppress(RegistryError):
+            url = urljoin(self.base_url + "/", location)
+            cancelled = self._send("DELETE", url, headers={}, once=True)
             cancelled.drain_conn()
 
     def _not_found(self, response: urllib3.BaseHTTPResponse, what: str) -> Exception:
@@ -335,15 +324,28 @@ class RegistryClient:
     def _raise_for_status(
         response: urllib3.BaseHTTPResponse, what: str, expect: tuple[int, ...] = (200,)
     ) -> None:
+        """Nothing when the status is expected; else one error naming the registry's codes."""
         if response.status in expect or (expect == (200,) and 200 <= response.status < 300):
             return
-        codes = _error_codes(response)
-        raise RegistryError(
-            f"{what}: HTTP {response.status} ({', '.join(codes) or 'no error code'})",
-            code=codes[0] if codes else None,
-            status=response.status,
-            retryable=response.status in _RETRYABLE,
-        )
+        found = _error_codes(response)
+        codes = ", ".join(found) or "no error code"
+        message = f"{what}: HTTP {response.status} ({codes})"
+        code = found[0] if found else None
+        if _stale_credentials(response):
+            raise RegistryAuthError(
+                f"{message}: registry refused our credentials",
+                code=code,
+                status=response.status,
+                hint="check the registry user and password, or the AWS credentials for ECR",
+            )
+        if response.status in RETRYABLE_STATUSES:
+            raise RegistryThrottledError(
+                message,
+                code=code,
+                status=response.status,
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+            )
+        raise RegistryError(message, code=code, status=response.status)
 
 
 class _ResumingBody:
@@ -395,11 +397,10 @@ def _error_codes(response: urllib3.BaseHTTPResponse) -> list[str]:
     return [str(e.get("code")) for e in errors if isinstance(e, dict) and e.get("code")]
 
 
-def _retry_after(response: urllib3.BaseHTTPResponse) -> float | None:
-    value = response.headers.get("Retry-After")
-    if value and value.isdigit():
-        return min(float(value), 30.0)
-    return None
+def _stale_credentials(response: urllib3.BaseHTTPResponse) -> bool:
+    """401, or the 403 DENIED that ECR sends for an expired token
+    (awslabs/amazon-ecr-credential-helper#7: "Your Authorization Token has expired")."""
+    return response.status == 401 or (response.status == 403 and "DENIED" in _error_codes(response))
 
 
 def _safe(url: str) -> str:

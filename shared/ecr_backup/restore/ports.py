@@ -17,7 +17,15 @@ class TargetRegistry(Protocol):
     def mount_blob(self, repository: str, digest: Digest, from_repository: str) -> bool: ...
 
     def upload_blob(
-        self, repository: str, digest: Digest, size: int, source: Readable, chunk_size: int
-    ) -> None: ...
+        self,
+        repository: str,
+        digest: Digest,
+        size: int,
+        source: Readable,
+        *,
+        chunk_size: int | None = None,
+    ) -> None:
+        """One streamed request per blob; several chunks only when `chunk_size` is given."""
+        ...
 
     def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> Digest: ...

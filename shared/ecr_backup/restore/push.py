@@ -3,8 +3,8 @@
 Order of work, so that a restore that fails halfway leaves nothing tagged at the target:
 plan everything from the bucket first (every manifest read and verified, every blob found);
 then blobs (HEAD and skip what the target holds, mount what a sibling repository holds,
-upload the rest in chunks streamed from S3); then manifests by digest, children before the
-indexes that list them, with their exact stored bytes; then, last, the tags.
+upload the rest, each in one request streamed from S3); then manifests by digest, children
+before the indexes that list them, with their exact stored bytes; then, last, the tags.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from ecr_backup.errors import (
     DigestMismatchError,
     InvalidInputError,
-    RegistryAuthError,
     RegistryError,
+    RegistryThrottledError,
 )
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
@@ -30,23 +30,19 @@ from ecr_backup.oci.streams import Readable, read_full
 from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
 from ecr_backup.restore.plan import RestorePlan
 from ecr_backup.restore.ports import TargetRegistry
-from ecr_backup.settings import DEFAULT_CHUNK_SIZE, DEFAULT_CONCURRENCY, MIN_PART_SIZE
+from ecr_backup.retry import RetryPolicy
+from ecr_backup.settings import DEFAULT_CONCURRENCY, MIN_PART_SIZE, UPLOAD_BUFFER_SIZE
 from ecr_backup.storage.reader import BucketReader
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger(__name__)
-
-_BLOB_ATTEMPTS = 3
 
 
 class _ReadAhead:
     """Reads the next chunk from the bucket while the registry takes the current one.
 
-    A chunked upload alternates "read a chunk from S3" and "send it to the registry"; done
-    in turn, each side waits for the other. One chunk of read-ahead overlaps them, for one
-    more chunk of memory per upload. Errors (a digest mismatch on the last chunk) reach the
+    An upload alternates "read from S3" and "send to the registry"; done in turn, each side
+    waits for the other. One piece of read-ahead overlaps them, for one more piece of
+    memory per upload. Errors (a digest mismatch on the last chunk) reach the
     uploader in place of the chunk, so the upload is never committed.
     """
 
@@ -164,12 +160,16 @@ class Restorer:
         reader: BucketReader,
         registry: TargetRegistry,
         *,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        chunk_size: int | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         mount_from: Iterable[str] = (),
         progress: ProgressFactory = no_progress,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        if chunk_size < MIN_PART_SIZE:
+        """`chunk_size` None uploads each blob in one streamed request (what ECR needs);
+        a size sends PATCHes of that size, for registries that refuse big requests."""
+        if chunk_size is not None and chunk_size < MIN_PART_SIZE:
             raise InvalidInputError("upload chunks must be at least 5 MiB (ECR's minimum part)")
         if concurrency < 1:
             raise InvalidInputError("concurrency must be at least 1")
@@ -179,6 +179,8 @@ class Restorer:
         self._concurrency = concurrency
         self._mount_from = list(dict.fromkeys(mount_from))
         self._progress = progress
+        self._retry = retry or RetryPolicy()
+        self._sleep = sleep
 
     def run(self, plan: RestorePlan, report: RestoreReport | None = None) -> RestoreReport:
         started = time.monotonic()
@@ -259,41 +261,52 @@ class Restorer:
             report.blob("mounted", blob)
             progress.advance(blob.size)
             return
+        self._upload(repository, blob, progress)
+        report.blob("uploaded", blob)
+
+    def _upload(self, repository: str, blob: Descriptor, progress: Progress) -> None:
+        """Upload one blob; every new attempt is a new upload session reading the bucket anew.
+
+        A streamed body cannot be sent twice, so a throttled, dropped or refused upload
+        starts over from the bucket (and is verified again while it streams), after the
+        backoff the registry asked for. A digest mismatch reads the blob's intact version.
+        """
         recovered = False
         attempt = 0
         while True:
-            attempt += 1
             counted: Counted | None = None
             try:
                 with self._reader.open_blob(blob.digest, blob.size) as stream:
                     counted = Counted(stream, progress)
-                    ahead = _ReadAhead(counted, self._chunk_size)
+                    ahead = _ReadAhead(counted, self._chunk_size or UPLOAD_BUFFER_SIZE)
                     try:
                         self._registry.upload_blob(
-                            repository, blob.digest, blob.size, ahead, self._chunk_size
+                            repository,
+                            blob.digest,
+                            blob.size,
+                            ahead,
+                            chunk_size=self._chunk_size,
                         )
                     finally:
                         ahead.close()
-                break
+                return
             except DigestMismatchError:
-                # The current object version is not what the backup wrote (its last chunk was
-                # never sent, so nothing was committed): read the intact version instead.
+                # The current object version is not what the backup wrote (the upload was
+                # never committed): read the intact version instead.
                 if recovered:
                     raise
                 self._reader.recover(blob.digest, blob.size)
                 recovered = True
-                attempt -= 1
-            except RegistryAuthError:
-                raise
             except RegistryError as e:
-                # Chunks are not retried inside the client (the body is a stream): start the
-                # blob again in a new upload session, from the bucket.
-                if attempt >= _BLOB_ATTEMPTS:
+                attempt += 1
+                if not e.retryable or attempt >= self._retry.attempts:
                     raise
-                log.warning("upload of %s failed (%s); starting it again", blob.digest, e)
+                retry_after = e.retry_after if isinstance(e, RegistryThrottledError) else None
+                wait = self._retry.delay(attempt - 1, retry_after)
+                log.warning("upload of %s failed (%s); again in %.1f s", blob.digest, e, wait)
+                self._sleep(wait)
             if counted is not None:
                 progress.advance(-counted.count)
-        report.blob("uploaded", blob)
 
     def _tag(self, repository: str, tag: str, manifest: Manifest, report: RestoreReport) -> None:
         current = self._registry.manifest_digest(repository, tag)

@@ -21,12 +21,15 @@ from ecr_backup.errors import (
     ManifestNotFoundError,
     RegistryAuthError,
     RegistryError,
+    RegistryThrottledError,
     RepositoryNotFoundError,
 )
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import parse_manifest
 from ecr_backup.registry.auth import Credentials, TokenCredentials
-from ecr_backup.registry.client import RegistryClient, RetryPolicy
+from ecr_backup.registry.client import RegistryClient
+from ecr_backup.retry import RetryPolicy
 
 LAYER = b"layer-bytes" * 1000
 MANIFEST = json.dumps(
@@ -46,6 +49,7 @@ class Seen:
     method: str
     path: str
     headers: dict[str, str]
+    body_size: int = 0
 
 
 @dataclass
@@ -65,10 +69,9 @@ def server() -> Iterator[tuple[str, Script]]:
 
         def _answer(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
-            if length:
-                self.rfile.read(length)
+            received = len(self.rfile.read(length)) if length else 0
             headers = {k: v for k, v in self.headers.items()}
-            script.seen.append(Seen(self.command, self.path, headers))
+            script.seen.append(Seen(self.command, self.path, headers, received))
             status, extra, body = script.handler(self.command, self.path, headers)
             if status == 0:  # drop the connection without answering
                 self.close_connection = True
@@ -213,7 +216,9 @@ def test_missing_blob_is_a_clear_error(server: tuple[str, Script]) -> None:
         pass
 
 
-def test_chunked_upload_sends_ranges_and_the_digest(server: tuple[str, Script]) -> None:
+def test_chunked_upload_only_when_asked_sends_ranges_and_the_digest(
+    server: tuple[str, Script],
+) -> None:
     url, script = server
 
     def answer(
@@ -227,7 +232,9 @@ def test_chunked_upload_sends_ranges_and_the_digest(server: tuple[str, Script]) 
 
     script.handler = answer
     data = bytes(range(256)) * 100  # 25,600 bytes in chunks of 10,000
-    client(url).upload_blob("team/app", Digest.of(data), len(data), io.BytesIO(data), 10_000)
+    client(url).upload_blob(
+        "team/app", Digest.of(data), len(data), io.BytesIO(data), chunk_size=10_000
+    )
     methods = [(s.method, s.headers.get("Content-Range")) for s in script.seen]
     assert methods == [
         ("POST", None),
@@ -270,3 +277,148 @@ def test_an_unreachable_registry_is_a_retryable_error_naming_the_address() -> No
     assert f"cannot reach {url}: connection refused" in str(error)
     assert error.retryable and error.hint and error.exit_code == ExitCode.REMOTE
     assert len(slept) == 1  # tried twice
+
+
+class _Trickle:
+    """A source that hands out small pieces, as a network stream does."""
+
+    def __init__(self, data: bytes, piece: int = 1000) -> None:
+        self._data = io.BytesIO(data)
+        self._piece = piece
+
+    def read(self, amt: int = -1, /) -> bytes:
+        return self._data.read(min(self._piece, amt) if amt >= 0 else self._piece)
+
+
+def upload_session(
+    location: str, patch_status: int
+) -> Callable[..., tuple[int, dict[str, str], bytes]]:
+    def answer(
+        method: str, path: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        if method == "POST":
+            return 202, {"Location": location}, b""
+        if method == "PATCH":
+            return patch_status, {"Location": location}, b""
+        return 201, {}, b""
+
+    return answer
+
+
+@pytest.mark.parametrize("patch_status", [201, 202, 204])
+def test_one_streamed_patch_per_upload_session_whatever_the_registry(
+    server: tuple[str, Script], patch_status: int
+) -> None:
+    """ECR answers a PATCH with 201 (openai/tart#273) and is reported to drop a second
+    PATCH's body (aws/containers-roadmap#2831): the default upload sends exactly one."""
+    url, script = server
+    script.handler = upload_session("/v2/team/app/blobs/uploads/u1?state=a", patch_status)
+    data = bytes(range(256)) * 400  # 102,400 bytes read 1,000 at a time
+    client(url).upload_blob("team/app", Digest.of(data), len(data), _Trickle(data))
+    sent = [(s.method, s.headers.get("Content-Range"), s.body_size) for s in script.seen]
+    assert sent == [("POST", None, 0), ("PATCH", None, len(data)), ("PUT", None, 0)]
+    assert script.seen[1].headers["Content-Length"] == str(len(data))
+    assert f"digest=sha256%3A{Digest.of(data).hex}" in script.seen[2].path
+
+
+def test_throttled_patch_cancels_the_session_and_says_when_to_come_back(
+    server: tuple[str, Script],
+) -> None:
+    url, script = server
+    session = "/v2/team/app/blobs/uploads/u1"
+    throttled = json.dumps({"errors": [{"code": "TOOMANYREQUESTS"}]}).encode()
+
+    def answer(
+        method: str, path: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        if method == "PATCH":
+            return 429, {"Retry-After": "3"}, throttled
+        return (202 if method == "POST" else 204), {"Location": session}, b""
+
+    script.handler = answer
+    data = b"x" * 5000
+    with pytest.raises(RegistryThrottledError, match="TOOMANYREQUESTS") as caught:
+        client(url).upload_blob("team/app", Digest.of(data), len(data), io.BytesIO(data))
+    assert caught.value.retry_after == 3.0 and caught.value.retryable
+    # The streamed PATCH is not sent twice by the client; its session is given back.
+    assert [s.method for s in script.seen] == ["POST", "PATCH", "DELETE"]
+
+
+def test_retry_after_is_honoured(server: tuple[str, Script]) -> None:
+    url, script = server
+    answers = iter([(429, {"Retry-After": "1"}, b""), (200, {}, MANIFEST)])
+    script.handler = lambda m, p, h: next(answers)
+    slept: list[float] = []
+    registry = RegistryClient(url, retry=RetryPolicy(attempts=3), sleep=slept.append)
+    assert registry.get_manifest("team/app", "v1").raw == MANIFEST
+    assert slept == [1.0]
+
+
+def test_other_client_errors_fail_at_once_with_the_registry_code(
+    server: tuple[str, Script],
+) -> None:
+    url, script = server
+    invalid = json.dumps({"errors": [{"code": "MANIFEST_INVALID", "message": "no"}]}).encode()
+    script.handler = lambda m, p, h: (400, {}, invalid)
+    manifest = parse_manifest(MANIFEST)
+    with pytest.raises(RegistryError, match="HTTP 400 \\(MANIFEST_INVALID\\)") as caught:
+        client(url).put_manifest("team/app", "v1", manifest)
+    assert caught.value.code == "MANIFEST_INVALID" and not caught.value.retryable
+    assert len(script.seen) == 1
+
+
+def test_ecr_403_denied_for_an_expired_token_is_refreshed_once(
+    server: tuple[str, Script],
+) -> None:
+    """ECR answers an expired token with 403 DENIED, "Your authorization token has expired"
+    (awslabs/amazon-ecr-credential-helper#7), not only with 401."""
+    url, script = server
+    fetched: list[str] = []
+
+    def fetch() -> tuple[str, datetime]:
+        fetched.append("x")
+        token = base64.b64encode(f"AWS:password-{len(fetched)}".encode()).decode()
+        return token, datetime.now(UTC) + timedelta(hours=12)
+
+    expired = json.dumps({"errors": [{"code": "DENIED"}]}).encode()
+    valid = base64.b64encode(b"AWS:password-2").decode()
+    script.handler = lambda m, p, h: (
+        (200, {}, MANIFEST) if h.get("Authorization") == f"Basic {valid}" else (403, {}, expired)
+    )
+    client(url, credentials=TokenCredentials(fetch)).get_manifest("team/app", "v1")
+    assert len(fetched) == 2 and len(script.seen) == 2
+
+
+def test_a_token_gone_stale_mid_upload_is_renewed_and_the_blob_started_over(
+    server: tuple[str, Script],
+) -> None:
+    """A streamed body cannot be sent again: the client renews the token and says the
+    upload may be retried (from its source), rather than failing the restore."""
+    url, script = server
+    fetched: list[str] = []
+
+    def fetch() -> tuple[str, datetime]:
+        fetched.append("x")
+        return f"token-{len(fetched)}", datetime.now(UTC) + timedelta(hours=12)
+
+    def answer(
+        method: str, path: str, headers: dict[str, str]
+    ) -> tuple[int, dict[str, str], bytes]:
+        if method == "PATCH" and headers["Authorization"] == "Basic token-1":
+            return 401, {}, b""
+        if method == "POST":
+            return 202, {"Location": "/v2/team/app/blobs/uploads/u1"}, b""
+        return (
+            (202 if method == "PATCH" else 201),
+            {"Location": "/v2/team/app/blobs/uploads/u1"},
+            b"",
+        )
+
+    script.handler = answer
+    registry = client(url, credentials=TokenCredentials(fetch))
+    data = b"y" * 3000
+    with pytest.raises(RegistryAuthError) as caught:
+        registry.upload_blob("team/app", Digest.of(data), len(data), io.BytesIO(data))
+    assert caught.value.retryable and len(fetched) == 2
+    registry.upload_blob("team/app", Digest.of(data), len(data), io.BytesIO(data))
+    assert [s.headers["Authorization"] for s in script.seen[-3:]] == ["Basic token-2"] * 3

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import boto3
@@ -15,6 +17,8 @@ from ecr_backup.errors import (
     InvalidInputError,
     NotFoundError,
     RegistryAuthError,
+    RegistryError,
+    RegistryThrottledError,
     RepositoryNotFoundError,
 )
 from ecr_backup.oci.reference import ImageRef
@@ -48,8 +52,9 @@ def run(
     target: FakeTarget,
     *,
     dry_run: bool = False,
-    chunk_size: int = 5 * MiB,
+    chunk_size: int | None = None,
     mount_from: tuple[str, ...] = (),
+    sleep: Callable[[float], None] = time.sleep,
     **request: Any,
 ) -> Any:
     catalog = Catalog(backup.store, backup.index)
@@ -61,6 +66,7 @@ def run(
         chunk_size=chunk_size,
         mount_from=mount_from,
         progress=ProgressRecorder(),
+        sleep=sleep,
     )
     return plan, (restorer.preview(plan) if dry_run else restorer.run(plan))
 
@@ -261,6 +267,51 @@ def test_large_blobs_go_in_chunks_of_the_chunk_size(backup: Backup) -> None:
     target = FakeTarget()
     run(backup, "app:v1", "registry.example.com/app", target, chunk_size=5 * MiB)
     assert target.chunks.count(5 * MiB) == 2 and len(big) - 10 * MiB in target.chunks
+
+
+def count_gets(s3: Any) -> Callable[[], int]:
+    """A counter of the GetObject calls the bucket's client makes from now on."""
+    calls: list[str] = []
+    s3.meta.events.register("before-call.s3.GetObject", lambda **_: calls.append("get"))
+    return lambda: len(calls)
+
+
+def test_by_default_each_blob_goes_up_in_one_request(backup: Backup) -> None:
+    big = backup.layer(11 * MiB + 5)
+    image = backup.image("app", [big])
+    backup.push("app", image, "v1", minutes(1))
+    target = FakeTarget()
+    run(backup, "app:v1", "registry.example.com/app", target)
+    assert len(big) in target.chunks and 5 * MiB not in target.chunks
+
+
+def test_an_interrupted_upload_starts_over_from_the_bucket_after_the_backoff(
+    backup: Backup, s3: Any
+) -> None:
+    big = backup.layer(6 * MiB)
+    image = backup.image("app", [big])
+    backup.push("app", image, "v1", minutes(1))
+    throttled = RegistryThrottledError("HTTP 429 (TOOMANYREQUESTS)", status=429, retry_after=1.0)
+    dropped = RegistryError("PATCH failed: connection reset", retryable=True)
+    layer = image.blobs[-1].digest
+    target = FakeTarget(upload_errors={layer: [throttled, dropped]})
+    slept: list[float] = []
+    reads = count_gets(s3)
+    _, report = run(backup, "app:v1", "registry.example.com/app", target, sleep=slept.append)
+    assert target.upload_attempts[layer] == 3 and target.blobs["app"][layer] == big
+    assert slept[0] == 1.0 and len(slept) == 2  # Retry-After first, then jittered backoff
+    assert reads() >= 3  # every attempt read the bucket again (and was verified again)
+    assert target.tags("app") == {"v1": image.digest} and layer in report.blobs_uploaded
+
+
+def test_a_refused_upload_fails_at_once(backup: Backup) -> None:
+    image = backup.image("app")
+    backup.push("app", image, "v1", minutes(1))
+    refused = RegistryError("HTTP 400 (BLOB_UPLOAD_INVALID)", code="BLOB_UPLOAD_INVALID")
+    target = FakeTarget(upload_errors={image.blobs[-1].digest: [refused]})
+    with pytest.raises(RegistryError, match="BLOB_UPLOAD_INVALID"):
+        run(backup, "app:v1", "registry.example.com/app", target)
+    assert max(target.upload_attempts.values()) == 1 and target.tags("app") == {}
 
 
 def test_point_in_time_all_tags_and_removed_tags(backup: Backup) -> None:
