@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import threading
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -292,8 +292,12 @@ class S3BlobStore:
                 number += 1
             return [f.result() for f in futures]
         except BaseException:
+            # Parts already sending may still land after an abort (AWS says so for
+            # AbortMultipartUpload), leaving billed, invisible parts: drop the ones not
+            # started, wait for the rest, and only then let the caller abort.
             for f in futures:
                 f.cancel()
+            wait(futures)
             raise
 
     def _upload_part(

@@ -3,11 +3,13 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
+import time
 from typing import Any
 
 import pytest
 
-from ecr_backup.errors import DigestMismatchError
+from ecr_backup.errors import DigestMismatchError, StorageError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.settings import MiB
 from ecr_backup.storage.blobstore import S3BlobStore
@@ -97,3 +99,38 @@ def test_records_are_immutable_and_listed(store: S3BlobStore) -> None:
 def test_part_size_below_s3_minimum_is_refused(s3: Any) -> None:
     with pytest.raises(ValueError, match="5 MiB"):
         S3BlobStore(BUCKET, client=s3, part_size=MiB)
+
+
+def test_a_failed_multipart_copy_waits_for_parts_in_flight_before_aborting(
+    store: S3BlobStore, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AWS: parts still uploading when the upload is aborted may land afterwards, billed
+    and invisible. So a failed part lets the others finish first, then the abort."""
+    events: list[str] = []
+    upload_part = store._upload_part
+    abort = store._abort
+    second_part_started = threading.Event()
+
+    def slow_or_failing(key: str, upload_id: str, number: int, data: bytes) -> Any:
+        if number == 1:  # fails at once, while part 2 is still sending
+            second_part_started.wait(5)
+            events.append("part 1 failed")
+            raise StorageError("upload part 1: SlowDown")
+        second_part_started.set()
+        time.sleep(0.3)
+        answer = upload_part(key, upload_id, number, data)
+        events.append(f"part {number} stored")
+        return answer
+
+    def recorded_abort(key: str, upload_id: str) -> None:
+        events.append("abort")
+        abort(key, upload_id)
+
+    monkeypatch.setattr(store, "_upload_part", slow_or_failing)
+    monkeypatch.setattr(store, "_abort", recorded_abort)
+    data = os.urandom(11 * MiB)
+    with pytest.raises(StorageError, match="SlowDown"):
+        store.put_stream(Digest.of(data), len(data), io.BytesIO(data))
+    assert events.index("part 2 stored") < events.index("abort")
+    assert events[-1] == "abort"
+    assert uploads(s3) == [] and keys(s3) == []
