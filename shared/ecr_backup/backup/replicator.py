@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from ecr_backup.backup.ports import BackupIndex, BlobStore, SourceRegistry
 from ecr_backup.errors import BlobNotFoundError, InvalidInputError, StorageError
-from ecr_backup.oci.closure import closure_total
+from ecr_backup.oci.closure import check_index_depth, closure_total
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
 from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
@@ -109,7 +109,9 @@ class Replicator:
         # The total grows as each manifest's missing blobs are found.
         progress = self._progress(0, "replicate")
         with ThreadPoolExecutor(self._concurrency, thread_name_prefix="blob-copy") as pool:
-            self._replicate_manifest(repository, manifest, report, _Copying(pool, progress))
+            self._replicate_manifest(
+                repository, manifest, report, _Copying(pool, progress), depth=0
+            )
         progress.finish()
         return report
 
@@ -119,6 +121,8 @@ class Replicator:
         manifest: Manifest,
         report: CopyReport,
         copying: _Copying,
+        *,
+        depth: int,
     ) -> int:
         """Store a manifest's closure, then the manifest; returns the closure's total size."""
         existing = self._index.manifest(manifest.digest)
@@ -128,9 +132,12 @@ class Replicator:
 
         child_totals = []
         for child in manifest.children:
+            check_index_depth(depth + 1, child.digest)
             child_manifest = self._registry.get_manifest(repository, str(child.digest))
             child_totals.append(
-                self._replicate_manifest(repository, child_manifest, report, copying)
+                self._replicate_manifest(
+                    repository, child_manifest, report, copying, depth=depth + 1
+                )
             )
 
         blobs = manifest.unique_blobs

@@ -7,10 +7,27 @@ from dataclasses import dataclass
 
 from ecr_backup.errors import (
     DigestMismatchError,
+    InvalidInputError,
     NotFoundError,
 )
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest, Platform
+from ecr_backup.settings import MAX_INDEX_DEPTH
+
+
+def check_index_depth(depth: int, digest: Digest) -> None:
+    """Refuse a manifest nested deeper than MAX_INDEX_DEPTH indexes below the root.
+
+    Image indexes may list indexes; a chain of them is walked recursively, so a hostile
+    chain (~1,100 deep once overflowed the stack) is refused as input before that.
+    """
+    if depth > MAX_INDEX_DEPTH:
+        raise InvalidInputError(
+            f"{digest} is nested {depth} image indexes deep; at most {MAX_INDEX_DEPTH} are "
+            "accepted",
+            code="INDEX_TOO_DEEP",
+        )
+
 
 # -- closures ----------------------------------------------------------------------------
 
@@ -88,20 +105,23 @@ def build_closure(digest: Digest, load: Callable[[Digest], Manifest]) -> Closure
     nodes: dict[Digest, Node] = {}
     blobs: dict[Digest, Descriptor] = {}
 
-    def walk(manifest: Manifest, platform: Platform | None, parent: Digest | None) -> int:
+    def walk(
+        manifest: Manifest, platform: Platform | None, parent: Digest | None, depth: int
+    ) -> int:
         nodes.setdefault(manifest.digest, Node(manifest, platform, parent))
         child_totals = []
         for child in manifest.children:
+            check_index_depth(depth + 1, child.digest)
             child_manifest = load(child.digest)
             if child_manifest.size != child.size:
                 raise DigestMismatchError(
                     child.digest, f"{manifest.digest} lists it with {child.size} bytes"
                 )
-            child_totals.append(walk(child_manifest, child.platform, manifest.digest))
+            child_totals.append(walk(child_manifest, child.platform, manifest.digest, depth + 1))
         for blob in manifest.unique_blobs:
             blobs.setdefault(blob.digest, blob)
         return closure_total(manifest, child_totals)
 
     root = load(digest)
-    total = walk(root, None, None)
+    total = walk(root, None, None, 0)
     return Closure(root, tuple(nodes.values()), tuple(blobs.values()), total)

@@ -7,9 +7,11 @@ from typing import Any
 import pytest
 
 from ecr_backup.backup.replicator import Replicator
-from ecr_backup.errors import BlobNotFoundError, DigestMismatchError
+from ecr_backup.errors import BlobNotFoundError, DigestMismatchError, InvalidInputError
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
+from ecr_backup.oci.manifest import Manifest
+from ecr_backup.settings import MAX_INDEX_DEPTH
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.records import Action, ImageEvent
@@ -187,3 +189,32 @@ def test_progress_counts_every_byte_of_what_was_missing(
     first, second = recorder.bars
     assert (first.label, first.total, first.done, first.finished) == ("replicate", 5002, 5002, True)
     assert (second.total, second.done) == (7008, 7008)  # only the new layer and config
+
+
+def nested_indexes(registry: FakeRegistry, depth: int) -> Manifest:
+    """An image under `depth` image indexes, each listing the one below."""
+    manifest = registry.image(REPO, [os.urandom(10)])
+    for _ in range(depth):
+        child: dict[str, object] = {
+            "mediaType": manifest.media_type,
+            "digest": str(manifest.digest),
+            "size": manifest.size,
+        }
+        manifest = registry.add_manifest(
+            REPO,
+            {"schemaVersion": 2, "mediaType": mediatypes.OCI_INDEX, "manifests": [child]},
+        )
+    return manifest
+
+
+def test_a_chain_of_1100_nested_indexes_is_refused_as_input(
+    registry: FakeRegistry, replicator: Replicator, s3: Any
+) -> None:
+    root = nested_indexes(registry, 1100)
+    with pytest.raises(InvalidInputError, match=f"at most {MAX_INDEX_DEPTH}") as caught:
+        replicator.replicate(REPO, str(root.digest))
+    assert caught.value.code == "INDEX_TOO_DEEP"
+    assert stored_keys(s3) == set()  # refused before any copy: nothing half-written
+    # The bound is the setting: one level less is backed up.
+    allowed = nested_indexes(registry, MAX_INDEX_DEPTH)
+    assert replicator.replicate(REPO, str(allowed.digest)).root == allowed.digest
