@@ -1,6 +1,8 @@
-"""Local stand-ins for AWS (moto) and a container registry (CNCF distribution),
+"""Local stand-ins for AWS (moto) and a container registry (CNCF distribution, behind an
+ECR-faithful proxy),
 plus OCI image generation, for tests, demos and benchmarks."""
 
+from devkit.ecr_proxy import EcrQuirks, EcrRegistry
 from devkit.images import (
     BuiltManifest,
     Descriptor,
@@ -18,6 +20,7 @@ from devkit.servers import (
     LocalRegistry,
     LoggedRequest,
     MotoServer,
+    Registry,
     ecr_password_from_moto,
     free_port,
 )
@@ -25,11 +28,14 @@ from devkit.servers import (
 __all__ = [
     "BuiltManifest",
     "Descriptor",
+    "EcrQuirks",
+    "EcrRegistry",
     "Layer",
     "LocalRegistry",
     "LoggedRequest",
     "MotoServer",
     "OciLayoutBuilder",
+    "Registry",
     "ecr_password_from_moto",
     "free_port",
     "http_push",

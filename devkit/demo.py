@@ -1,10 +1,12 @@
 """`make demo`: the backup's main job end to end, on loopback, with real parts.
 
-Starts moto (S3, DynamoDB, ECR's token API) and Debian's registry (S3 storage, 307
-redirects to presigned URLs and basic auth, as ECR does), pushes a multi-arch image
-with skopeo, delivers ECR's push events to `ecr-backup handle-event`, pushes a second
-version sharing base layers, and shows what was copied, skipped, and the bucket layout.
-Then it restores v1 into another repository and checks that the digest is unchanged.
+Starts moto (S3, DynamoDB, ECR's repositories) and Debian's registry (S3 storage, 307
+redirects to presigned URLs) behind the ECR-faithful proxy (expiring tokens, 201 on PATCH,
+one PATCH per session, no mounts, unknown repositories refused: devkit/ecr_proxy.py),
+pushes a multi-arch image with skopeo, delivers ECR's push events to
+`ecr-backup handle-event`, pushes a second version sharing base layers, and shows what
+was copied, skipped, and the bucket layout. Then it restores v1 into another repository
+and checks that the digest is unchanged.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from devkit import (
-    LocalRegistry,
+    EcrRegistry,
     MotoServer,
     OciLayoutBuilder,
-    ecr_password_from_moto,
     sha256_digest,
     skopeo_inspect_raw,
     skopeo_push,
@@ -85,8 +86,9 @@ def show_layout(moto: MotoServer, bucket: str) -> None:
         print(f"  {key:<110} {size:>9,} B")
 
 
-def restore_round_trip(registry: LocalRegistry, v1: BuiltManifest) -> None:
+def restore_round_trip(registry: EcrRegistry, v1: BuiltManifest) -> None:
     """What on-call does in a bad hour: look the tag up, restore it, check the digest."""
+    registry.ensure_repository("restored/web")  # ECR refuses pushes to unknown repositories
     os.environ["ECR_BACKUP_TARGET_USERNAME"] = registry.username
     os.environ["ECR_BACKUP_TARGET_PASSWORD"] = registry.password or ""
     for args in (
@@ -110,7 +112,7 @@ def main() -> None:
     with (
         MotoServer() as aws,
         MotoServer() as registry_storage,
-        LocalRegistry(registry_storage, password=ecr_password_from_moto(aws)) as registry,
+        EcrRegistry(registry_storage, aws) as registry,
         tempfile.TemporaryDirectory(prefix="ecr-backup-demo-") as tmp,
     ):
         workdir = Path(tmp)
@@ -121,6 +123,8 @@ def main() -> None:
                 "AWS_ACCESS_KEY_ID": "demo",
                 "AWS_SECRET_ACCESS_KEY": "demo",
                 "AWS_DEFAULT_REGION": aws.region,
+                # ECR's API through the proxy: the tokens it hands out expire.
+                "AWS_ENDPOINT_URL_ECR": registry.url,
                 "ECR_BACKUP_BUCKET": bucket,
                 "ECR_BACKUP_TABLE": "ecr-backup-demo",
                 "ECR_BACKUP_SOURCE_REGISTRY": registry.url,
@@ -128,7 +132,10 @@ def main() -> None:
         )
         os.environ.pop("AWS_PROFILE", None)
         print(f"moto (S3, DynamoDB, ECR API): {aws.endpoint}")
-        print(f"registry (S3 storage, 307 redirects, basic auth): {registry.url}\n")
+        print(
+            f"registry (ECR-faithful proxy in front of docker-registry: S3 storage, 307 "
+            f"redirects, expiring tokens, ECR's upload quirks): {registry.url}\n"
+        )
         print("$ ecr-backup setup")
         ecr_backup(["setup", "--no-tls-policy"])  # moto serves plain HTTP
 

@@ -1,4 +1,4 @@
-"""Generate OCI image layouts on disk and push them to a LocalRegistry.
+"""Generate OCI image layouts on disk and push them to a Registry.
 
 Everything is deterministic for a given seed, so digests are reproducible and
 tests can compare what the registry (or a backup) holds with what was built.
@@ -25,7 +25,7 @@ from urllib.parse import quote, urljoin
 import urllib3
 
 if TYPE_CHECKING:
-    from devkit.servers import LocalRegistry
+    from devkit.servers import Registry
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -399,13 +399,14 @@ class OciLayoutBuilder:
 # --- pushing and reading ----------------------------------------------------------
 
 
-def _creds_args(registry: LocalRegistry, flag: str) -> list[str]:
-    if registry.password is None:
+def _creds_args(registry: Registry, flag: str) -> list[str]:
+    password = registry.password  # read once: the ECR proxy issues a new token each time
+    if password is None:
         return [f"--{flag}no-creds"]
-    return [f"--{flag}creds", f"{registry.username}:{registry.password}"]
+    return [f"--{flag}creds", f"{registry.username}:{password}"]
 
 
-def _registry_ref(registry: LocalRegistry, repository: str, ref: str) -> str:
+def _registry_ref(registry: Registry, repository: str, ref: str) -> str:
     sep = "@" if ref.startswith("sha256:") else ":"
     return f"docker://{registry.host}/{repository}{sep}{ref}"
 
@@ -430,7 +431,7 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
 def skopeo_push(
     layout_dir: Path | str,
     ref_in_layout: str,
-    registry: LocalRegistry,
+    registry: Registry,
     repository: str,
     tag: str | None = "latest",
     *,
@@ -447,6 +448,7 @@ def skopeo_push(
             f"skopeo cannot push {entry['mediaType']} from an OCI layout; use http_push"
         )
     dest_ref = tag if tag is not None else entry["digest"]
+    registry.ensure_repository(repository)
     with tempfile.TemporaryDirectory(prefix="devkit-skopeo-") as tmp:
         digestfile = Path(tmp) / "digest"
         _run(
@@ -454,6 +456,7 @@ def skopeo_push(
                 "skopeo",
                 "copy",
                 "--quiet",
+                "--retry-times=3",  # a throttled push (429) is tried again, as on ECR
                 # --all: copy every platform of an index, not just the host's.
                 "--all" if all_platforms else "--multi-arch=system",
                 "--preserve-digests",
@@ -468,13 +471,14 @@ def skopeo_push(
         return digestfile.read_text().strip()
 
 
-def skopeo_inspect_raw(registry: LocalRegistry, repository: str, ref: str) -> bytes:
+def skopeo_inspect_raw(registry: Registry, repository: str, ref: str) -> bytes:
     """The manifest bytes the registry serves for `ref` (tag or "sha256:..." digest)."""
     return _run(
         [
             "skopeo",
             "inspect",
             "--raw",
+            "--retry-times=3",
             "--tls-verify=false",
             *_creds_args(registry, ""),
             _registry_ref(registry, repository, ref),
@@ -491,7 +495,7 @@ def _expect(response: urllib3.BaseHTTPResponse, status: int, what: str) -> None:
 
 
 def http_push_manifest(
-    registry: LocalRegistry,
+    registry: Registry,
     repository: str,
     ref: str,
     manifest: bytes,
@@ -502,6 +506,7 @@ def http_push_manifest(
     existing ones) and then the manifest under `ref` via the plain registry API;
     returns the digest the registry reports."""
     base = f"{registry.url}/v2/{repository}"
+    registry.ensure_repository(repository)
     headers = registry.auth_headers
     for digest, data in blobs.items():
         head = _HTTP.request("HEAD", f"{base}/blobs/{digest}", headers=headers)
@@ -535,7 +540,7 @@ def http_push_manifest(
 def http_push(
     layout: OciLayoutBuilder,
     built: BuiltManifest,
-    registry: LocalRegistry,
+    registry: Registry,
     repository: str,
     tag: str | None = "latest",
 ) -> str:

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any, Protocol, Self
 
 import bcrypt
 import boto3
@@ -224,7 +224,78 @@ def _parse_logfmt(line: str) -> dict[str, str]:
     return fields
 
 
-class LocalRegistry(_ManagedProcess):
+class Registry(Protocol):
+    """What tests, the demo and the benchmarks use of a registry: a LocalRegistry, or the
+    ECR-faithful proxy in front of one (devkit.ecr_proxy.EcrRegistry)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def auth_headers(self) -> dict[str, str]: ...
+    @property
+    def storage(self) -> MotoServer: ...
+    @property
+    def storage_bucket(self) -> str: ...
+    def ensure_repository(self, name: str) -> None: ...
+    def blob_data_key(self, digest: str) -> str: ...
+    def overwrite_blob_data(self, digest: str, data: bytes) -> None: ...
+    def logged_requests(self) -> list[LoggedRequest]: ...
+    def count_requests(self, method: str, path_regex: str, *, status: int | None = None) -> int: ...
+    def wait_for_request_count(
+        self,
+        method: str,
+        path_regex: str,
+        expected: int,
+        *,
+        status: int | None = None,
+        timeout: float = 5.0,
+    ) -> int: ...
+
+
+class RequestCounting:
+    """Counting of a registry's logged requests, for whatever keeps the log."""
+
+    def logged_requests(self) -> list[LoggedRequest]:
+        raise NotImplementedError
+
+    def count_requests(self, method: str, path_regex: str, *, status: int | None = None) -> int:
+        """Completed requests with `method` whose path (query stripped) matches
+        `path_regex` (re.search: anchor it yourself), optionally with `status`."""
+        pattern = re.compile(path_regex)
+        return sum(
+            1
+            for r in self.logged_requests()
+            if r.method == method
+            and pattern.search(r.path)
+            and (status is None or r.status == status)
+        )
+
+    def wait_for_request_count(
+        self,
+        method: str,
+        path_regex: str,
+        expected: int,
+        *,
+        status: int | None = None,
+        timeout: float = 5.0,
+    ) -> int:
+        """Poll until at least `expected` matching requests are logged (the log line
+        may land just after the client saw the response); returns the last count."""
+        deadline = time.monotonic() + timeout
+        while True:
+            count = self.count_requests(method, path_regex, status=status)
+            if count >= expected or time.monotonic() >= deadline:
+                return count
+            time.sleep(0.05)
+
+
+class LocalRegistry(RequestCounting, _ManagedProcess):
     """Debian's docker-registry (distribution 2.8) with S3 storage on a MotoServer.
 
     Blob GETs answer 307 to a presigned moto URL (like ECR redirecting to S3)
@@ -342,6 +413,9 @@ class LocalRegistry(_ManagedProcess):
         response = http.request("GET", f"{self.url}/v2/", timeout=2.0, retries=False)
         return response.status in (200, 401)
 
+    def ensure_repository(self, name: str) -> None:
+        """Nothing to do: distribution creates repositories on first push."""
+
     @property
     def auth_headers(self) -> dict[str, str]:
         """Basic-auth headers for this registry ({} when auth is off)."""
@@ -381,36 +455,6 @@ class LocalRegistry(_ManagedProcess):
                 )
             )
         return requests
-
-    def count_requests(self, method: str, path_regex: str, *, status: int | None = None) -> int:
-        """Completed requests with `method` whose path (query stripped) matches
-        `path_regex` (re.search: anchor it yourself), optionally with `status`."""
-        pattern = re.compile(path_regex)
-        return sum(
-            1
-            for r in self.logged_requests()
-            if r.method == method
-            and pattern.search(r.path)
-            and (status is None or r.status == status)
-        )
-
-    def wait_for_request_count(
-        self,
-        method: str,
-        path_regex: str,
-        expected: int,
-        *,
-        status: int | None = None,
-        timeout: float = 5.0,
-    ) -> int:
-        """Poll until at least `expected` matching requests are logged (the log line
-        may land just after the client saw the response); returns the last count."""
-        deadline = time.monotonic() + timeout
-        while True:
-            count = self.count_requests(method, path_regex, status=status)
-            if count >= expected or time.monotonic() >= deadline:
-                return count
-            time.sleep(0.05)
 
 
 def self_signed_certificate(ip: str) -> tuple[bytes, bytes]:

@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from devkit import LocalRegistry, MotoServer, OciLayoutBuilder, ecr_password_from_moto
+from devkit import EcrRegistry, MotoServer, OciLayoutBuilder
 from devkit.servers import REGISTRY_BINARY
 from ecr_backup.composition import AwsServices
 from ecr_backup.settings import Settings
@@ -38,14 +38,25 @@ def registry_storage() -> Iterator[MotoServer]:
 
 
 @pytest.fixture(scope="session")
-def registry(moto_server: MotoServer, registry_storage: MotoServer) -> Iterator[LocalRegistry]:
-    """docker-registry on S3, basic auth as AWS:<moto's ECR password>, blob
-    GETs redirected (307) to presigned S3 URLs like ECR."""
+def registry(moto_server: MotoServer, registry_storage: MotoServer) -> Iterator[EcrRegistry]:
+    """docker-registry on S3 behind the ECR-faithful proxy (devkit/ecr_proxy.py): every ECR
+    quirk on, tokens from ECR's API through the proxy, blob GETs redirected (307) to
+    presigned S3 URLs like ECR."""
     missing = [b for b in (REGISTRY_BINARY, "skopeo") if shutil.which(b) is None]
     if missing:
         pytest.skip(f"missing {', '.join(missing)} (apt-get install docker-registry skopeo)")
-    with LocalRegistry(registry_storage, password=ecr_password_from_moto(moto_server)) as reg:
+    with EcrRegistry(registry_storage, moto_server) as reg:
         yield reg
+
+
+@pytest.fixture(scope="session")
+def target_registry(
+    moto_server: MotoServer, registry_storage: MotoServer, registry: EcrRegistry
+) -> Iterator[EcrRegistry]:
+    """A second registry to restore into, as when the source registry is gone; the same
+    account's tokens (and the same ECR repositories, which live in moto)."""
+    with EcrRegistry(registry_storage, moto_server, tokens=registry) as target:
+        yield target
 
 
 @pytest.fixture
@@ -85,9 +96,11 @@ class BackupTarget:
         )
 
 
-def aws_env(moto: MotoServer) -> dict[str, str]:
+def aws_env(moto: MotoServer, registry: EcrRegistry) -> dict[str, str]:
+    """AWS on moto, but ECR's API through the proxy: its tokens are the ones that expire."""
     return {
         "AWS_ENDPOINT_URL": moto.endpoint,
+        "AWS_ENDPOINT_URL_ECR": registry.url,
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": moto.region,
@@ -96,11 +109,11 @@ def aws_env(moto: MotoServer) -> dict[str, str]:
 
 @pytest.fixture
 def backup_target(
-    moto_server: MotoServer, registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch
+    moto_server: MotoServer, registry: EcrRegistry, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[BackupTarget]:
     name = f"backup-{uuid.uuid4().hex[:12]}"
     env = {
-        **aws_env(moto_server),
+        **aws_env(moto_server, registry),
         "ECR_BACKUP_BUCKET": name,
         "ECR_BACKUP_TABLE": name,
         "ECR_BACKUP_PREFIX": "ecr/",

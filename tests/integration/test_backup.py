@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from devkit import LocalRegistry, OciLayoutBuilder, skopeo_push
+from devkit import EcrRegistry, OciLayoutBuilder, skopeo_push
 from ecr_backup.errors import DigestMismatchError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.records import Action, ImageEvent
@@ -44,7 +44,7 @@ def ecr_event(repo: str, digest: str, tag: str | None, action: str = "PUSH") -> 
     }
 
 
-def blob_gets(registry: LocalRegistry, repo: str) -> int:
+def blob_gets(registry: EcrRegistry, repo: str) -> int:
     return registry.count_requests("GET", BLOB_GET.format(repo=repo))
 
 
@@ -63,7 +63,7 @@ def push_event(target: BackupTarget, repo: str, digest: str, tag: str) -> ImageE
 
 
 def test_event_backs_up_exact_bytes_under_their_digests(
-    backup_target: BackupTarget, registry: LocalRegistry, oci_images: OciLayoutBuilder
+    backup_target: BackupTarget, registry: EcrRegistry, oci_images: OciLayoutBuilder
 ) -> None:
     image = oci_images.simple_image(ref="v1", n_layers=3, layer_size=300_000, seed=1)
     digest = skopeo_push(oci_images.path, "v1", registry, "exact/app", "v1")
@@ -89,7 +89,7 @@ def test_event_backs_up_exact_bytes_under_their_digests(
 
 
 def test_second_image_fetches_only_new_blobs_and_replay_fetches_none(
-    backup_target: BackupTarget, registry: LocalRegistry, oci_images: OciLayoutBuilder
+    backup_target: BackupTarget, registry: EcrRegistry, oci_images: OciLayoutBuilder
 ) -> None:
     repo = "incremental/app"
     base = oci_images.simple_image(ref="v1", n_layers=3, layer_size=100_000, seed=2)
@@ -113,7 +113,7 @@ def test_second_image_fetches_only_new_blobs_and_replay_fetches_none(
 
 
 def test_blob_corrupted_in_registry_storage_is_refused(
-    backup_target: BackupTarget, registry: LocalRegistry, oci_images: OciLayoutBuilder
+    backup_target: BackupTarget, registry: EcrRegistry, oci_images: OciLayoutBuilder
 ) -> None:
     repo = "corrupt/app"
     image = oci_images.simple_image(ref="v1", n_layers=2, layer_size=200_000, seed=4)
@@ -137,7 +137,7 @@ def test_blob_corrupted_in_registry_storage_is_refused(
 
 
 def test_multi_arch_index_complete_only_after_all_children(
-    backup_target: BackupTarget, registry: LocalRegistry, oci_images: OciLayoutBuilder
+    backup_target: BackupTarget, registry: EcrRegistry, oci_images: OciLayoutBuilder
 ) -> None:
     repo = "multi/app"
     index = oci_images.multi_arch_image(ref="v1", layer_size=20_000, seed=5)
@@ -168,7 +168,7 @@ def test_multi_arch_index_complete_only_after_all_children(
 
 
 def test_concurrent_replications_sharing_layers_write_each_blob_once(
-    backup_target: BackupTarget, registry: LocalRegistry, oci_images: OciLayoutBuilder
+    backup_target: BackupTarget, registry: EcrRegistry, oci_images: OciLayoutBuilder
 ) -> None:
     repo = "concurrent/app"
     base = oci_images.simple_image(ref="a", n_layers=4, layer_size=400_000, seed=8)
@@ -208,7 +208,7 @@ def test_concurrent_replications_sharing_layers_write_each_blob_once(
 
 
 def test_artifact_with_subject_is_stored_and_indexed(
-    backup_target: BackupTarget, registry: LocalRegistry, oci_images: OciLayoutBuilder
+    backup_target: BackupTarget, registry: EcrRegistry, oci_images: OciLayoutBuilder
 ) -> None:
     repo = "signed/app"
     image = oci_images.simple_image(ref="v1", n_layers=1, layer_size=1000, seed=10)
@@ -223,7 +223,7 @@ def test_artifact_with_subject_is_stored_and_indexed(
 
 
 def test_bad_input_gives_one_line_and_writes_nothing(
-    backup_target: BackupTarget, registry: LocalRegistry
+    backup_target: BackupTarget, registry: EcrRegistry
 ) -> None:
     cases = [
         (("replicate", "Bad/Name:v1"), "invalid repository name", 2),

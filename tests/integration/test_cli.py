@@ -21,7 +21,14 @@ from typing import Any
 
 import pytest
 
-from devkit import LocalRegistry, MotoServer, OciLayoutBuilder, skopeo_inspect_raw, skopeo_push
+from devkit import (
+    EcrRegistry,
+    LocalRegistry,
+    MotoServer,
+    OciLayoutBuilder,
+    skopeo_inspect_raw,
+    skopeo_push,
+)
 from ecr_backup.cli.schema import SCHEMAS
 from ecr_backup.settings import MiB
 from ecr_backup.storage.provision import ensure_bucket
@@ -34,9 +41,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def empty_registry(
-    registry_storage: MotoServer, registry: LocalRegistry
-) -> Iterator[LocalRegistry]:
+def empty_registry(registry_storage: MotoServer, registry: EcrRegistry) -> Iterator[LocalRegistry]:
     """A new registry with its own user and password: the DR target."""
     with LocalRegistry(registry_storage, password=uuid.uuid4().hex, username="restorer") as target:
         yield target
@@ -82,7 +87,7 @@ def conforms(command: str, document: Any) -> Any:
 
 def test_restore_with_the_login_only_in_docker_config(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
+    registry: EcrRegistry,
     empty_registry: LocalRegistry,
     oci_images: OciLayoutBuilder,
     tmp_path: Path,
@@ -101,7 +106,7 @@ def test_restore_with_the_login_only_in_docker_config(
 
 def test_restore_through_a_credential_helper_on_path(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
+    registry: EcrRegistry,
     empty_registry: LocalRegistry,
     oci_images: OciLayoutBuilder,
     tmp_path: Path,
@@ -143,7 +148,7 @@ def test_restore_through_a_credential_helper_on_path(
 
 def test_every_command_answers_json_in_its_schema_with_options_anywhere(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
+    registry: EcrRegistry,
     empty_registry: LocalRegistry,
     oci_images: OciLayoutBuilder,
     moto_server: MotoServer,
@@ -201,7 +206,7 @@ def test_every_command_answers_json_in_its_schema_with_options_anywhere(
 
 def test_disaster_recovery_from_a_copied_bucket_into_an_empty_registry(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
+    registry: EcrRegistry,
     empty_registry: LocalRegistry,
     oci_images: OciLayoutBuilder,
     moto_server: MotoServer,
@@ -306,7 +311,7 @@ PROGRESS = re.compile(r"(replicate|export|restore).*MiB.*/s")
 
 def test_progress_on_a_terminal_only(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
+    registry: EcrRegistry,
     oci_images: OciLayoutBuilder,
     tmp_path: Path,
 ) -> None:
@@ -331,6 +336,7 @@ def test_progress_on_a_terminal_only(
     assert not PROGRESS.search(piped) and "MiB/s" not in piped, piped
     # A restore's bar names the repository it is for.
     to = f"{registry.host}/progress/copy"
+    registry.ensure_repository("progress/copy")  # the ECR stand-in refuses unknown ones
     shown = in_terminal(env, "restore", "progress/app:big", "--to", to, "--to-auth", "ecr")
     assert re.search(r"restore progress/app.*MiB", shown), shown
     assert small.digest and big.digest
@@ -341,7 +347,7 @@ def test_progress_on_a_terminal_only(
 
 def test_tls_registry_needs_its_ca_or_insecure(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
+    registry: EcrRegistry,
     registry_storage: MotoServer,
     oci_images: OciLayoutBuilder,
     tmp_path: Path,

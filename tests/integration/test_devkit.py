@@ -8,12 +8,14 @@ import io
 import json
 import socket
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 import urllib3
 
 from devkit import (
+    EcrRegistry,
     LocalRegistry,
     MotoServer,
     OciLayoutBuilder,
@@ -38,7 +40,7 @@ def get(url: str, headers: dict[str, str] | None = None) -> urllib3.BaseHTTPResp
     return urllib3.request("GET", url, headers=headers, redirect=False, retries=False)
 
 
-def assert_served_as_built(registry: LocalRegistry, repo: str, ref: str, digest: str) -> None:
+def assert_served_as_built(registry: EcrRegistry, repo: str, ref: str, digest: str) -> None:
     raw = skopeo_inspect_raw(registry, repo, ref)
     assert sha256_digest(raw) == digest
 
@@ -53,8 +55,7 @@ def test_moto_ecr_password_is_stable(moto_server: MotoServer) -> None:
     assert ecr_password_from_moto(moto_server, "111122223333") == "111122223333-auth-token"
 
 
-def test_registry_requires_basic_auth(registry: LocalRegistry, moto_server: MotoServer) -> None:
-    assert registry.password == ecr_password_from_moto(moto_server)
+def test_registry_requires_basic_auth(registry: EcrRegistry) -> None:
     anonymous = get(f"{registry.url}/v2/")
     assert anonymous.status == 401
     assert anonymous.headers["WWW-Authenticate"].startswith("Basic ")
@@ -64,7 +65,7 @@ def test_registry_requires_basic_auth(registry: LocalRegistry, moto_server: Moto
 
 
 def test_registry_stores_blobs_in_moto_s3(
-    registry: LocalRegistry, oci_images: OciLayoutBuilder
+    registry: EcrRegistry, oci_images: OciLayoutBuilder
 ) -> None:
     image = oci_images.simple_image(seed=100)
     skopeo_push(oci_images.path, image.ref, registry, "devkit/s3", "v1")
@@ -106,7 +107,7 @@ def test_random_layer_is_a_deterministic_gzipped_tar(tmp_path: Path) -> None:
 
 
 def test_skopeo_push_keeps_the_built_digest(
-    registry: LocalRegistry, oci_images: OciLayoutBuilder
+    registry: EcrRegistry, oci_images: OciLayoutBuilder
 ) -> None:
     image = oci_images.simple_image(seed=200, n_layers=3)
     pushed = skopeo_push(oci_images.path, image.ref, registry, "devkit/single", "v1")
@@ -115,7 +116,7 @@ def test_skopeo_push_keeps_the_built_digest(
     assert_served_as_built(registry, "devkit/single", image.digest, image.digest)
 
 
-def test_images_sharing_base_layers(registry: LocalRegistry, oci_images: OciLayoutBuilder) -> None:
+def test_images_sharing_base_layers(registry: EcrRegistry, oci_images: OciLayoutBuilder) -> None:
     base = oci_images.simple_image(seed=300)
     derived = oci_images.extend(base, seed=310)
     assert derived.layers[:2] == base.layers
@@ -127,7 +128,7 @@ def test_images_sharing_base_layers(registry: LocalRegistry, oci_images: OciLayo
 
 
 def test_multi_arch_index_keeps_its_digest(
-    registry: LocalRegistry, oci_images: OciLayoutBuilder
+    registry: EcrRegistry, oci_images: OciLayoutBuilder
 ) -> None:
     index = oci_images.multi_arch_image(seed=400)
     assert [c.platform for c in index.children] == [
@@ -143,7 +144,7 @@ def test_multi_arch_index_keeps_its_digest(
 
 
 def test_docker_schema2_image_and_list_via_http_push(
-    registry: LocalRegistry, oci_images: OciLayoutBuilder
+    registry: EcrRegistry, oci_images: OciLayoutBuilder
 ) -> None:
     image = oci_images.simple_image(seed=500, docker=True)
     manifest_list = oci_images.index([image], docker=True)
@@ -157,7 +158,7 @@ def test_docker_schema2_image_and_list_via_http_push(
     assert_served_as_built(registry, "devkit/docker", image.digest, image.digest)
 
 
-def test_artifact_with_subject(registry: LocalRegistry, oci_images: OciLayoutBuilder) -> None:
+def test_artifact_with_subject(registry: EcrRegistry, oci_images: OciLayoutBuilder) -> None:
     image = oci_images.simple_image(seed=600)
     signature = oci_images.artifact(image)
     assert signature.subject is not None and signature.subject.digest == image.digest
@@ -192,7 +193,7 @@ def test_artifact_with_subject(registry: LocalRegistry, oci_images: OciLayoutBui
 
 
 def test_blob_get_redirects_to_presigned_moto_url(
-    registry: LocalRegistry, oci_images: OciLayoutBuilder
+    registry: EcrRegistry, oci_images: OciLayoutBuilder
 ) -> None:
     image = oci_images.simple_image(seed=700)
     skopeo_push(oci_images.path, image.ref, registry, "devkit/redirect", "v1")
@@ -218,7 +219,7 @@ def test_blob_get_redirects_to_presigned_moto_url(
 
 
 def test_corrupted_blob_is_served_corrupted(
-    registry: LocalRegistry, oci_images: OciLayoutBuilder
+    registry: EcrRegistry, oci_images: OciLayoutBuilder
 ) -> None:
     image = oci_images.simple_image(seed=800, layer_size=2048)
     skopeo_push(oci_images.path, image.ref, registry, "devkit/corrupt", "v1")
@@ -244,3 +245,85 @@ def test_registry_without_redirect_serves_blobs_itself(
         response = get(f"{plain.url}/v2/devkit/plain/blobs/{layer.digest}")
         assert response.status == 200
         assert response.data == oci_images.read_blob(layer.digest)
+
+
+# --- the ECR-faithful proxy ------------------------------------------------------------
+
+
+def _send(
+    registry: EcrRegistry, method: str, path: str, body: bytes = b"", **headers: str
+) -> urllib3.BaseHTTPResponse:
+    url = path if path.startswith("http") else f"{registry.url}{path}"
+    return urllib3.request(
+        method,
+        url,
+        body=body,
+        headers={**registry.auth_headers, **headers},
+        redirect=False,
+        retries=False,
+    )
+
+
+def _codes(response: urllib3.BaseHTTPResponse) -> list[str]:
+    return [e["code"] for e in json.loads(response.data)["errors"]]
+
+
+def test_proxy_answers_patches_like_ecr_and_each_quirk_switches_off(
+    registry: EcrRegistry,
+) -> None:
+    registry.ensure_repository("devkit/quirks")
+    five_mib = b"x" * (5 * 1024 * 1024)
+
+    def session() -> str:
+        start = _send(registry, "POST", "/v2/devkit/quirks/blobs/uploads/")
+        assert start.status == 202
+        return str(start.headers["Location"])
+
+    first = _send(registry, "PATCH", session(), five_mib)
+    assert first.status == 201  # ECR's answer, not the spec's 202
+    accepted = _send(registry, "PATCH", session(), five_mib)
+    dropped = _send(registry, "PATCH", accepted.headers["Location"], five_mib)
+    assert dropped.status == 201 and dropped.headers["Range"] == f"0-{len(five_mib) - 1}"
+    tiny = _send(registry, "PATCH", session(), b"tiny")
+    refused = _send(registry, "PATCH", tiny.headers["Location"], five_mib)
+    assert refused.status == 400 and _codes(refused) == ["BLOB_UPLOAD_INVALID"]
+    with registry.quirks_changed(patch_answers_201=False, drop_later_patches=False):
+        spec = _send(registry, "PATCH", session(), five_mib)
+        assert spec.status == 202
+        second = _send(registry, "PATCH", spec.headers["Location"], five_mib)
+        assert second.status == 202 and second.headers["Range"] == f"0-{2 * len(five_mib) - 1}"
+
+
+def test_proxy_refuses_what_ecr_refuses(registry: EcrRegistry) -> None:
+    unknown = _send(registry, "POST", "/v2/devkit/never-created/blobs/uploads/")
+    assert unknown.status == 404 and _codes(unknown) == ["NAME_UNKNOWN"]
+    with registry.quirks_changed(known_repositories_only=False):
+        assert _send(registry, "POST", "/v2/devkit/never-created/blobs/uploads/").status == 202
+    registry.ensure_repository("devkit/refusals")
+    digest = sha256_digest(b"{}")
+    mount = _send(registry, "POST", f"/v2/devkit/refusals/blobs/uploads/?mount={digest}&from=x")
+    assert mount.status == 202  # BLOB_MOUNTING off: an upload session instead
+    big = b"{" + b" " * (4 * 1024 * 1024) + b"}"
+    manifest = _send(
+        registry,
+        "PUT",
+        "/v2/devkit/refusals/manifests/v1",
+        big,
+        **{"Content-Type": OCI_INDEX},
+    )
+    assert manifest.status == 400 and _codes(manifest) == ["MANIFEST_INVALID"]
+    with registry.quirks_changed(throttle_every=2, retry_after_s=7):
+        answers = [_send(registry, "GET", "/v2/") for _ in range(4)]
+    throttled = [a for a in answers if a.status == 429]
+    assert len(throttled) == 2 and throttled[0].headers["Retry-After"] == "7"
+    assert _codes(throttled[0]) == ["TOOMANYREQUESTS"]
+
+
+def test_proxy_tokens_expire(registry: EcrRegistry) -> None:
+    with registry.quirks_changed(token_lifetime_s=0.5):
+        headers = registry.auth_headers
+        assert get(f"{registry.url}/v2/", headers).status == 200
+        time.sleep(0.7)
+        stale = get(f"{registry.url}/v2/", headers)
+    assert stale.status == 403 and _codes(stale) == ["DENIED"]
+    assert get(f"{registry.url}/v2/", registry.auth_headers).status == 200

@@ -9,7 +9,6 @@ import base64
 import hashlib
 import json
 import subprocess
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,9 +17,10 @@ import pytest
 
 from devkit import (
     BuiltManifest,
-    LocalRegistry,
+    EcrRegistry,
     MotoServer,
     OciLayoutBuilder,
+    Registry,
     skopeo_inspect_raw,
     skopeo_push,
 )
@@ -34,15 +34,6 @@ pytestmark = pytest.mark.integration
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 ACCOUNT, REGION = "123456789012", "us-east-1"
 UPLOAD_DONE = r"^/v2/{repo}/blobs/uploads/[^/]+$"  # the PUT that commits an uploaded blob
-
-
-@pytest.fixture(scope="module")
-def target_registry(
-    moto_server: MotoServer, registry_storage: MotoServer, registry: LocalRegistry
-) -> Iterator[LocalRegistry]:
-    """A second registry to restore into, as when the source registry is gone; same auth."""
-    with LocalRegistry(registry_storage, password=registry.password) as target:
-        yield target
 
 
 def at(minute: int) -> datetime:
@@ -67,7 +58,7 @@ def back_up(
 
 def push_and_back_up(
     target: BackupTarget,
-    registry: LocalRegistry,
+    registry: Registry,
     layout: OciLayoutBuilder,
     built: BuiltManifest,
     repository: str,
@@ -85,8 +76,11 @@ def ok(run: subprocess.CompletedProcess[str]) -> Any:
     return json.loads(run.stdout) if run.stdout.lstrip().startswith(("{", "[")) else run.stdout
 
 
-def restore(target: BackupTarget, registry: LocalRegistry, ref: str, to: str, *args: str) -> Any:
-    """`ecr-backup restore` into the local registry, authenticated the ECR way (moto's token)."""
+def restore(target: BackupTarget, registry: Registry, ref: str, to: str, *args: str) -> Any:
+    """`ecr-backup restore` into the local registry, authenticated the ECR way (a token from
+    ECR's API). The repository is created first, as ECR wants (--create-repository does
+    that only for ECR hosts)."""
+    registry.ensure_repository(to.partition(":")[0])
     return ok(
         target.cli(
             "restore", ref, "--to", f"{registry.host}/{to}", "--to-auth", "ecr", "--json", *args
@@ -100,11 +94,11 @@ def skopeo(*args: str) -> subprocess.CompletedProcess[bytes]:
     return result
 
 
-def creds(registry: LocalRegistry) -> str:
+def creds(registry: Registry) -> str:
     return f"{registry.username}:{registry.password}"
 
 
-def uploads(registry: LocalRegistry, repository: str) -> int:
+def uploads(registry: Registry, repository: str) -> int:
     return registry.count_requests("PUT", UPLOAD_DONE.format(repo=repository), status=201)
 
 
@@ -113,8 +107,8 @@ def uploads(registry: LocalRegistry, repository: str) -> int:
 
 def test_round_trip_is_byte_exact_and_pullable(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
-    target_registry: LocalRegistry,
+    registry: EcrRegistry,
+    target_registry: EcrRegistry,
     oci_images: OciLayoutBuilder,
     tmp_path: Path,
 ) -> None:
@@ -136,13 +130,14 @@ def test_round_trip_is_byte_exact_and_pullable(
 
 def test_restore_with_user_and_password_from_the_environment(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
-    target_registry: LocalRegistry,
+    registry: EcrRegistry,
+    target_registry: EcrRegistry,
     oci_images: OciLayoutBuilder,
 ) -> None:
     image = oci_images.simple_image(ref="v1", n_layers=1, seed=411)
     push_and_back_up(backup_target, registry, oci_images, image, "basic/src", "v1", at(1))
     backup_target.env["ECR_BACKUP_TARGET_PASSWORD"] = registry.password or ""
+    target_registry.ensure_repository("basic/dst")
     run = backup_target.cli(
         "restore", "basic/src:v1", "--to", f"http://{target_registry.host}/basic/dst:copy",
         "--to-username", "AWS",
@@ -164,8 +159,8 @@ def test_restore_with_user_and_password_from_the_environment(
 
 def test_multi_arch_restore_keeps_the_index_digest(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
-    target_registry: LocalRegistry,
+    registry: EcrRegistry,
+    target_registry: EcrRegistry,
     oci_images: OciLayoutBuilder,
 ) -> None:
     index = oci_images.multi_arch_image(ref="multi", seed=421)
@@ -179,8 +174,8 @@ def test_multi_arch_restore_keeps_the_index_digest(
 
 def test_point_in_time_restore_of_a_tag_moved_twice(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
-    target_registry: LocalRegistry,
+    registry: EcrRegistry,
+    target_registry: EcrRegistry,
     oci_images: OciLayoutBuilder,
 ) -> None:
     versions = [oci_images.simple_image(ref=f"r{i}", n_layers=1, seed=431 + i) for i in range(3)]
@@ -218,8 +213,8 @@ def test_point_in_time_restore_of_a_tag_moved_twice(
 
 def test_only_missing_layers_are_uploaded_and_siblings_are_mounted(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
-    target_registry: LocalRegistry,
+    registry: EcrRegistry,
+    target_registry: EcrRegistry,
     oci_images: OciLayoutBuilder,
 ) -> None:
     base = oci_images.simple_image(ref="base", n_layers=2, layer_size=150_000, seed=441)
@@ -235,10 +230,18 @@ def test_only_missing_layers_are_uploaded_and_siblings_are_mounted(
     assert len(report["blobs_uploaded"]) == 2 and len(report["blobs_present"]) == 2
     assert skopeo_inspect_raw(target_registry, "inc/target", "v1") == app.manifest
 
-    # Into another repository of the same registry: the base layers are mounted across.
+    # Into another repository: ECR mounts across repositories only when its BLOB_MOUNTING
+    # setting is on. Off (its default), the mount POST opens an upload session: upload.
     report = restore(
-        backup_target, target_registry, "inc/app:v1", "inc/other", "--mount-from", "inc/target"
+        backup_target, target_registry, "inc/app:v1", "inc/unmounted", "--mount-from", "inc/target"
     )["report"]
+    assert report["blobs_mounted"] == [] and len(report["blobs_uploaded"]) == 4
+    assert uploads(target_registry, "inc/unmounted") == 4
+    # On: the base layers are mounted across.
+    with target_registry.quirks_changed(blob_mounting=True):
+        report = restore(
+            backup_target, target_registry, "inc/app:v1", "inc/other", "--mount-from", "inc/target"
+        )["report"]
     assert len(report["blobs_mounted"]) == 4 and report["blobs_uploaded"] == []
     assert uploads(target_registry, "inc/other") == 0
     assert (
@@ -249,8 +252,8 @@ def test_only_missing_layers_are_uploaded_and_siblings_are_mounted(
 
 def test_dry_run_and_all_tags(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
-    target_registry: LocalRegistry,
+    registry: EcrRegistry,
+    target_registry: EcrRegistry,
     oci_images: OciLayoutBuilder,
 ) -> None:
     one = oci_images.simple_image(ref="one", n_layers=1, seed=451)
@@ -267,8 +270,8 @@ def test_dry_run_and_all_tags(
 
 def test_ecr_target_creates_the_repository(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
-    target_registry: LocalRegistry,
+    registry: EcrRegistry,
+    target_registry: EcrRegistry,
     oci_images: OciLayoutBuilder,
     moto_server: MotoServer,
 ) -> None:
@@ -290,7 +293,7 @@ def test_ecr_target_creates_the_repository(
 
 def test_export_formats_are_read_back_by_skopeo(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
+    registry: EcrRegistry,
     oci_images: OciLayoutBuilder,
     tmp_path: Path,
 ) -> None:
@@ -327,8 +330,8 @@ def test_export_formats_are_read_back_by_skopeo(
 
 def test_verify_passes_then_fails_on_a_tampered_version(
     backup_target: BackupTarget,
-    registry: LocalRegistry,
-    target_registry: LocalRegistry,
+    registry: EcrRegistry,
+    target_registry: EcrRegistry,
     oci_images: OciLayoutBuilder,
 ) -> None:
     image = oci_images.simple_image(ref="v1", n_layers=2, layer_size=100_000, seed=481)
@@ -363,7 +366,7 @@ def test_verify_passes_then_fails_on_a_tampered_version(
 def test_rebuild_index_after_dropping_the_table_answers_as_before(
     capsys: pytest.CaptureFixture[str],
     backup_target: BackupTarget,
-    registry: LocalRegistry,
+    registry: EcrRegistry,
     oci_images: OciLayoutBuilder,
     moto_server: MotoServer,
 ) -> None:

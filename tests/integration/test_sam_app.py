@@ -18,13 +18,13 @@ from typing import Any
 
 import pytest
 
-from devkit import BuiltManifest, LocalRegistry, MotoServer, OciLayoutBuilder, skopeo_push
+from devkit import BuiltManifest, EcrRegistry, MotoServer, OciLayoutBuilder, skopeo_push
 from devkit.events import sqs_record
 from ecr_backup.oci.digest import Digest
 from tests.integration.conftest import BackupTarget
 
 ROOT = Path(__file__).resolve().parents[2]
-# moto's default account: its ECR token is the registry's htpasswd password.
+# moto's default account (the one the ECR proxy hands tokens for).
 ACCOUNT = "123456789012"
 BLOB_GET = r"^/v2/{repo}/blobs/sha256:[0-9a-f]{{64}}$"
 
@@ -180,11 +180,12 @@ def invoke_built(
     return Invocation(document["response"], document["modules"], result.stdout)
 
 
-def lambda_env(target: BackupTarget, moto: MotoServer, registry: LocalRegistry) -> dict[str, str]:
+def lambda_env(target: BackupTarget, moto: MotoServer, registry: EcrRegistry) -> dict[str, str]:
     """What template.yaml sets, plus what points the AWS SDK and the registry at local parts."""
     return {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "AWS_ENDPOINT_URL": moto.endpoint,
+        "AWS_ENDPOINT_URL_ECR": registry.url,  # ECR's token API through the proxy
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": moto.region,
@@ -221,9 +222,7 @@ def ecr_event(repository: str, digest: str, tag: str) -> dict[str, Any]:
 
 
 @pytest.fixture
-def pushed(
-    registry: LocalRegistry, oci_images: OciLayoutBuilder
-) -> tuple[str, list[BuiltManifest]]:
+def pushed(registry: EcrRegistry, oci_images: OciLayoutBuilder) -> tuple[str, list[BuiltManifest]]:
     """Two images sharing their base layers, pushed with skopeo to a fresh repository."""
     repository = f"sam/app-{uuid.uuid4().hex[:8]}"
     first = oci_images.simple_image(ref="v1", n_layers=2, layer_size=200_000, seed=71)
@@ -241,7 +240,7 @@ def test_built_handler_backs_up_pushes_and_fails_only_the_bad_record(
     built: Build,
     tmp_path: Path,
     moto_server: MotoServer,
-    registry: LocalRegistry,
+    registry: EcrRegistry,
     backup_target: BackupTarget,
     pushed: tuple[str, list[BuiltManifest]],
 ) -> None:
