@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from devkit import LocalRegistry, MotoServer
+    from devkit import EcrRegistry, MotoServer
 
 MiB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -48,12 +48,14 @@ class BenchImage:
 class BenchContext:
     """Servers and image of one benchmark run; benchmarks add buckets and tables of their own.
 
-    `aws` is the moto server playing the backup's AWS (S3, DynamoDB, ECR's token API);
-    the registry keeps its blobs on a separate moto server, as in the integration tests.
+    `aws` is the moto server playing the backup's AWS (S3, DynamoDB, ECR's repositories);
+    the registry is Debian's behind the ECR-faithful proxy (devkit/ecr_proxy.py, which
+    also answers ECR's token API) and keeps its blobs on a separate moto server, as in
+    the integration tests.
     """
 
     aws: MotoServer
-    registry: LocalRegistry
+    registry: EcrRegistry
     workdir: Path
     image: BenchImage
     # Passed to the engine's child processes as ECR_BACKUP_<NAME>; empty = defaults.
@@ -61,16 +63,21 @@ class BenchContext:
 
     @property
     def server_pids(self) -> list[int]:
-        """The processes serving the copies: both moto servers and the registry."""
-        servers = (self.aws, self.registry.storage, self.registry)
+        """The processes serving the copies: both moto servers and the registry (the proxy
+        is a thread of this process)."""
+        servers = (self.aws, self.registry.storage, self.registry.upstream)
         return [s.process.pid for s in servers if s.process is not None]
 
     def aws_env(self, **settings: str) -> dict[str, str]:
         """A child's environment: moto with dummy credentials, plus ECR_BACKUP_* settings."""
+        settings_env = {
+            f"ECR_BACKUP_{k.upper()}": v for k, v in {**self.engine_settings, **settings}.items()
+        }
+        # ECR's API (tokens that expire) through the proxy; the rest of AWS on moto.
         return child_env(
             self.aws.endpoint,
             self.aws.region,
-            {f"ECR_BACKUP_{k.upper()}": v for k, v in {**self.engine_settings, **settings}.items()},
+            {"AWS_ENDPOINT_URL_ECR": self.registry.url, **settings_env},
         )
 
 
