@@ -187,3 +187,14 @@ def registry_unreachable(what: str, url: str, error: BaseException) -> RegistryE
         if tls
         else "check the registry address and that it is running and reachable",
     )
+
+
+class ObjectBeingPrunedError(IndexStoreError):
+    """A backup needs an object that prune is deleting right now: retry after it finished."""
+
+    def __init__(self, digest: object) -> None:
+        super().__init__(
+            f"{digest} is being pruned; the backup retries and then copies it again",
+            code="OBJECT_BEING_PRUNED",
+            retryable=True,
+        )

@@ -44,6 +44,13 @@ PART_BUFFER_BUDGET = 96 * MiB
 AWS_CONNECT_TIMEOUT_SECONDS = 3
 AWS_READ_TIMEOUT_SECONDS = 60  # botocore's default: a part upload may take a while
 AWS_MAX_ATTEMPTS = 3  # standard retry mode: the first try and two retries
+# Retention and Object Lock (docs/deploy.md, "Retention"): the bucket's default retention
+# period, how long an image outlives its deletion or last tag, how many digests each tag
+# keeps, and prune's grace period between marking an object and deleting it.
+DEFAULT_LOCK_DAYS = 35
+DEFAULT_KEEP_DELETED_DAYS = 90
+DEFAULT_KEEP_PER_TAG = 3
+DEFAULT_PRUNE_GRACE_HOURS = 24
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 
@@ -59,6 +66,11 @@ class Settings(BaseModel):
     source_auth: Literal["ecr", "config", "none"] = "ecr"
     concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=64)
     part_size_mib: int = Field(default=DEFAULT_PART_SIZE_MIB, ge=MIN_PART_SIZE // MiB, le=512)
+    lock_days: int = Field(default=DEFAULT_LOCK_DAYS, ge=1, le=36500)
+    lock_mode: Literal["GOVERNANCE", "COMPLIANCE"] = "GOVERNANCE"
+    keep_deleted_days: int = Field(default=DEFAULT_KEEP_DELETED_DAYS, ge=0, le=36500)
+    keep_per_tag: int = Field(default=DEFAULT_KEEP_PER_TAG, ge=0, le=1000)
+    prune_grace_hours: int = Field(default=DEFAULT_PRUNE_GRACE_HOURS, ge=1, le=24 * 365)
 
     @field_validator("bucket")
     @classmethod

@@ -10,6 +10,7 @@ from typing import Protocol
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.oci.streams import Readable
+from ecr_backup.storage.ledger import ObjectState
 from ecr_backup.storage.records import ImageEvent, ManifestRecord
 
 
@@ -28,6 +29,8 @@ class BlobStore(Protocol):
 
     def put_record(self, name: str, body: bytes) -> bool: ...
 
+    def read(self, digest: Digest) -> bytes: ...
+
 
 class BackupIndex(Protocol):
     def stored_blobs(self, digests: Iterable[Digest]) -> set[Digest]: ...
@@ -41,3 +44,11 @@ class BackupIndex(Protocol):
     def mark_complete(self, record: ManifestRecord) -> None: ...
 
     def record_event(self, event: ImageEvent) -> None: ...
+
+    def claim(self, digest: Digest, now: datetime) -> ObjectState | None: ...
+
+
+class BackupLocks(Protocol):
+    """Keeps the lock of every object a backup relies on (maintenance.locks.LockKeeper)."""
+
+    def for_backup(self, digest: Digest, recorded: datetime | None) -> object: ...

@@ -1,4 +1,12 @@
-"""The backup engine: copy one pushed image into the bucket, incrementally, manifest last."""
+"""The backup engine: copy one pushed image into the bucket, incrementally, manifest last.
+
+Against a concurrent prune (ecr_backup.maintenance.prune), the rule is: before a manifest is
+marked complete, every object under it (its blobs, its child manifests, itself) has been
+claimed in the index, which clears a prune tombstone and fails while a prune is deleting
+the object; a claim that finds the object gone from the index copies it again. The same
+holds when the manifest was already complete (a replay, a new tag on an old digest): its
+whole closure is claimed again, read from the bucket, never from the registry.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from ecr_backup.backup.ports import BackupIndex, BlobStore, SourceRegistry
-from ecr_backup.errors import BlobNotFoundError, InvalidInputError, StorageError
-from ecr_backup.oci.closure import check_index_depth, closure_total
+from ecr_backup.backup.ports import BackupIndex, BackupLocks, BlobStore, SourceRegistry
+from ecr_backup.errors import BlobNotFoundError, InvalidInputError, NotFoundError, StorageError
+from ecr_backup.oci.closure import build_closure, check_index_depth, closure_total
 from ecr_backup.oci.digest import Digest
-from ecr_backup.oci.manifest import Descriptor, Manifest
+from ecr_backup.oci.manifest import Descriptor, Manifest, parse_manifest
 from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
 from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
@@ -69,6 +77,7 @@ class Replicator:
         concurrency: int = DEFAULT_CONCURRENCY,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         progress: ProgressFactory = no_progress,
+        locks: BackupLocks | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidInputError("concurrency must be at least 1")
@@ -78,6 +87,7 @@ class Replicator:
         self._concurrency = concurrency
         self._clock = clock
         self._progress = progress
+        self._locks = locks
 
     def backup_event(self, event: ImageEvent) -> CopyReport:
         """Back up what an ECR event names, then record the event: bucket first, index second."""
@@ -99,7 +109,7 @@ class Replicator:
         report = report if report is not None else CopyReport()
         if reference.startswith("sha256:"):
             digest = Digest.parse(reference)
-            if self._index.manifest(digest) is not None:
+            if self._index.manifest(digest) is not None and self._reclaim(digest):
                 # A replay: the index says the whole closure is durable; touch no registry.
                 report.manifests_skipped.append(digest)
                 report.root = digest
@@ -126,7 +136,7 @@ class Replicator:
     ) -> int:
         """Store a manifest's closure, then the manifest; returns the closure's total size."""
         existing = self._index.manifest(manifest.digest)
-        if existing is not None:
+        if existing is not None and self._reclaim(manifest.digest):
             report.manifests_skipped.append(manifest.digest)
             return existing.total_size
 
@@ -142,10 +152,16 @@ class Replicator:
 
         blobs = manifest.unique_blobs
         known = self._index.stored_blobs(b.digest for b in blobs)
-        missing = [b for b in blobs if b.digest not in known]
+        recorded: dict[Digest, datetime | None] = {}
         for blob in blobs:
             if blob.digest in known:
-                report.skipped(blob.digest)
+                claimed = self._index.claim(blob.digest, self._clock())
+                if claimed is not None:
+                    recorded[blob.digest] = claimed.lock_until
+                    report.skipped(blob.digest)
+        # Claimed above, or copied (recording is claiming) now; a blob whose claim found it
+        # pruned meanwhile is copied again.
+        missing = [b for b in blobs if b.digest not in recorded]
         copying.progress.grow(sum(b.size for b in missing))
         # list() waits for every copy and re-raises the first failure: manifest last.
         list(
@@ -159,9 +175,42 @@ class Replicator:
         now = self._clock()
         self._store.put_bytes(manifest.digest, manifest.raw)
         self._index.record_blob(manifest.digest, manifest.size, manifest.media_type, now)
+        foreign = set(report.blobs_foreign)
+        self._keep_locked(
+            [(b.digest, recorded.get(b.digest)) for b in blobs if b.digest not in foreign]
+            + [(manifest.digest, None)]
+        )
         self._index.mark_complete(ManifestRecord.of(manifest, total, now))
         report.manifests_stored.append(manifest.digest)
         return total
+
+    def _reclaim(self, digest: Digest) -> bool:
+        """Claim every object of a complete manifest's closure again (read from the bucket)
+        and keep it locked; False when one is gone from the index: back it up again."""
+        try:
+            closure = build_closure(digest, lambda d: parse_manifest(self._store.read(d)))
+        except NotFoundError:
+            return False
+        blobs = [b.digest for b in closure.blobs]
+        known = self._index.stored_blobs(blobs)
+        if any(b.digest not in known and not b.is_foreign for b in closure.blobs):
+            return False
+        objects = [n.manifest.digest for n in closure.nodes] + [d for d in blobs if d in known]
+        recorded: list[tuple[Digest, datetime | None]] = []
+        for object_digest in objects:
+            claimed = self._index.claim(object_digest, self._clock())
+            if claimed is None:
+                return False
+            recorded.append((object_digest, claimed.lock_until))
+        self._keep_locked(recorded)
+        return True
+
+    def _keep_locked(self, objects: list[tuple[Digest, datetime | None]]) -> None:
+        """Extend the locks that end too soon (maintenance.locks: the lock model)."""
+        if self._locks is None:
+            return
+        for digest, recorded in objects:
+            self._locks.for_backup(digest, recorded)
 
     def _copy_blob(
         self, repository: str, blob: Descriptor, report: CopyReport, progress: Progress

@@ -22,8 +22,15 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecr_backup.awserrors import error_code, http_status, translate
-from ecr_backup.errors import ConfigurationError, EcrBackupError, IndexMissingError, IndexStoreError
+from ecr_backup.errors import (
+    ConfigurationError,
+    EcrBackupError,
+    IndexMissingError,
+    IndexStoreError,
+    ObjectBeingPrunedError,
+)
 from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.ledger import Ledger, ObjectState
 from ecr_backup.storage.records import (
     UNTAGGED,
     Action,
@@ -131,14 +138,26 @@ class DynamoIndex:
         return found
 
     def record_blob(self, digest: Digest, size: int, media_type: str, stored_at: datetime) -> None:
-        self._put(
-            {
-                **self._key(f"BLOB#{digest}", "BLOB"),
-                "size": _n(size),
-                "media_type": _s(media_type),
-                "stored_at": _s(format_time(stored_at)),
-            }
-        )
+        """Record a durable object, which claims it (storage.ledger): clears a prune
+        tombstone; fails (retryable) while a prune deletes it."""
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key=self._key(f"BLOB#{digest}", "BLOB"),
+                UpdateExpression="SET #size = :size, media_type = :type, claimed_at = :now, "
+                "stored_at = if_not_exists(stored_at, :now) REMOVE tombstone_at",
+                ConditionExpression="attribute_not_exists(sweeping)",
+                ExpressionAttributeNames={"#size": "size"},  # SIZE is a reserved word
+                ExpressionAttributeValues={
+                    ":size": _n(size),
+                    ":type": _s(media_type),
+                    ":now": _s(format_time(stored_at)),
+                },
+            )
+        except (ClientError, BotoCoreError) as e:
+            if _condition_failed(e):
+                raise ObjectBeingPrunedError(digest) from e
+            raise _index_error(e, f"write BLOB#{digest}") from e
 
     def record_blobs(self, blobs: Iterable[tuple[Digest, int, str, datetime]]) -> int:
         """record_blob for many blobs (digest, size, media type, stored at) in BatchWriteItem
@@ -160,6 +179,10 @@ class DynamoIndex:
         if batch:
             written += self._batch_put(batch)
         return written
+
+    def claim(self, digest: Digest, now: datetime) -> ObjectState | None:
+        """A backup relies on an object (storage.ledger.Ledger.claim)."""
+        return Ledger(self.table, client=self._db).claim(digest, now)
 
     def blob_size(self, digest: Digest) -> int | None:
         item = self._get(f"BLOB#{digest}", "BLOB")
@@ -296,9 +319,11 @@ class DynamoIndex:
         return _event(repository, tag, items[0]) if items else None
 
     def images(self, repository: str) -> list[Digest]:
+        """Images ever pushed to the repository and still held (prune sets pruned_at)."""
         return [
             Digest.parse(item["sk"]["S"].removeprefix("IMAGE#"))
             for item in self._query(f"REPO#{repository}", begins_with="IMAGE#")
+            if "pruned_at" not in item
         ]
 
     # -- plumbing ----------------------------------------------------------------
