@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Sequence
+from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +16,11 @@ from ecr_backup.awserrors import translate
 from ecr_backup.backup.ports import SourceRegistry
 from ecr_backup.backup.replicator import Replicator
 from ecr_backup.errors import ConfigurationError, IndexMissingError, InvalidInputError
+from ecr_backup.maintenance.graph import ObjectGraph
+from ecr_backup.maintenance.holds import Holds
+from ecr_backup.maintenance.locks import Clock, LockKeeper, LockPolicy, system_clock
+from ecr_backup.maintenance.prune import Pruner
+from ecr_backup.maintenance.retention import RetentionRules
 from ecr_backup.progress import ProgressFactory, no_progress
 from ecr_backup.registry.auth import Anonymous, ChallengeCredentials, Credentials, TokenCredentials
 from ecr_backup.registry.client import RegistryClient
@@ -35,6 +41,8 @@ from ecr_backup.settings import (
 )
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex, Location
+from ecr_backup.storage.ledger import Ledger
+from ecr_backup.storage.objectlock import S3ObjectLocks
 
 if TYPE_CHECKING:
     import boto3
@@ -134,6 +142,7 @@ class AwsServices:
         *,
         target_session: boto3.Session | None = None,
         tls: TlsOptions | None = None,
+        clock: Clock = system_clock,
     ) -> None:
         self.settings = settings
         self._session = session or open_session()
@@ -143,6 +152,7 @@ class AwsServices:
         self._scoped: dict[tuple[str, str], PerRepository] = {}
         self._lock = threading.Lock()
         self._location_claimed = False
+        self.clock = clock  # injectable: tests move time to exercise locks and retention
 
     @property
     def session(self) -> boto3.Session:
@@ -238,6 +248,36 @@ class AwsServices:
             )
         return RegistryClient(target.url, credentials, http=http), created
 
+    @cached_property
+    def ledger(self) -> Ledger:
+        return Ledger(self.index.table, client=self.client("dynamodb"))
+
+    @cached_property
+    def locks(self) -> S3ObjectLocks:
+        return S3ObjectLocks(self.settings.bucket, self.settings.prefix, self.client("s3"))
+
+    @cached_property
+    def keeper(self) -> LockKeeper:
+        policy = LockPolicy(self.settings.lock_days, self.settings.lock_mode)
+        return LockKeeper(self.locks, self.ledger, policy, self.clock)
+
+    @property
+    def rules(self) -> RetentionRules:
+        return RetentionRules(self.settings.keep_deleted_days, self.settings.keep_per_tag)
+
+    def graph(self) -> ObjectGraph:
+        """A fresh cache of manifests for one maintenance run."""
+        return ObjectGraph(self.store, self.index)
+
+    def pruner(self) -> Pruner:
+        grace = timedelta(hours=self.settings.prune_grace_hours)
+        return Pruner(
+            self.ledger, self.locks, self.index, self.graph(), self.rules, grace, self.clock
+        )
+
+    def holds(self) -> Holds:
+        return Holds(self.ledger, self.locks, self.graph())
+
     def registry(self, account: str, region: str) -> RegistryClient:
         """The source registry of an event's account and region (or the configured override)."""
         with self._lock:
@@ -300,6 +340,8 @@ class AwsServices:
             self.index,
             concurrency=self.settings.concurrency,
             progress=progress,
+            clock=self.clock,
+            locks=self.keeper,
         )
 
     def caller_source(self) -> tuple[str, str]:

@@ -63,7 +63,18 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
 def settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
     values = {
         name: getattr(args, name, None)
-        for name in ("bucket", "table", "prefix", "source_registry", "source_auth", "concurrency")
+        for name in (
+            "bucket",
+            "table",
+            "prefix",
+            "source_registry",
+            "source_auth",
+            "concurrency",
+            "lock_days",
+            "keep_deleted_days",
+            "keep_per_tag",
+            "prune_grace_hours",
+        )
     }
     return Settings.load(os.environ, **{**values, **overrides})
 

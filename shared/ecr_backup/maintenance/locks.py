@@ -30,6 +30,7 @@ from typing import Protocol
 
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.objectlock import LockMode, ObjectLock
+from ecr_backup.storage.records import rfc3339
 
 Clock = Callable[[], datetime]
 
@@ -80,8 +81,8 @@ class LockCheck:
     def as_dict(self) -> dict[str, object]:
         return {
             "digest": str(self.digest),
-            "found": _rfc3339(self.found),
-            "until": _rfc3339(self.until),
+            "found": rfc3339(self.found) if self.found else None,
+            "until": rfc3339(self.until) if self.until else None,
             "extended": self.extended,
             "short": self.short,
         }
@@ -123,9 +124,3 @@ class LockKeeper:
         self._locks.extend(digest, lock.mode or self.policy.default_mode, target)
         self._ledger.record_lock(digest, target)
         return LockCheck(digest, lock.until, target, extended=True, short=short)
-
-
-def _rfc3339(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -207,6 +207,44 @@ class Ledger:
         except BotoCoreError as e:
             raise translate(e, f"mark {repository}@{digest} pruned", IndexStoreError) from e
 
+    def take_prune_lease(self, owner: str, now: datetime, until: datetime) -> bool:
+        """One prune at a time: False while another run's lease has not expired."""
+        try:
+            self._db.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": _s("PRUNE"),
+                    "sk": _s("LEASE"),
+                    "owner": _s(owner),
+                    "until": _s(format_time(until)),
+                },
+                ConditionExpression="attribute_not_exists(pk) OR #until < :now",
+                ExpressionAttributeNames={"#until": "until"},
+                ExpressionAttributeValues={":now": _s(format_time(now))},
+            )
+        except ClientError as e:
+            if error_code(e) == _FAILED:
+                return False
+            raise translate(e, "take the prune lease", IndexStoreError) from e
+        except BotoCoreError as e:
+            raise translate(e, "take the prune lease", IndexStoreError) from e
+        return True
+
+    def drop_prune_lease(self, owner: str) -> None:
+        try:
+            self._db.delete_item(
+                TableName=self.table,
+                Key={"pk": _s("PRUNE"), "sk": _s("LEASE")},
+                ConditionExpression="#owner = :owner",
+                ExpressionAttributeNames={"#owner": "owner"},
+                ExpressionAttributeValues={":owner": _s(owner)},
+            )
+        except ClientError as e:
+            if error_code(e) != _FAILED:
+                raise translate(e, "drop the prune lease", IndexStoreError) from e
+        except BotoCoreError as e:
+            raise translate(e, "drop the prune lease", IndexStoreError) from e
+
     # -- holds -----------------------------------------------------------------------
 
     def add_hold(self, repository: str, digest: Digest, now: datetime) -> None:

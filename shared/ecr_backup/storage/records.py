@@ -135,3 +135,8 @@ def display_time(moment: datetime) -> str:
     moment = moment.astimezone(UTC)
     spec = "microseconds" if moment.microsecond else "seconds"
     return moment.isoformat(timespec=spec).replace("+00:00", "Z")
+
+
+def rfc3339(moment: datetime) -> str:
+    """RFC 3339 UTC to the second, the JSON output's time format: 2026-01-31T12:00:00Z."""
+    return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

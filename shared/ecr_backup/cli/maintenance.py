@@ -1,0 +1,149 @@
+"""Retention subcommands: maintain, prune, stats, hold, release."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ecr_backup.cli.common import add_storage_options, emit, human_size, services_from, table
+from ecr_backup.maintenance.maintain import maintain
+from ecr_backup.maintenance.stats import stats
+from ecr_backup.oci.reference import ImageRef
+
+
+def add_retention_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("retention rules (flags win over environment)")
+    group.add_argument(
+        "--keep-deleted-days",
+        type=int,
+        help="days an image is kept after its deletion or last tag (ECR_BACKUP_KEEP_DELETED_DAYS)",
+    )
+    group.add_argument(
+        "--keep-per-tag", type=int, help="last digests kept per tag (ECR_BACKUP_KEEP_PER_TAG)"
+    )
+    group.add_argument(
+        "--lock-days", type=int, help="the bucket's Object Lock period (ECR_BACKUP_LOCK_DAYS)"
+    )
+
+
+def register(commands: Any) -> None:
+    keep = commands.add_parser(
+        "maintain", help="extend the locks of every kept image; report locks found short"
+    )
+    add_storage_options(keep)
+    add_retention_options(keep)
+    keep.set_defaults(run=run_maintain)
+
+    prune = commands.add_parser(
+        "prune", help="mark, then delete, the objects no kept image needs (two runs)"
+    )
+    prune.add_argument("--dry-run", action="store_true", help="say what would go, change nothing")
+    prune.add_argument(
+        "--grace-hours",
+        dest="prune_grace_hours",
+        type=int,
+        help="hours between marking and deleting (ECR_BACKUP_PRUNE_GRACE_HOURS, default 24)",
+    )
+    add_storage_options(prune)
+    add_retention_options(prune)
+    prune.set_defaults(run=run_prune)
+
+    summary = commands.add_parser(
+        "stats", help="logical and unique bytes, dedup ratio, locks, monthly cost estimate"
+    )
+    summary.add_argument(
+        "--aws-backup", action="store_true", help="add the AWS Backup copy (both vaults) to cost"
+    )
+    add_storage_options(summary)
+    add_retention_options(summary)
+    summary.set_defaults(run=run_stats)
+
+    for name, text, run in (
+        ("hold", "put an image (and its referrers) on S3 legal hold", run_hold),
+        ("release", "lift a hold placed with `hold`", run_release),
+    ):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("image", metavar="REPOSITORY[:TAG|@DIGEST]")
+        add_storage_options(command)
+        command.set_defaults(run=run)
+
+
+def run_maintain(args: argparse.Namespace) -> int:
+    services = services_from(args)
+    services.claim_index()
+    report = maintain(
+        services.ledger, services.index, services.graph(), services.rules, services.keeper
+    )
+    lines = [
+        f"{report.images_kept} image(s) kept, {report.objects_checked} object(s) checked, "
+        f"{len(report.extended)} lock(s) extended",
+        *(f"  short lock: {c.digest} ended {c.found or 'never (no lock)'}" for c in report.short),
+        *(f"  missing from the bucket: {d}" for d in report.missing),
+    ]
+    emit(args, report.as_dict(), lines)
+    return 0 if report.ok else 1
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    services = services_from(args)
+    if args.dry_run:
+        services.checked_index()
+    else:
+        services.claim_index()
+    report = services.pruner().run(dry_run=args.dry_run)
+    rows = [
+        [e.action, str(e.digest), human_size(e.size), e.reason]
+        + ([f"locked until {e.lock_until:%Y-%m-%dT%H:%M:%SZ}"] if e.lock_until else [""])
+        for e in report.entries
+    ]
+    verb = "would free" if args.dry_run else "freed"
+    lines = table(rows, ["ACTION", "DIGEST", "SIZE", "WHY", "LOCK"]) if rows else []
+    lines.append(f"{verb} {human_size(report.bytes_freed)} ({report.bytes_freed} bytes)")
+    emit(args, report.as_dict(), lines)
+    return 0
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    services = services_from(args)
+    services.checked_index()
+    answer = stats(
+        services.ledger,
+        services.index,
+        services.graph(),
+        services.rules,
+        services.clock(),
+        aws_backup=args.aws_backup,
+    )
+    cost = answer.monthly_cost()
+    rows = [
+        [r.repository, str(r.images_kept), human_size(r.logical_bytes), human_size(r.unique_bytes)]
+        for r in answer.repositories
+    ]
+    lines = [
+        *table(rows, ["REPOSITORY", "KEPT", "LOGICAL", "UNIQUE"]),
+        f"logical {human_size(answer.logical_bytes)}, unique {human_size(answer.unique_bytes)} "
+        f"in {answer.objects} object(s), dedup ratio {answer.dedup_ratio or '-'}",
+        f"locked {human_size(answer.locked_bytes)}, unlocked {human_size(answer.unlocked_bytes)}"
+        f", lock not recorded {human_size(answer.lock_unknown_bytes)}",
+        f"estimated USD {cost['total']}/month (us-east-1 list prices read {cost['prices_read']})",
+    ]
+    emit(args, answer.as_dict(), lines)
+    return 0
+
+
+def run_hold(args: argparse.Namespace) -> int:
+    services = services_from(args)
+    services.claim_index()
+    resolved = services.catalog().resolve(ImageRef.parse(args.image))
+    result = services.holds().hold(resolved.repository, resolved.digest, services.clock())
+    emit(args, result.as_dict(), [f"held {resolved}: {result.objects} object(s)"])
+    return 0
+
+
+def run_release(args: argparse.Namespace) -> int:
+    services = services_from(args)
+    services.claim_index()
+    resolved = services.catalog().resolve(ImageRef.parse(args.image))
+    result = services.holds().release(resolved.repository, resolved.digest)
+    emit(args, result.as_dict(), [f"released {resolved}: {result.objects} object(s) lifted"])
+    return 0

@@ -1,0 +1,69 @@
+"""The maintenance pass: keep every object of every kept image locked (maintenance.locks)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ecr_backup.errors import BlobNotFoundError
+from ecr_backup.maintenance.graph import ObjectGraph
+from ecr_backup.maintenance.locks import LockCheck, LockKeeper
+from ecr_backup.maintenance.retention import HistorySource, RetentionRules, judge
+from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.ledger import Ledger
+from ecr_backup.storage.records import rfc3339
+
+
+@dataclass
+class MaintainReport:
+    time: datetime
+    images_kept: int = 0
+    objects_checked: int = 0
+    extended: list[LockCheck] = field(default_factory=list)
+    short: list[LockCheck] = field(default_factory=list)
+    missing: list[Digest] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """False when a lock had come closer than half a period to lapsing, or an object a
+        kept image needs is gone from the bucket: both break the invariant."""
+        return not self.short and not self.missing
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "time": rfc3339(self.time),
+            "images_kept": self.images_kept,
+            "objects_checked": self.objects_checked,
+            "extended": [c.as_dict() for c in self.extended],
+            "short": [c.as_dict() for c in self.short],
+            "missing": [str(d) for d in self.missing],
+        }
+
+
+def maintain(
+    ledger: Ledger,
+    index: HistorySource,
+    graph: ObjectGraph,
+    rules: RetentionRules,
+    keeper: LockKeeper,
+) -> MaintainReport:
+    """Extend the locks of the closure of every kept image whose lock ends too soon."""
+    report = MaintainReport(keeper.clock())
+    objects = ledger.objects()
+    verdicts = judge(index, ledger.holds(), rules, report.time)
+    kept = [v.digest for v in verdicts if v.kept]
+    report.images_kept = len(kept)
+    # Foreign layers are in the closure but not in the bucket: only held objects count.
+    for digest in sorted(graph.reach(kept, referrers=True) & objects.keys(), key=str):
+        report.objects_checked += 1
+        try:
+            check = keeper.for_check(digest, objects[digest].lock_until)
+        except BlobNotFoundError:
+            report.missing.append(digest)
+            continue
+        if check.extended:
+            report.extended.append(check)
+        if check.short:
+            report.short.append(check)
+    return report
