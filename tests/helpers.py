@@ -10,7 +10,7 @@ import io
 import json
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,7 +18,7 @@ from typing import Any
 
 import boto3
 
-from ecr_backup.backup.ports import SourceRegistry
+from ecr_backup.backup.ports import BackupLocks, SourceRegistry
 from ecr_backup.backup.replicator import Replicator
 from ecr_backup.errors import BlobNotFoundError, ManifestNotFoundError, NotFoundError
 from ecr_backup.oci import mediatypes
@@ -109,10 +109,12 @@ class Backup:
     index: DynamoIndex
     source: FakeRegistry = field(default_factory=FakeRegistry)
     seed: int = 0
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    locks: BackupLocks | None = None
 
     @property
     def replicator(self) -> Replicator:
-        return Replicator(self.source, self.store, self.index)
+        return Replicator(self.source, self.store, self.index, clock=self.clock, locks=self.locks)
 
     def layer(self, size: int = 1000) -> bytes:
         self.seed += 1

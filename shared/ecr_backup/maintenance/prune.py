@@ -144,9 +144,10 @@ class Pruner:
         objects = self.ledger.objects()
         verdicts = judge(self.index, self.ledger.holds(), self.rules, now)
         kept = [v.digest for v in verdicts if v.kept]
-        young = [d for d, o in objects.items() if _young(o, cutoff)]
-        reach = self.graph.reach(kept, referrers=True)
-        reach |= self.graph.reach(young, referrers=False)
+        young = {d for d, o in objects.items() if _young(o, cutoff)}
+        reach = self.graph.reach(kept, referrers=True) | young
+        # A young complete manifest protects its closure too (only manifests are read).
+        reach |= self.graph.reach([d for d in young if objects[d].complete], referrers=False)
         run = _Run(report, token, cutoff, reach, verdicts, self._owners(verdicts))
         if not report.dry_run:
             self._finish_interrupted(objects, run)

@@ -5,7 +5,8 @@ An image (repository, digest) is kept while any of these holds:
   deletion of the digest was recorded);
 - less than KeepDeletedDays have passed since it was last live: since the source deleted
   it, moved its last tag away, or (never tagged) pushed it;
-- it is among the last KeepPerTag digests pushed to one of its tags;
+- it is among the last KeepPerTag digests pushed to a tag the source still has (a removed
+  tag keeps nothing by itself: KeepDeletedDays governs its images);
 - it is on hold (`ecr-backup hold`).
 Everything reachable from a kept image (child manifests, configs, layers, and the
 referrers of its manifests: signatures, SBOMs) is kept with it.
@@ -128,6 +129,8 @@ def _lives(
     for state in source.tags(repository):
         events = source.history(repository, state.tag)
         _walk_tag(state.tag, events, lives, deleted)
+        if state.action is Action.DELETE:
+            continue  # a removed tag keeps nothing: KeepDeletedDays governs its images
         pushed = [e.digest for e in reversed(events) if e.action is not Action.DELETE]
         for digest in list(dict.fromkeys(pushed))[:keep_per_tag]:
             recent[digest].append(state.tag)
