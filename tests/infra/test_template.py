@@ -27,7 +27,6 @@ FORBIDDEN_ACTIONS = (
     "s3:DeleteObjectVersion",
     "s3:DeleteBucket",
     "s3:DeleteBucketPolicy",
-    "s3:PutObjectRetention",
     "s3:BypassGovernanceRetention",
     "s3:PutObjectLegalHold",
     "s3:PutBucketObjectLockConfiguration",
@@ -63,9 +62,11 @@ FUNCTION_ACTIONS = {
     "s3:PutObject",
     "s3:GetObject",
     "s3:AbortMultipartUpload",
+    "s3:PutObjectRetention",  # extending locks (maintenance.locks); never shortening
     "s3:ListBucket",
     "dynamodb:GetItem",
     "dynamodb:PutItem",
+    "dynamodb:UpdateItem",  # claims, conditional against a concurrent prune
     "dynamodb:BatchGetItem",
     "dynamodb:Query",
     "kms:GenerateDataKey",
@@ -188,13 +189,14 @@ def test_bucket_blocks_public_access_and_acls(resources: dict[str, Any]) -> None
 
 def test_bucket_aborts_incomplete_multipart_uploads(resources: dict[str, Any]) -> None:
     rules = props(resources, "BackupBucket")["LifecycleConfiguration"]["Rules"]
+    aborts = [r for r in rules if "AbortIncompleteMultipartUpload" in r]
     assert any(
         r["Status"] == "Enabled" and r["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
-        for r in rules
+        for r in aborts
     )
-    # A lifecycle rule that expires objects would delete backups behind Object Lock's back.
+    # A lifecycle rule that expires objects would delete backups behind Object Lock's back;
+    # noncurrent versions expire only after the lock period (tested with retention below).
     assert not any("Expiration" in r or "ExpirationInDays" in r for r in rules)
-    assert not any("NoncurrentVersionExpiration" in r for r in rules)
 
 
 def test_bucket_policy_denies_every_request_without_tls(resources: dict[str, Any]) -> None:
@@ -390,12 +392,14 @@ def test_function_environment_is_valid_settings(resources: dict[str, Any]) -> No
     assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE"} <= set(env)
 
 
-def function_role_statements(transformed: dict[str, Any]) -> list[dict[str, Any]]:
+def function_role_statements(
+    transformed: dict[str, Any], function_name: str = "ReplicateFunction"
+) -> list[dict[str, Any]]:
     """Every statement granting the deployed function's role anything: inline policies,
     managed policies (refused: their content is not in the template), and standalone
     policy resources attached to the role - whatever SAM generated."""
     resources = transformed["Resources"]
-    function = resources["ReplicateFunction"]["Properties"]
+    function = resources[function_name]["Properties"]
     role_ref = function["Role"]
     assert isinstance(role_ref, dict) and "Fn::GetAtt" in role_ref, role_ref
     role_name = listify(role_ref["Fn::GetAtt"])[0].split(".")[0]
@@ -413,7 +417,9 @@ def function_role_statements(transformed: dict[str, Any]) -> list[dict[str, Any]
     return statements
 
 
-def privilege_problems(statements: list[dict[str, Any]]) -> list[str]:
+def privilege_problems(
+    statements: list[dict[str, Any]], allowed: frozenset[str] = frozenset()
+) -> list[str]:
     problems = []
     for statement in statements:
         sid = statement.get("Sid", "?")
@@ -424,7 +430,7 @@ def privilege_problems(statements: list[dict[str, Any]]) -> list[str]:
             continue
         actions = listify(statement["Action"])
         for pattern in actions:
-            for forbidden in FORBIDDEN_ACTIONS:
+            for forbidden in set(FORBIDDEN_ACTIONS) - allowed:
                 if fnmatch.fnmatchcase(forbidden.lower(), pattern.lower()):
                     problems.append(f"{sid}: {pattern} allows {forbidden}")
         if "*" in listify(statement["Resource"]):
@@ -592,3 +598,106 @@ def test_samconfig_deploys_with_the_documented_defaults() -> None:
         assert name in parameters, name
         allowed = parameters[name].get("AllowedValues")
         assert allowed is None or value in [str(a) for a in allowed], override
+
+
+# --- retention: lock extension, maintenance, prune -----------------------------------------
+
+FUNCTIONS = ("ReplicateFunction", "MaintainFunction", "PruneFunction")
+DELETE_ACTIONS = frozenset({"s3:DeleteObject", "dynamodb:DeleteItem"})
+
+
+def granted(transformed: dict[str, Any], function_name: str) -> set[str]:
+    statements = function_role_statements(transformed, function_name)
+    return {a for s in statements for a in listify(s["Action"])}
+
+
+def test_each_function_has_its_own_role(transformed: dict[str, Any]) -> None:
+    roles = {
+        json.dumps(transformed["Resources"][f]["Properties"]["Role"], sort_keys=True)
+        for f in FUNCTIONS
+    }
+    assert len(roles) == len(FUNCTIONS)
+
+
+def test_prune_role_is_the_only_one_that_deletes_and_only_blobs_and_object_items(
+    transformed: dict[str, Any],
+) -> None:
+    for function in ("ReplicateFunction", "MaintainFunction"):
+        assert privilege_problems(function_role_statements(transformed, function)) == []
+    prune = function_role_statements(transformed, "PruneFunction")
+    assert privilege_problems(prune, allowed=DELETE_ACTIONS) == []
+    by_sid = {s["Sid"]: s for s in prune}
+    deleting = [s for s in prune if DELETE_ACTIONS & set(listify(s["Action"]))]
+    assert {s["Sid"] for s in deleting} == {"DeleteBlobs", "IndexDeleteObjectItems"}
+    assert listify(by_sid["DeleteBlobs"]["Action"]) == ["s3:DeleteObject"]
+    blobs = by_sid["DeleteBlobs"]["Resource"]["Fn::Sub"]
+    assert blobs[0] == "arn:${AWS::Partition}:s3:::${Bucket}/${BucketPrefix}blobs/*"
+    items = by_sid["IndexDeleteObjectItems"]
+    assert listify(items["Action"]) == ["dynamodb:DeleteItem"]
+    assert refers_to(items["Resource"], "IndexTable")
+    assert items["Condition"] == {
+        "ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["BLOB#*", "PRUNE"]}
+    }
+    assert not {"s3:PutObjectRetention", "s3:PutObjectLegalHold"} & granted(
+        transformed, "PruneFunction"
+    )
+
+
+def test_replicate_role_gained_only_lock_extension_on_s3(transformed: dict[str, Any]) -> None:
+    s3_actions = {a for a in granted(transformed, "ReplicateFunction") if a.startswith("s3:")}
+    write_once = {"s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListBucket"}
+    assert s3_actions - write_once == {"s3:PutObjectRetention"}
+    by_sid = {s["Sid"]: s for s in function_role_statements(transformed)}
+    extend = by_sid["ExtendLocks"]["Resource"]["Fn::Sub"]
+    assert extend[0] == "arn:${AWS::Partition}:s3:::${Bucket}/${BucketPrefix}blobs/*"
+
+
+def test_maintain_role_extends_locks_and_deletes_nothing(transformed: dict[str, Any]) -> None:
+    assert granted(transformed, "MaintainFunction") == {
+        "s3:GetObject",
+        "s3:PutObjectRetention",
+        "s3:ListBucket",
+        "dynamodb:GetItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:Query",
+        "dynamodb:Scan",
+        "kms:Decrypt",
+        "kms:Encrypt",
+        "kms:GenerateDataKey",
+        "kms:DescribeKey",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    }
+
+
+def test_noncurrent_versions_expire_after_the_lock_period_and_nothing_current_does(
+    resources: dict[str, Any],
+) -> None:
+    rules = props(resources, "BackupBucket")["LifecycleConfiguration"]["Rules"]
+    by_id = {r["Id"]: r for r in rules}
+    noncurrent = by_id["expire-noncurrent-blob-versions"]
+    assert noncurrent["Status"] == "Enabled"
+    assert noncurrent["Prefix"] == {"Fn::Sub": "${BucketPrefix}blobs/"}
+    # At least the lock period: the very parameter the default retention uses.
+    assert noncurrent["NoncurrentVersionExpiration"]["NoncurrentDays"] == {"Ref": "ObjectLockDays"}
+    retention = props(resources, "BackupBucket")["ObjectLockConfiguration"]["Rule"]
+    assert retention["DefaultRetention"]["Days"] == {"Ref": "ObjectLockDays"}
+    for rule in rules:  # an expiration of current versions would break shared layers
+        assert not {"ExpirationInDays", "ExpirationDate", "ExpiredObjectDeleteMarker"} & set(rule)
+
+
+def test_scheduled_functions_get_the_retention_settings(resources: dict[str, Any]) -> None:
+    fields = {ENV_PREFIX + f.upper() for f in Settings.model_fields}
+    for function in ("MaintainFunction", "PruneFunction"):
+        function_props = props(resources, function)
+        env = function_props["Environment"]["Variables"]
+        names = {k for k in env if k.startswith(ENV_PREFIX)}
+        assert names <= fields
+        assert env["ECR_BACKUP_LOCK_DAYS"] == {"Ref": "ObjectLockDays"}
+        assert env["ECR_BACKUP_KEEP_DELETED_DAYS"] == {"Ref": "KeepDeletedDays"}
+        assert env["ECR_BACKUP_KEEP_PER_TAG"] == {"Ref": "KeepPerTag"}
+        assert env["ECR_BACKUP_PRUNE_GRACE_HOURS"] == {"Ref": "PruneGraceHours"}
+        (event,) = function_props["Events"].values()
+        assert event["Type"] == "Schedule"
+    replicate = props(resources, "ReplicateFunction")["Environment"]["Variables"]
+    assert replicate["ECR_BACKUP_LOCK_DAYS"] == {"Ref": "ObjectLockDays"}

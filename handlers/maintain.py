@@ -1,0 +1,37 @@
+"""Lambda entry point: the scheduled maintenance pass (ecr_backup.maintenance.maintain).
+
+Extends the Object Lock of every object of every kept image whose lock ends too soon, and
+reports locks found short and objects missing (metrics LocksShort and ObjectsMissing are
+alarmed on)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ecr_backup.composition import AwsServices
+from ecr_backup.maintenance.maintain import maintain
+from ecr_backup.settings import Settings
+
+logger = Logger()
+metrics = Metrics()
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
+    services = AwsServices(Settings.load(os.environ))
+    report = maintain(
+        services.ledger, services.index, services.graph(), services.rules, services.keeper
+    )
+    metrics.add_metric("LocksExtended", MetricUnit.Count, len(report.extended))
+    metrics.add_metric("LocksShort", MetricUnit.Count, len(report.short))
+    metrics.add_metric("ObjectsMissing", MetricUnit.Count, len(report.missing))
+    summary = report.as_dict()
+    summary["extended"] = len(report.extended)  # the digests are many; counts in the log
+    logger.info("maintenance pass", extra=summary)
+    return summary
