@@ -75,6 +75,7 @@ def run_setup(args: argparse.Namespace) -> int:
         retention_mode=args.retention_mode,
         kms_key_id=args.kms_key_id,
         tls_only=not args.no_tls_policy,
+        prefix=services.settings.prefix,
     )
     created_table = services.index.create_if_missing()
     services.claim_index()

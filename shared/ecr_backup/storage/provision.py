@@ -32,6 +32,7 @@ def ensure_bucket(
     retention_mode: RetentionMode = "GOVERNANCE",
     kms_key_id: str | None = None,
     tls_only: bool = True,
+    prefix: str = "",
 ) -> bool:
     """Create the backup bucket as template.yaml does; False if it existed (left as is)."""
     try:
@@ -84,7 +85,15 @@ def ensure_bucket(
                         "Status": "Enabled",
                         "Filter": {"Prefix": ""},
                         "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 2},
-                    }
+                    },
+                    {
+                        # As in template.yaml: what prune delete-marked expires after the
+                        # lock period; never a rule on current versions.
+                        "ID": "expire-noncurrent-blob-versions",
+                        "Status": "Enabled",
+                        "Filter": {"Prefix": f"{prefix}blobs/"},
+                        "NoncurrentVersionExpiration": {"NoncurrentDays": retention_days},
+                    },
                 ]
             },
         )
