@@ -15,7 +15,7 @@ same object always agree on who won (see ecr_backup.maintenance.prune for the ar
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -86,24 +86,21 @@ class Ledger:
         None when the index no longer holds the object (prune deleted it: copy it again);
         ObjectBeingPrunedError (retryable) while a prune is deleting it.
         """
-        try:
-            answer = self._db.update_item(
-                TableName=self.table,
-                Key=_key(digest),
-                UpdateExpression="SET claimed_at = :now REMOVE tombstone_at",
-                ConditionExpression="attribute_exists(pk) AND attribute_not_exists(sweeping)",
-                ExpressionAttributeValues={":now": _s(format_time(now))},
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as e:
-            if error_code(e) != _FAILED:
-                raise translate(e, f"claim {digest}", IndexStoreError) from e
-            if self._get(digest) is None:
-                return None
-            raise ObjectBeingPrunedError(digest) from e
-        except BotoCoreError as e:
-            raise translate(e, f"claim {digest}", IndexStoreError) from e
-        return _state(answer["Attributes"])
+        answer = self._conditional(
+            f"claim {digest}",
+            self._db.update_item,
+            TableName=self.table,
+            Key=_key(digest),
+            UpdateExpression="SET claimed_at = :now REMOVE tombstone_at",
+            ConditionExpression="attribute_exists(pk) AND attribute_not_exists(sweeping)",
+            ExpressionAttributeValues={":now": _s(format_time(now))},
+            ReturnValues="ALL_NEW",
+        )
+        if answer is not None:
+            return _state(answer["Attributes"])
+        if self._get(digest) is None:
+            return None
+        raise ObjectBeingPrunedError(digest)
 
     def record_lock(self, digest: Digest, until: datetime) -> None:
         """Remember a lock's end; only ever moves it later (concurrent writers agree)."""
@@ -178,72 +175,55 @@ class Ledger:
 
     def finish_sweep(self, digest: Digest, token: str) -> None:
         """The object is delete-marked: the index stops holding it."""
-        try:
-            self._db.delete_item(
-                TableName=self.table,
-                Key=_key(digest),
-                ConditionExpression="sweeping = :token",
-                ExpressionAttributeValues={":token": _s(token)},
-            )
-        except ClientError as e:
-            if error_code(e) != _FAILED:
-                raise translate(e, f"forget {digest}", IndexStoreError) from e
-        except BotoCoreError as e:
-            raise translate(e, f"forget {digest}", IndexStoreError) from e
+        self._conditional(
+            f"forget {digest}",
+            self._db.delete_item,
+            TableName=self.table,
+            Key=_key(digest),
+            ConditionExpression="sweeping = :token",
+            ExpressionAttributeValues={":token": _s(token)},
+        )
 
     def mark_pruned(self, repository: str, digest: Digest, now: datetime) -> None:
         """The image's manifest is gone; its push history stays (audit, rebuild-index)."""
-        try:
-            self._db.update_item(
-                TableName=self.table,
-                Key={"pk": _s(f"REPO#{repository}"), "sk": _s(f"IMAGE#{digest}")},
-                UpdateExpression="SET pruned_at = :now",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues={":now": _s(format_time(now))},
-            )
-        except ClientError as e:
-            if error_code(e) != _FAILED:
-                raise translate(e, f"mark {repository}@{digest} pruned", IndexStoreError) from e
-        except BotoCoreError as e:
-            raise translate(e, f"mark {repository}@{digest} pruned", IndexStoreError) from e
+        self._conditional(
+            f"mark {repository}@{digest} pruned",
+            self._db.update_item,
+            TableName=self.table,
+            Key={"pk": _s(f"REPO#{repository}"), "sk": _s(f"IMAGE#{digest}")},
+            UpdateExpression="SET pruned_at = :now",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":now": _s(format_time(now))},
+        )
 
     def take_prune_lease(self, owner: str, now: datetime, until: datetime) -> bool:
         """One prune at a time: False while another run's lease has not expired."""
-        try:
-            self._db.put_item(
-                TableName=self.table,
-                Item={
-                    "pk": _s("PRUNE"),
-                    "sk": _s("LEASE"),
-                    "owner": _s(owner),
-                    "until": _s(format_time(until)),
-                },
-                ConditionExpression="attribute_not_exists(pk) OR #until < :now",
-                ExpressionAttributeNames={"#until": "until"},
-                ExpressionAttributeValues={":now": _s(format_time(now))},
-            )
-        except ClientError as e:
-            if error_code(e) == _FAILED:
-                return False
-            raise translate(e, "take the prune lease", IndexStoreError) from e
-        except BotoCoreError as e:
-            raise translate(e, "take the prune lease", IndexStoreError) from e
-        return True
+        taken = self._conditional(
+            "take the prune lease",
+            self._db.put_item,
+            TableName=self.table,
+            Item={
+                "pk": _s("PRUNE"),
+                "sk": _s("LEASE"),
+                "owner": _s(owner),
+                "until": _s(format_time(until)),
+            },
+            ConditionExpression="attribute_not_exists(pk) OR #until < :now",
+            ExpressionAttributeNames={"#until": "until"},
+            ExpressionAttributeValues={":now": _s(format_time(now))},
+        )
+        return taken is not None
 
     def drop_prune_lease(self, owner: str) -> None:
-        try:
-            self._db.delete_item(
-                TableName=self.table,
-                Key={"pk": _s("PRUNE"), "sk": _s("LEASE")},
-                ConditionExpression="#owner = :owner",
-                ExpressionAttributeNames={"#owner": "owner"},
-                ExpressionAttributeValues={":owner": _s(owner)},
-            )
-        except ClientError as e:
-            if error_code(e) != _FAILED:
-                raise translate(e, "drop the prune lease", IndexStoreError) from e
-        except BotoCoreError as e:
-            raise translate(e, "drop the prune lease", IndexStoreError) from e
+        self._conditional(
+            "drop the prune lease",
+            self._db.delete_item,
+            TableName=self.table,
+            Key={"pk": _s("PRUNE"), "sk": _s("LEASE")},
+            ConditionExpression="#owner = :owner",
+            ExpressionAttributeNames={"#owner": "owner"},
+            ExpressionAttributeValues={":owner": _s(owner)},
+        )
 
     # -- holds -----------------------------------------------------------------------
 
@@ -298,21 +278,27 @@ class Ledger:
         self, digest: Digest, update: str, condition: str, values: Item, *, what: str
     ) -> bool:
         """One conditional update; False when the condition did not hold."""
+        answer = self._conditional(
+            what,
+            self._db.update_item,
+            TableName=self.table,
+            Key=_key(digest),
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeValues=values,
+        )
+        return answer is not None
+
+    def _conditional(self, what: str, call: Callable[..., Any], **arguments: Any) -> Any:
+        """A conditional write: its answer, or None when its condition did not hold."""
         try:
-            self._db.update_item(
-                TableName=self.table,
-                Key=_key(digest),
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeValues=values,
-            )
+            return call(**arguments)
         except ClientError as e:
             if error_code(e) == _FAILED:
-                return False
+                return None
             raise translate(e, what, IndexStoreError) from e
         except BotoCoreError as e:
             raise translate(e, what, IndexStoreError) from e
-        return True
 
     def _scan(self, prefix: str) -> Iterator[Item]:
         try:
