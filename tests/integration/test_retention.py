@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,6 +56,28 @@ def services(
     built.store.close()
 
 
+@dataclass
+class World:
+    target: BackupTarget
+    services: AwsServices
+    clock: Clock
+    registry: LocalRegistry
+    images: OciLayoutBuilder
+    capsys: pytest.CaptureFixture[str]
+
+
+@pytest.fixture
+def world(
+    backup_target: BackupTarget,
+    services: AwsServices,
+    clock: Clock,
+    registry: LocalRegistry,
+    oci_images: OciLayoutBuilder,
+    capsys: pytest.CaptureFixture[str],
+) -> World:
+    return World(backup_target, services, clock, registry, oci_images, capsys)
+
+
 def back_up(services: AwsServices, repo: str, digest: str, tag: str, clock: Clock) -> None:
     event = ImageEvent(repo, Digest.parse(digest), Action.PUSH, clock(), tag)
     services.replicator("123456789012", "us-east-1").backup_event(event)
@@ -76,14 +99,9 @@ def cli_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, Any]:
     return code, json.loads(capsys.readouterr().out)
 
 
-def test_reused_base_layer_and_maintain_keep_kept_images_locked(
-    backup_target: BackupTarget,
-    services: AwsServices,
-    clock: Clock,
-    registry: LocalRegistry,
-    oci_images: OciLayoutBuilder,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_reused_base_layer_and_maintain_keep_kept_images_locked(world: World) -> None:
+    backup_target, services, clock = world.target, world.services, world.clock
+    registry, oci_images, capsys = world.registry, world.images, world.capsys
     image_a = oci_images.simple_image(ref="a", n_layers=2, layer_size=50_000, seed=10)
     back_up(
         services, "ret/app", skopeo_push(oci_images.path, "a", registry, "ret/app", "a"), "a", clock
@@ -109,14 +127,9 @@ def test_reused_base_layer_and_maintain_keep_kept_images_locked(
     assert code == 0 and report["extended"] == [] and report["short"] == []
 
 
-def test_prune_two_phases_keep_the_shared_layer_and_a_locked_object(
-    backup_target: BackupTarget,
-    services: AwsServices,
-    clock: Clock,
-    registry: LocalRegistry,
-    oci_images: OciLayoutBuilder,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_prune_two_phases_keep_the_shared_layer_and_a_locked_object(world: World) -> None:
+    backup_target, services, clock = world.target, world.services, world.clock
+    registry, oci_images, capsys = world.registry, world.images, world.capsys
     base = oci_images.simple_image(ref="base", n_layers=1, layer_size=40_000, seed=30)
     kept = oci_images.extend(base, ref="kept", layer_size=40_000, seed=31)
     gone = oci_images.extend(
@@ -180,14 +193,9 @@ def test_prune_two_phases_keep_the_shared_layer_and_a_locked_object(
     assert restored.returncode == 0, restored.stderr
 
 
-def test_stats_match_a_hand_count(
-    backup_target: BackupTarget,
-    services: AwsServices,
-    clock: Clock,
-    registry: LocalRegistry,
-    oci_images: OciLayoutBuilder,
-    capsys: pytest.CaptureFixture[str],
-) -> None:
+def test_stats_match_a_hand_count(world: World) -> None:
+    services, clock = world.services, world.clock
+    registry, oci_images, capsys = world.registry, world.images, world.capsys
     first = oci_images.simple_image(ref="one", n_layers=2, layer_size=30_000, seed=40)
     second = oci_images.extend(first, ref="two", layer_size=30_000, seed=41)
     other = oci_images.simple_image(ref="other", n_layers=1, layer_size=20_000, seed=42)

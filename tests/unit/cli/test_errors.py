@@ -61,6 +61,8 @@ def arguments(command: str, workdir: Path) -> list[str]:
         "show": ["team/app:v1"],
         "restore": ["team/app:v1", "--to", f"http://127.0.0.1:{free_port()}/team/app"],
         "export": ["team/app:v1", "--oci-archive", str(workdir / "app.tar")],
+        "hold": ["team/app:v1"],
+        "release": ["team/app:v1"],
     }
     return needed.get(command, [])
 
