@@ -68,13 +68,21 @@ def test_setup_bucket_has_every_property_the_stack_sets(
     assert blocked == stack["PublicAccessBlockConfiguration"]
     ownership = s3.get_bucket_ownership_controls(Bucket=BUCKET)["OwnershipControls"]["Rules"]
     assert ownership == stack["OwnershipControls"]["Rules"]
-    [lifecycle] = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
-    [stack_lifecycle] = stack["LifecycleConfiguration"]["Rules"]
+    lifecycle, noncurrent = s3.get_bucket_lifecycle_configuration(Bucket=BUCKET)["Rules"]
+    stack_lifecycle, stack_noncurrent = stack["LifecycleConfiguration"]["Rules"]
     assert lifecycle["ID"] == stack_lifecycle["Id"] and lifecycle["Status"] == "Enabled"
     assert (
         lifecycle["AbortIncompleteMultipartUpload"]
         == stack_lifecycle["AbortIncompleteMultipartUpload"]
     )
+    # Versions prune delete-marked expire after the lock period, on blobs/ only.
+    assert noncurrent["ID"] == stack_noncurrent["Id"] and noncurrent["Status"] == "Enabled"
+    assert stack_noncurrent["NoncurrentVersionExpiration"]["NoncurrentDays"] == {
+        "Ref": "ObjectLockDays"
+    }
+    assert noncurrent["NoncurrentVersionExpiration"]["NoncurrentDays"] == retention["Days"]
+    assert noncurrent["Filter"] == {"Prefix": "blobs/"}
+    assert stack_noncurrent["Prefix"] == {"Fn::Sub": "${BucketPrefix}blobs/"}
 
 
 def test_setup_bucket_denies_every_request_without_tls_as_the_stack_does(

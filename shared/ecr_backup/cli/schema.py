@@ -295,6 +295,87 @@ class EventBatch(_Model):
 
 HandleEvent = RootModel[EventOutcome | EventBatch]
 
+# -- retention (maintain, prune, stats, hold, release) -----------------------------------
+
+
+class LockCheck(_Model):
+    digest: DigestText
+    found: Time | None  # the lock end read from S3 (null: the recorded one sufficed)
+    until: Time | None
+    extended: bool
+    short: bool
+
+
+class Maintain(_Model):
+    ok: bool
+    time: Time
+    images_kept: int
+    objects_checked: int
+    extended: list[LockCheck]
+    short: list[LockCheck]
+    missing: list[DigestText]
+
+
+class PruneObject(_Model):
+    digest: DigestText
+    size: Bytes
+    action: Literal["mark", "delete", "locked", "in-use", "finished"]
+    reason: str
+    lock_until: Time | None
+
+
+class PrunedImage(_Model):
+    repository: str
+    digest: DigestText
+
+
+class Prune(_Model):
+    dry_run: bool
+    time: Time
+    bytes_freed: Bytes
+    bytes_marked: Bytes
+    objects: list[PruneObject]
+    images_pruned: list[PrunedImage]
+
+
+class RepositoryStats(_Model):
+    repository: str
+    images_kept: int
+    logical_bytes: Bytes
+    unique_bytes: Bytes
+
+
+class MonthlyCost(_Model):
+    currency: Literal["USD"]
+    region: str
+    s3_standard: float
+    aws_backup: float | None
+    total: float
+    prices_read: str
+    sources: list[str]
+
+
+class Stats(_Model):
+    time: Time
+    objects: int
+    logical_bytes: Bytes
+    unique_bytes: Bytes
+    kept_unique_bytes: Bytes
+    dedup_ratio: float | None
+    locked_bytes: Bytes
+    unlocked_bytes: Bytes
+    lock_unknown_bytes: Bytes
+    repositories: list[RepositoryStats]
+    monthly_cost: MonthlyCost
+
+
+class Hold(_Model):
+    repository: str
+    digest: DigestText
+    held: bool
+    objects: int
+
+
 # Command name -> the shape of its --json document. tests/unit/cli/test_schema.py checks
 # that every command of the parser is here and that docs/json.md shows each one.
 SCHEMAS: dict[str, TypeAdapter[Any]] = {
@@ -309,6 +390,11 @@ SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "export": TypeAdapter(Export),
     "verify": TypeAdapter(Verify),
     "rebuild-index": TypeAdapter(RebuildIndex),
+    "maintain": TypeAdapter(Maintain),
+    "prune": TypeAdapter(Prune),
+    "stats": TypeAdapter(Stats),
+    "hold": TypeAdapter(Hold),
+    "release": TypeAdapter(Hold),
 }
 
 
