@@ -193,6 +193,11 @@ def test_every_command_answers_json_in_its_schema_with_options_anywhere(
         "restore", "--all-repositories", "--to-registry", empty_registry.host, "--dry-run"
     )
     assert everything["repositories"][0]["action"] == "would restore"
+    assert answer("maintain")["ok"] is True
+    assert answer("prune", "--dry-run")["objects"] == []  # everything is young and tagged
+    assert answer("stats")["repositories"][0]["images_kept"] == 2
+    assert answer("hold", "json/app:v1")["held"] is True
+    assert answer("release", "json/app:v1")["held"] is False
 
     assert seen == set(parser_commands()) == set(SCHEMAS)
     # Text and JSON name the same action; -v is ours, -vv (either side) adds botocore's.

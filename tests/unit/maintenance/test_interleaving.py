@@ -66,7 +66,7 @@ class _Forward:
 class World:
     def __init__(self, name: str, clock: MovableClock, s3: Any) -> None:
         settings = Settings(bucket=name, table=name, keep_deleted_days=90, keep_per_tag=1)
-        ensure_bucket(s3, name, region="us-east-1")
+        ensure_bucket(s3, name, region="us-east-1", tls_only=False)  # moto: no TLS
         self.services = AwsServices(settings, boto3.Session(region_name="us-east-1"), clock=clock)
         self.services.index.create_if_missing()
         self.clock = clock
