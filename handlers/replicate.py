@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from functools import lru_cache, partial
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
@@ -24,19 +24,21 @@ from aws_lambda_powertools.utilities.batch import (
     process_partial_response,
 )
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import Json
 
-from ecr_backup.backup.events import EcrEvent
+from ecr_backup.backup.deadline import Deadline
+from ecr_backup.backup.events import EcrEvent, parse_event
 from ecr_backup.backup.service import EventOutcome, handle_ecr_event
 from ecr_backup.composition import AwsServices
+from ecr_backup.errors import OutOfTimeError
 from ecr_backup.settings import Settings
 
 # Service name, metrics namespace and log level come from the POWERTOOLS_* variables
-# that template.yaml sets; Tracer turns itself off outside Lambda.
+# that template.yaml sets. No X-Ray SDK (Powertools' Tracer): it is in maintenance, ends
+# support on 2027-02-25 and was most of the cold import; Lambda's active tracing still
+# records every invocation (docs/deploy.md).
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 
 # The library logs through the standard `logging` module; give its loggers the same
@@ -44,23 +46,24 @@ metrics = Metrics()
 copy_config_to_registered_loggers(source_logger=logger, include={"ecr_backup"})
 
 
-class EcrEventRecord(SqsRecordModel):
-    """An SQS record whose body is the EventBridge event the rule delivered."""
-
-    body: Json[EcrEvent]  # the body is the event as a JSON string
-
-
 class _BatchProcessor(BatchProcessor):
-    """Logs every failed record with its SQS message id (what to look for in the DLQ)."""
+    """Logs every failed record, one line each, with its SQS message id (what to look for
+    in the DLQ)."""
 
-    def failure_handler(self, record: Any, exception: ExceptionInfo) -> FailureResponse:
-        # `record` is our model, or Powertools' SQSRecord when the model rejected it.
-        message_id = getattr(record, "messageId", None) or getattr(record, "message_id", None)
-        logger.warning(
-            "record failed; SQS retries it, then moves it to the dead-letter queue",
-            exc_info=exception[1],  # the exception carries its traceback
-            extra={"message_id": message_id},
-        )
+    def failure_handler(self, record: SQSRecord, exception: ExceptionInfo) -> FailureResponse:
+        error = exception[1]
+        if isinstance(error, OutOfTimeError):
+            # Expected near the end of an invocation: no traceback, nothing to investigate.
+            logger.info(
+                "record deferred: too little time left; SQS redelivers it and the copy resumes",
+                extra={"message_id": record.message_id, "reason": str(error)},
+            )
+        else:
+            logger.warning(
+                "record failed; SQS retries it, then moves it to the dead-letter queue",
+                exc_info=error,  # the exception carries its traceback
+                extra={"message_id": record.message_id},
+            )
         # A record rejected before parsing must not inherit the previous record's event id.
         logger.set_correlation_id(None)
         return super().failure_handler(record, exception)
@@ -69,9 +72,7 @@ class _BatchProcessor(BatchProcessor):
 # Not raising when the whole batch fails keeps the function's Errors metric for real
 # faults (bad settings, timeouts): poison records show up as batchItemFailures, then in
 # the DLQ and its alarm.
-processor = _BatchProcessor(
-    event_type=EventType.SQS, model=EcrEventRecord, raise_on_entire_batch_failure=False
-)
+processor = _BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 @lru_cache(maxsize=1)
@@ -81,11 +82,16 @@ def services_for(settings: Settings) -> AwsServices:
     return AwsServices(settings)
 
 
-def handle_record(services: AwsServices, record: EcrEventRecord) -> dict[str, object]:
-    event = record.body
+def handle_record(
+    services: AwsServices, deadline: Deadline, record: SQSRecord
+) -> dict[str, object]:
+    # Each record is parsed on its own: a malformed one fails alone, with one log line.
+    event = parse_event(record.body)
     # Set before the work, so that the failure warning of this record carries it too.
     logger.set_correlation_id(event.id)
-    outcome = handle_ecr_event(event, services.replicator)
+    outcome = handle_ecr_event(
+        event, lambda account, region: services.replicator(account, region, deadline=deadline)
+    )
     _report(event, outcome)
     logger.set_correlation_id(None)
     return outcome.as_dict()
@@ -121,15 +127,21 @@ def _report(event: EcrEvent, outcome: EventOutcome) -> None:
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     # Read per invocation (cheap), never at import: a bad setting fails the invocation
     # with a clear message instead of breaking the module import.
-    services = services_for(Settings.load(os.environ))
+    settings = Settings.load(os.environ)
+    services = services_for(settings)
+    # One deadline for the whole batch: copies that could not finish before the function's
+    # timeout are not started, and their records come back through SQS.
+    deadline = Deadline.after(
+        context.get_remaining_time_in_millis() / 1000,
+        throughput_floor_mibps=settings.throughput_floor_mibps,
+    )
     response = process_partial_response(
         event=event,
-        record_handler=partial(handle_record, services),
+        record_handler=partial(handle_record, services, deadline),
         processor=processor,
         context=context,
     )

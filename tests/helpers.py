@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 import threading
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,9 +18,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
+from botocore.exceptions import ConnectionClosedError
 
 from ecr_backup.backup.ports import BackupLocks, SourceRegistry
 from ecr_backup.backup.replicator import Replicator
+from ecr_backup.composition import AwsServices
 from ecr_backup.errors import BlobNotFoundError, ManifestNotFoundError, NotFoundError
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
@@ -34,6 +37,8 @@ from ecr_backup.storage.records import Action, ImageEvent
 
 BUCKET = "backup-bucket"
 TABLE = "backup-index"
+ACCOUNT = "111122223333"
+REGION = "eu-west-1"
 
 
 def descriptor(media_type: str, data: bytes, **extra: object) -> dict[str, object]:
@@ -378,3 +383,52 @@ def answers(catalog: Catalog) -> dict[str, Any]:
                 except NotFoundError as e:  # removed tags answer with an error, the same one
                     result[f"{label} {ref}"] = str(e)
     return result
+
+
+def ecr_event(
+    digest: Digest | str,
+    *,
+    action: str = "PUSH",
+    tag: str | None = "v1",
+    result: str = "SUCCESS",
+    repository: str = "team/app",
+    event_id: str | None = None,
+    time: str = "2026-05-01T10:00:00Z",
+) -> dict[str, Any]:
+    detail: dict[str, Any] = {
+        "result": result,
+        "repository-name": repository,
+        "image-digest": str(digest),
+        "action-type": action,
+        "manifest-media-type": mediatypes.OCI_MANIFEST,
+    }
+    if tag:
+        detail["image-tag"] = tag
+    return {
+        "version": "0",
+        "id": event_id or str(uuid.uuid4()),
+        "detail-type": "ECR Image Action",
+        "source": "aws.ecr",
+        "account": ACCOUNT,
+        "time": time,
+        "region": REGION,
+        "resources": [],
+        "detail": detail,
+    }
+
+
+def reset_connections(
+    services: AwsServices, service: str, operation: str, marker: str
+) -> list[str]:
+    """Every `operation` request whose URL or body mentions `marker` dies with a reset
+    connection (as botocore reports it), on every attempt; returns the URLs refused."""
+    refused: list[str] = []
+
+    def fail(request: Any, **_: Any) -> None:
+        body = request.body if isinstance(request.body, bytes) else b""
+        if marker in request.url or marker.encode() in body:
+            refused.append(request.url)
+            raise ConnectionClosedError(endpoint_url=request.url)
+
+    services.session.events.register(f"before-send.{service}.{operation}", fail)
+    return refused

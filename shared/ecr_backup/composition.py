@@ -13,6 +13,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, NoRegionError
 
 from ecr_backup.awserrors import translate
+from ecr_backup.backup.deadline import Deadline
 from ecr_backup.backup.ports import SourceRegistry
 from ecr_backup.backup.replicator import Replicator
 from ecr_backup.errors import ConfigurationError, IndexMissingError, InvalidInputError
@@ -331,7 +332,11 @@ class AwsServices:
             return source
 
     def replicator(
-        self, account: str, region: str, progress: ProgressFactory = no_progress
+        self,
+        account: str,
+        region: str,
+        progress: ProgressFactory = no_progress,
+        deadline: Deadline | None = None,
     ) -> Replicator:
         self.claim_index()
         return Replicator(
@@ -342,6 +347,7 @@ class AwsServices:
             progress=progress,
             clock=self.clock,
             locks=self.keeper,
+            deadline=deadline,
         )
 
     def caller_source(self) -> tuple[str, str]:

@@ -128,6 +128,14 @@ class RegistryThrottledError(RegistryError):
         self.retry_after = retry_after
 
 
+class OutOfTimeError(EcrBackupError):
+    """Too little time is left to finish a copy before the caller's deadline, so it was not
+    started; the same work later resumes from what is already stored."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="OUT_OF_TIME", retryable=True)
+
+
 class StorageError(EcrBackupError):
     """S3 refused or failed an operation."""
 

@@ -66,12 +66,26 @@ class EcrEvent(BaseModel):
         )
 
 
-def parse_event(data: str | bytes | dict[str, Any]) -> EcrEvent:
+def load_json(data: str | bytes, what: str = "event") -> Any:
+    """Parse untrusted JSON; anything the parser refuses becomes one InvalidInputError."""
     try:
-        document = json.loads(data) if isinstance(data, str | bytes) else data
-        return EcrEvent.model_validate(document)
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return json.loads(text)
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(f"{what} is not UTF-8 text (byte {e.start})") from e
     except json.JSONDecodeError as e:
-        raise InvalidInputError(f"event is not valid JSON: {e}") from e
+        raise InvalidInputError(f"{what} is not valid JSON: {e}") from e
+    except RecursionError as e:
+        raise InvalidInputError(f"{what} is nested too deeply to be an event") from e
+    except ValueError as e:
+        # Python refuses integers of more than sys.get_int_max_str_digits() digits.
+        raise InvalidInputError(f"{what} holds a number too long to be an event's") from e
+
+
+def parse_event(data: str | bytes | dict[str, Any]) -> EcrEvent:
+    document = load_json(data) if isinstance(data, str | bytes) else data
+    try:
+        return EcrEvent.model_validate(document)
     except ValidationError as e:
         raise InvalidInputError(f"invalid EventBridge event: {_first(e)}") from e
 

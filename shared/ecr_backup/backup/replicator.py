@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from ecr_backup.backup.deadline import Deadline
 from ecr_backup.backup.ports import BackupIndex, BackupLocks, BlobStore, SourceRegistry
 from ecr_backup.errors import BlobNotFoundError, InvalidInputError, NotFoundError, StorageError
 from ecr_backup.oci.closure import build_closure, check_index_depth, closure_total
@@ -78,6 +79,7 @@ class Replicator:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         progress: ProgressFactory = no_progress,
         locks: BackupLocks | None = None,
+        deadline: Deadline | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidInputError("concurrency must be at least 1")
@@ -88,6 +90,7 @@ class Replicator:
         self._clock = clock
         self._progress = progress
         self._locks = locks
+        self._deadline = deadline
 
     def backup_event(self, event: ImageEvent) -> CopyReport:
         """Back up what an ECR event names, then record the event: bucket first, index second."""
@@ -114,6 +117,7 @@ class Replicator:
                 report.manifests_skipped.append(digest)
                 report.root = digest
                 return report
+        self._check_time(0, f"{repository}:{reference}")
         manifest = self._registry.get_manifest(repository, reference)
         report.root = manifest.digest
         # The total grows as each manifest's missing blobs are found.
@@ -217,6 +221,7 @@ class Replicator:
     ) -> None:
         stored_size = self._store.stat(blob.digest)
         if stored_size is None:
+            self._check_time(blob.size, f"copy of {blob.digest} ({blob.size} bytes)")
             try:
                 with self._registry.open_blob(repository, blob.digest) as stream:
                     counted = Counted(stream, progress)
@@ -245,6 +250,12 @@ class Replicator:
             report.skipped(blob.digest)  # left by an earlier run that stopped before indexing
             progress.advance(blob.size)
         self._index.record_blob(blob.digest, blob.size, blob.media_type, self._clock())
+
+    def _check_time(self, size: int, what: str) -> None:
+        # Checked as each copy starts (copies run in parallel): blobs stored before the
+        # deadline stay stored, and the redelivered event copies only the rest.
+        if self._deadline is not None:
+            self._deadline.check(size, what)
 
 
 @dataclass(frozen=True)

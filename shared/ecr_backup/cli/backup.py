@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ecr_backup.backup.events import parse_event
+from ecr_backup.backup.events import load_json, parse_event
 from ecr_backup.backup.replicator import CopyReport
 from ecr_backup.backup.service import EventOutcome, handle_ecr_event
 from ecr_backup.cli.common import (
@@ -133,11 +132,8 @@ def run_replicate(args: argparse.Namespace) -> int:
 
 
 def run_handle_event(args: argparse.Namespace) -> int:
-    raw = sys.stdin.read() if args.file == "-" else _read_file(args.file)
-    try:
-        document = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise InvalidInputError(f"{args.file}: not valid JSON: {e}") from e
+    raw = sys.stdin.buffer.read() if args.file == "-" else _read_file(args.file)
+    document = load_json(raw, "stdin" if args.file == "-" else args.file)
     services = services_from(args)
     if isinstance(document, dict) and isinstance(document.get("Records"), list):
         return _handle_batch(args, document["Records"], services.replicator)
@@ -156,13 +152,13 @@ def _handle_batch(args: argparse.Namespace, records: list[Any], replicator_for: 
             str(record.get("messageId", position)) if isinstance(record, dict) else str(position)
         )
         try:
-            body = record["body"] if isinstance(record, dict) else None
+            body = record.get("body") if isinstance(record, dict) else None
             if not isinstance(body, str):
                 raise InvalidInputError(f"record {message_id}: no body")
             outcome = handle_ecr_event(parse_event(body), replicator_for)
         except EcrBackupError as e:
             failures.append({"itemIdentifier": message_id})
-            print(f"ecr-backup: record {message_id} failed: {e}", file=sys.stderr)
+            print(f"ecr-backup: record {message_id} failed: {e.one_line()}", file=sys.stderr)
             continue
         outcomes.append(outcome.as_dict())
         lines.extend(describe_outcome(outcome))
@@ -170,9 +166,9 @@ def _handle_batch(args: argparse.Namespace, records: list[Any], replicator_for: 
     return ExitCode.PROBLEMS if failures else ExitCode.OK
 
 
-def _read_file(path: str) -> str:
+def _read_file(path: str) -> bytes:
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, "rb") as handle:
             return handle.read()
     except OSError as e:
         raise InvalidInputError(f"cannot read {path}: {e.strerror}") from e

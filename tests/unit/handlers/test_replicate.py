@@ -8,7 +8,6 @@ import json
 import logging
 import os
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +22,21 @@ from ecr_backup.errors import InvalidInputError
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
+from ecr_backup.settings import DEADLINE_RESERVE_SECONDS, MiB, Settings
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.records import Action
-from tests.helpers import BUCKET, TABLE, FakeRegistry, descriptor
+from tests.helpers import (
+    ACCOUNT,
+    BUCKET,
+    REGION,
+    TABLE,
+    FakeRegistry,
+    descriptor,
+    ecr_event,
+    reset_connections,
+)
 
 HANDLER = Path(__file__).resolve().parents[3] / "handlers" / "replicate.py"
-ACCOUNT = "111122223333"
-REGION = "eu-west-1"
 REPO = "team/app"
 PREFIX = "backup/"
 SETTINGS_ENV = {
@@ -113,38 +120,10 @@ class Context:
     memory_limit_in_mb: int = 1024
     invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:replicate"
     aws_request_id: str = "request-1"
+    remaining_ms: int = 900_000  # the function's 15-minute maximum
 
-
-def ecr_event(
-    digest: Digest | str,
-    *,
-    action: str = "PUSH",
-    tag: str | None = "v1",
-    result: str = "SUCCESS",
-    repository: str = REPO,
-    event_id: str | None = None,
-    time: str = "2026-05-01T10:00:00Z",
-) -> dict[str, Any]:
-    detail: dict[str, Any] = {
-        "result": result,
-        "repository-name": repository,
-        "image-digest": str(digest),
-        "action-type": action,
-        "manifest-media-type": mediatypes.OCI_MANIFEST,
-    }
-    if tag:
-        detail["image-tag"] = tag
-    return {
-        "version": "0",
-        "id": event_id or str(uuid.uuid4()),
-        "detail-type": "ECR Image Action",
-        "source": "aws.ecr",
-        "account": ACCOUNT,
-        "time": time,
-        "region": REGION,
-        "resources": [],
-        "detail": detail,
-    }
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
 
 
 def batch(*records: dict[str, Any]) -> dict[str, Any]:
@@ -412,3 +391,136 @@ def test_settings_are_read_per_invocation_and_clients_reused(
     monkeypatch.delenv("ECR_BACKUP_BUCKET")
     with pytest.raises(InvalidInputError, match="ECR_BACKUP_BUCKET"):
         handler(batch(sqs_record(ecr_event(image.digest))), Context())
+
+
+def log_lines(logs: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in logs.getvalue().splitlines()]
+
+
+def test_copy_too_long_for_the_remaining_time_is_not_started_and_resumes_later(
+    handler: Any,
+    registry: FakeRegistry,
+    s3: Any,
+    index: DynamoIndex,
+    logs: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # At 1 MiB/s the 8 MiB layer needs 8 s; the context leaves 4 s after the reserve.
+    monkeypatch.setenv("ECR_BACKUP_THROUGHPUT_FLOOR_MIBPS", "1")
+    first = push_image(registry, 300, tag="v1")
+    small, big = os.urandom(500), os.urandom(8 * MiB)
+    long_one = registry.image(REPO, [small, big], tag="v2")
+    last = push_image(registry, 400, tag="v3")
+    records = [
+        sqs_record(ecr_event(first.digest, tag="v1"), "first"),
+        sqs_record(ecr_event(long_one.digest, tag="v2", event_id="e-long"), "long"),
+        sqs_record(ecr_event(last.digest, tag="v3"), "last"),
+    ]
+    short = Context(remaining_ms=int((DEADLINE_RESERVE_SECONDS + 4) * 1000))
+
+    answer = handler(batch(*records), short)
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "long"}]}
+    assert index.manifest(first.digest) is not None
+    assert index.manifest(last.digest) is not None
+    assert index.manifest(long_one.digest) is None  # manifest last: not complete
+    assert registry.blob_gets[Digest.of(big)] == 0  # the long copy was never started
+    assert f"{PREFIX}blobs/sha256/{Digest.of(small).hex}" in blob_keys(s3)
+    deferred = [line for line in log_lines(logs) if line.get("message_id") == "long"]
+    assert len(deferred) == 1  # one line, no traceback: nothing went wrong
+    assert deferred[0]["message"].startswith("record deferred")
+    assert "exception" not in deferred[0]
+    assert str(Digest.of(big)) in deferred[0]["reason"]
+
+    # SQS redelivers it to an invocation with time: only the missing layer is copied.
+    again = handler(batch(sqs_record(ecr_event(long_one.digest, tag="v2"), "long")), Context())
+
+    assert again == {"batchItemFailures": []}
+    assert index.manifest(long_one.digest) is not None
+    assert registry.blob_gets[Digest.of(small)] == 1
+    assert registry.blob_gets[Digest.of(big)] == 1
+
+
+def test_past_the_reserve_no_image_is_started_but_deletions_are_recorded(
+    handler: Any, registry: FakeRegistry, index: DynamoIndex
+) -> None:
+    image = push_image(registry, 300, tag="v1")
+    push = sqs_record(ecr_event(image.digest, tag="v1"), "push")
+    delete = sqs_record(
+        ecr_event(image.digest, action="DELETE", time="2026-05-02T10:00:00Z"), "delete"
+    )
+    almost_over = Context(remaining_ms=int(DEADLINE_RESERVE_SECONDS * 1000) - 1)
+
+    answer = handler(batch(push, delete), almost_over)
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "push"}]}
+    assert registry.manifest_gets == 0
+    assert [e.action for e in index.history(REPO, "v1")] == [Action.DELETE]
+
+
+HOSTILE_BODIES = {
+    "deep": '{"detail": ' + "[" * 100_000 + "]" * 100_000 + "}",
+    "long-number": '{"id": ' + "7" * 5000 + "}",
+    "not-a-list": "[1, 2]",
+}
+
+
+def test_hostile_records_fail_alone_with_one_line_each(
+    handler: Any, registry: FakeRegistry, index: DynamoIndex, logs: io.StringIO
+) -> None:
+    first = push_image(registry, 300, tag="v1")
+    last = push_image(registry, 400, tag="v2")
+    records = [
+        sqs_record(ecr_event(first.digest, tag="v1"), "good-1"),
+        *(sqs_record(body, name) for name, body in HOSTILE_BODIES.items()),
+        sqs_record(ecr_event(last.digest, tag="v2"), "good-2"),
+    ]
+
+    answer = handler(batch(*records), Context())
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": n} for n in HOSTILE_BODIES]}
+    assert index.manifest(first.digest) is not None
+    assert index.manifest(last.digest) is not None
+    for name in HOSTILE_BODIES:
+        (line,) = [line for line in log_lines(logs) if line.get("message_id") == name]
+        assert line["level"] == "WARNING"
+        assert "InvalidInputError" in line["exception_name"]
+
+
+@pytest.mark.parametrize(
+    ("service", "operation"),
+    [("s3", "PutObject"), ("dynamodb", "PutItem")],
+    ids=["s3", "dynamodb"],
+)
+def test_a_connection_reset_fails_only_the_record_it_hit(
+    handler: Any,
+    replicate: ModuleType,
+    registry: FakeRegistry,
+    index: DynamoIndex,
+    logs: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+    service: str,
+    operation: str,
+) -> None:
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")  # botocore's retries would only slow this
+    monkeypatch.setenv("AWS_RETRY_MODE", "standard")
+    images = [push_image(registry, 300 + n, tag=f"v{n}") for n in range(3)]
+    hit = images[1]
+    # The clients the handler will use (same settings: the cached services).
+    refused = reset_connections(
+        replicate.services_for(Settings.load(os.environ)), service, operation, hit.digest.hex
+    )
+    records = [
+        sqs_record(ecr_event(image.digest, tag=f"v{n}"), f"record-{n}")
+        for n, image in enumerate(images)
+    ]
+
+    answer = handler(batch(*records), Context())
+
+    assert refused  # the fault did hit
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "record-1"}]}
+    assert index.manifest(images[0].digest) is not None
+    assert index.manifest(images[2].digest) is not None
+    assert index.manifest(hit.digest) is None
+    (line,) = [line for line in log_lines(logs) if line.get("message_id") == "record-1"]
+    assert line["message"].startswith("record failed")
