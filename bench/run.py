@@ -28,7 +28,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Protocol, cast
 
-from bench import backup_bench
+from bench import backup_bench, import_bench
 from bench.common import RESULTS_PATH, BenchContext, BenchImage, MiB, Row, markdown_table
 from devkit import EcrQuirks, EcrRegistry, MotoServer, OciLayoutBuilder, skopeo_push
 from devkit.servers import REGISTRY_BINARY
@@ -147,6 +147,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     failed = False
 
     started = time.perf_counter()
+    # Before the servers start: a cold import is measured on an otherwise idle machine.
+    print("bench: handler cold import...", file=sys.stderr)
+    cold_import = import_bench.run(**({"repeat": args.repeat} if args.repeat else {}))
     with contextlib.ExitStack() as stack:
         aws = stack.enter_context(MotoServer())
         storage = stack.enter_context(MotoServer())
@@ -167,6 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             backup.runs_table(),
             "",
             f"Baseline transfer manager: `{backup.transfer_client}`.",
+            "",
+            "## Handler cold import",
+            "",
+            markdown_table(cold_import.rows()),
         ]
         if restore is not None:
             sections += ["", "## Restore", ""]

@@ -377,6 +377,18 @@ def test_layer_requirements_cover_the_package_dependencies() -> None:
     assert needed <= shipped
 
 
+def test_function_is_traced_by_lambda_without_the_xray_sdk(resources: dict[str, Any]) -> None:
+    # Active tracing records every invocation without code in the function; the X-Ray SDK
+    # (Powertools' Tracer extra) reaches end of support on 2027-02-25 and slowed cold starts.
+    assert props(resources, "ReplicateFunction")["Tracing"] == "Active"
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    lines = (ROOT / "shared" / "requirements.txt").read_text().splitlines()
+    lines += (ROOT / "handlers" / "requirements.txt").read_text().splitlines()
+    for requirement in [*pyproject["project"]["dependencies"], *lines]:
+        if requirement.strip() and not requirement.startswith("#"):
+            assert "tracer" not in requirement and "xray" not in requirement, requirement
+
+
 def _name(requirement: str) -> str:
     return re.split(r"[\[<>=!~; ]", requirement.strip(), maxsplit=1)[0].lower()
 
