@@ -143,7 +143,21 @@ def test_multipart_parts_carry_crc32_checksums_s3_composes(store: S3BlobStore, s
     # transit, at a fraction of a second SHA-256 pass (the module docstring says why).
     data = os.urandom(12 * MiB + 123)
     digest = Digest.of(data)
+    sent: list[tuple[str, bytes]] = []
+
+    def capture(request: Any, **_: Any) -> None:
+        body = request.body  # botocore wraps the bytes in a seekable stream
+        position = body.tell()
+        checksum = request.headers["x-amz-checksum-crc32"]
+        sent.append((checksum.decode() if isinstance(checksum, bytes) else checksum, body.read()))
+        body.seek(position)
+
+    # moto stores part checksums without checking them; real S3 refuses a wrong one.
+    s3.meta.events.register("before-send.s3.UploadPart", capture)
     assert store.put_stream(digest, len(data), io.BytesIO(data)) is True
+    assert len(sent) == 3
+    for checksum, body in sent:
+        assert checksum == base64.b64encode(zlib.crc32(body).to_bytes(4, "big")).decode()
     head = s3.head_object(Bucket=BUCKET, Key=store.blob_key(digest), ChecksumMode="ENABLED")
     parts = [data[i : i + store.part_size] for i in range(0, len(data), store.part_size)]
     part_crcs = b"".join(zlib.crc32(p).to_bytes(4, "big") for p in parts)
