@@ -3,7 +3,9 @@
 Thin on purpose: parse each record, hand it to `ecr_backup.backup.service.handle_ecr_event`
 (the same code path as `ecr-backup handle-event`), and report per-record failures so
 that SQS retries only those, and moves them to the dead-letter queue after the
-queue's maxReceiveCount.
+queue's maxReceiveCount. Copies that could not finish before the invocation's
+timeout are not started (a Deadline from the remaining time): their records fail
+alone and resume on redelivery, instead of a timeout failing the whole batch.
 """
 
 from __future__ import annotations
