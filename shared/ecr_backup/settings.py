@@ -55,7 +55,7 @@ DEFAULT_PRUNE_GRACE_HOURS = 24
 # invocation's deadline minus the reserve. The floor is per copy with `concurrency` copies
 # sharing the function's network, well under what a 1 GiB function reaches from ECR to S3
 # in one region, so that a copy that starts finishes.
-DEFAULT_THROUGHPUT_FLOOR_MIBPS = 10
+DEFAULT_THROUGHPUT_FLOOR_MIBPS = 10.0
 # Seconds kept after the last copy: the manifest, index writes and the batch response.
 DEADLINE_RESERVE_SECONDS = 10.0
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
@@ -78,7 +78,7 @@ class Settings(BaseModel):
     keep_deleted_days: int = Field(default=DEFAULT_KEEP_DELETED_DAYS, ge=0, le=36500)
     keep_per_tag: int = Field(default=DEFAULT_KEEP_PER_TAG, ge=0, le=1000)
     prune_grace_hours: int = Field(default=DEFAULT_PRUNE_GRACE_HOURS, ge=1, le=24 * 365)
-    throughput_floor_mibps: int = Field(default=DEFAULT_THROUGHPUT_FLOOR_MIBPS, ge=1, le=10_000)
+    throughput_floor_mibps: float = Field(default=DEFAULT_THROUGHPUT_FLOOR_MIBPS, gt=0, le=10_000)
 
     @field_validator("bucket")
     @classmethod
