@@ -117,7 +117,8 @@ class Replicator:
                 report.manifests_skipped.append(digest)
                 report.root = digest
                 return report
-        self._check_time(0, f"{repository}:{reference}")
+        separator = "@" if reference.startswith("sha256:") else ":"
+        self._check_time(0, f"backup of {repository}{separator}{reference}")
         manifest = self._registry.get_manifest(repository, reference)
         report.root = manifest.digest
         # The total grows as each manifest's missing blobs are found.
