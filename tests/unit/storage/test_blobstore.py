@@ -140,7 +140,7 @@ def test_a_failed_multipart_copy_waits_for_parts_in_flight_before_aborting(
 
 def test_multipart_parts_carry_crc32_checksums_s3_composes(store: S3BlobStore, s3: Any) -> None:
     # The digest proves the content; each part's CRC32 lets S3 refuse a part damaged in
-    # transit, at a fraction of a second SHA-256 pass (the module docstring says why).
+    # transit, more cheaply than a second SHA-256 pass (the module docstring says why).
     data = os.urandom(12 * MiB + 123)
     digest = Digest.of(data)
     sent: list[tuple[str, bytes]] = []
