@@ -6,10 +6,9 @@ import contextlib
 import threading
 from collections.abc import Sequence
 from datetime import timedelta
-from functools import cached_property
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, NoRegionError
 
 from ecr_backup.awserrors import translate
@@ -48,14 +47,23 @@ from ecr_backup.storage.objectlock import S3ObjectLocks
 if TYPE_CHECKING:
     import boto3
     import urllib3
+    from botocore.config import Config
 
-# Every AWS client's timeouts and retries (the budget is written next to the numbers in
-# settings.py): an unreachable endpoint fails in seconds, a throttled call is retried.
-CLIENT_CONFIG = Config(
-    connect_timeout=AWS_CONNECT_TIMEOUT_SECONDS,
-    read_timeout=AWS_READ_TIMEOUT_SECONDS,
-    retries={"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS},
-)
+
+@cache
+def client_config() -> Config:
+    """Every AWS client's timeouts and retries (the budget is written next to the numbers in
+    settings.py): an unreachable endpoint fails in seconds, a throttled call is retried."""
+    # Imported here, not at module level: botocore.config pulls in most of botocore
+    # (about 150 ms), which the Lambda handler's cold import should not pay before the
+    # first invocation builds its clients.
+    from botocore.config import Config
+
+    return Config(
+        connect_timeout=AWS_CONNECT_TIMEOUT_SECONDS,
+        read_timeout=AWS_READ_TIMEOUT_SECONDS,
+        retries={"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS},
+    )
 
 
 ASSUMED_ROLE_SESSION = "ecr-backup-restore"
@@ -69,7 +77,7 @@ def open_session(
     base: boto3.Session | None = None,
 ) -> boto3.Session:
     """A session from the environment (profile, region, credentials chain), or the named
-    profile and region, whose clients all get CLIENT_CONFIG. With `role_arn`, that role is
+    profile and region, whose clients all get client_config(). With `role_arn`, that role is
     assumed with the profile's (or `base`'s) credentials and refreshed before it expires.
     A missing region is refused here rather than guessed."""
     import boto3
@@ -77,7 +85,7 @@ def open_session(
 
     try:
         core = botocore.session.Session(profile=profile)
-        core.set_default_client_config(CLIENT_CONFIG)
+        core.set_default_client_config(client_config())
         if role_arn is not None:
             source = (
                 base
@@ -99,7 +107,7 @@ def _assume(core: Any, source: boto3.Session, role_arn: str, region: str | None)
     from botocore.credentials import RefreshableCredentials
     from botocore.exceptions import ClientError
 
-    sts = source.client("sts", region_name=region or "us-east-1", config=CLIENT_CONFIG)
+    sts = source.client("sts", region_name=region or "us-east-1", config=client_config())
 
     def refresh() -> dict[str, str]:
         try:
@@ -166,8 +174,8 @@ class AwsServices:
         return self._target_session or self._session
 
     def client(self, service: str, config: Config | None = None) -> Any:
-        """A boto3 client with CLIENT_CONFIG (merged with `config`)."""
-        merged = CLIENT_CONFIG.merge(config) if config else CLIENT_CONFIG
+        """A boto3 client with client_config() (merged with `config`)."""
+        merged = client_config().merge(config) if config else client_config()
         try:
             return self._session.client(service, config=merged)  # type: ignore[call-overload]
         except BotoCoreError as e:
@@ -175,6 +183,8 @@ class AwsServices:
 
     @cached_property
     def store(self) -> S3BlobStore:
+        from botocore.config import Config
+
         in_flight = parts_in_flight(self.settings)
         return S3BlobStore(
             self.settings.bucket,

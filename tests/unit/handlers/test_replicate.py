@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -525,3 +526,29 @@ def test_a_connection_reset_fails_only_the_record_it_hit(
     assert index.manifest(hit.digest) is None
     (line,) = [line for line in log_lines(logs) if line.get("message_id") == "record-1"]
     assert line["message"].startswith("record failed")
+
+
+def test_cold_import_leaves_the_xray_sdk_and_botocore_clients_out() -> None:
+    # The cold-start budget (bench/import_bench.py): no X-Ray SDK at all, and botocore's
+    # client machinery (about 150 ms) only when the first invocation builds its clients.
+    probe = (
+        "import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import replicate; "
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            probe,
+            str(HANDLER.parent),
+            str(HANDLER.parents[1] / "shared"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    loaded = set(run.stdout.split())
+    assert "replicate" in loaded
+    assert not {m for m in loaded if m.startswith("aws_xray_sdk")}
+    assert not {"boto3", "botocore.config", "botocore.session"} & loaded
