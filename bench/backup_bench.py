@@ -227,7 +227,7 @@ def backup_once(ctx: BenchContext) -> tuple[ChildRun, str, str]:
         env=ctx.aws_env(bucket=bucket, table=table, source_registry=ctx.registry.url),
         watch=ctx.server_pids,
     ).check()
-    report = json.loads(run.stdout)
+    report = json.loads(run.stdout)["report"]  # docs/json.md, `replicate`
     # A benchmark of a copy that did not happen would be meaningless: check it did.
     if report["root"] != image.digest or image.layer_digest not in report["blobs_copied"]:
         raise RuntimeError(f"backup did not copy {image.layer_digest}: {run.stdout}")
