@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from ecr_backup.composition import CLIENT_CONFIG
+from ecr_backup.composition import client_config
 from ecr_backup.retry import RetryPolicy, parse_retry_after
 from ecr_backup.settings import AWS_MAX_ATTEMPTS
 
@@ -54,7 +54,7 @@ def test_retry_after_as_seconds_or_http_date(header: str | None, seconds: float 
 def test_aws_calls_retry_throttling_within_the_stated_budget(
     monkeypatch: pytest.MonkeyPatch, status: int, code: str
 ) -> None:
-    """botocore in standard mode, as composition.CLIENT_CONFIG sets it: throttling is retried,
+    """botocore in standard mode, as composition.client_config() sets it: throttling is retried,
     AWS_MAX_ATTEMPTS calls in all, with a jittered wait before each retry."""
     seen: list[str] = []
 
@@ -86,11 +86,11 @@ def test_aws_calls_retry_throttling_within_the_stated_budget(
             aws_access_key_id="k", aws_secret_access_key="s", region_name="us-east-1"
         )
         if code == "SlowDown":
-            s3 = session.client("s3", endpoint_url=url, config=CLIENT_CONFIG)
+            s3 = session.client("s3", endpoint_url=url, config=client_config())
             with pytest.raises(ClientError, match=code):
                 s3.get_object(Bucket="b", Key="k")
         else:
-            ecr = session.client("ecr", endpoint_url=url, config=CLIENT_CONFIG)
+            ecr = session.client("ecr", endpoint_url=url, config=client_config())
             with pytest.raises(ClientError, match=code):
                 ecr.describe_repositories()
     finally:
@@ -123,7 +123,7 @@ def test_other_aws_client_errors_are_not_retried(monkeypatch: pytest.MonkeyPatch
         ecr = boto3.client(
             "ecr",
             endpoint_url=url,
-            config=CLIENT_CONFIG,
+            config=client_config(),
             aws_access_key_id="k",
             aws_secret_access_key="s",
             region_name="us-east-1",
