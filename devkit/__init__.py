@@ -2,6 +2,7 @@
 ECR-faithful proxy),
 plus OCI image generation, for tests, demos and benchmarks."""
 
+from devkit.ecr_control import EcrControlPlane
 from devkit.ecr_proxy import EcrQuirks, EcrRegistry
 from devkit.images import (
     BuiltManifest,
@@ -28,6 +29,7 @@ from devkit.servers import (
 __all__ = [
     "BuiltManifest",
     "Descriptor",
+    "EcrControlPlane",
     "EcrQuirks",
     "EcrRegistry",
     "Layer",

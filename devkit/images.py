@@ -24,6 +24,8 @@ from urllib.parse import quote, urljoin
 
 import urllib3
 
+from devkit.ecr_control import EcrControlPlane
+
 if TYPE_CHECKING:
     from devkit.servers import Registry
 
@@ -468,7 +470,37 @@ def skopeo_push(
                 _registry_ref(registry, repository, dest_ref),
             ]
         )
-        return digestfile.read_text().strip()
+        pushed = digestfile.read_text().strip()
+    ecr = control_plane(registry)
+    if ecr is not None:
+        _register_from_layout(layout_dir, pushed, ecr, repository, tag)
+    return pushed
+
+
+def control_plane(registry: Registry) -> EcrControlPlane | None:
+    """The ECR API the devkit keeps in agreement with `registry`: the moto behind an
+    ECR-faithful proxy (the one it answers tokens for), or a LocalRegistry's `ecr`."""
+    from devkit.ecr_proxy import EcrRegistry
+
+    if isinstance(registry, EcrRegistry):
+        return EcrControlPlane(registry.aws)
+    ecr: EcrControlPlane | None = getattr(registry, "ecr", None)
+    return ecr
+
+
+def _register_from_layout(
+    layout_dir: Path, pushed: str, ecr: EcrControlPlane, repository: str, tag: str | None
+) -> None:
+    """Register what skopeo pushed with ECR's API: an index's children first (untagged, as
+    they were pushed by digest), then the tagged root."""
+    blobs = layout_dir / "blobs" / "sha256"
+    root = (blobs / pushed.removeprefix("sha256:")).read_bytes()
+    document = json.loads(root)
+    media_type = document.get("mediaType", OCI_MANIFEST)
+    for child in document.get("manifests", []):
+        path = blobs / child["digest"].removeprefix("sha256:")
+        ecr.register(repository, path.read_bytes(), child["mediaType"])
+    ecr.register(repository, root, media_type, tag)
 
 
 def skopeo_inspect_raw(registry: Registry, repository: str, ref: str) -> bytes:
@@ -534,6 +566,9 @@ def http_push_manifest(
         headers={**headers, "Content-Type": media_type},
     )
     _expect(put, 201, f"manifest PUT {repository}:{ref}")
+    ecr = control_plane(registry)
+    if ecr is not None:
+        ecr.register(repository, manifest, media_type, None if ref.startswith("sha256:") else ref)
     return put.headers["Docker-Content-Digest"]
 
 

@@ -26,6 +26,8 @@ import bcrypt
 import boto3
 import urllib3
 
+from devkit.ecr_control import EcrControlPlane
+
 REGION = "us-east-1"
 DUMMY_ACCESS_KEY = "testing"
 DUMMY_SECRET_KEY = "testing"
@@ -301,7 +303,9 @@ class LocalRegistry(RequestCounting, _ManagedProcess):
     Blob GETs answer 307 to a presigned moto URL (like ECR redirecting to S3)
     unless `redirect=False`. With `password`, the registry requires HTTP basic
     auth for `username`. With `tls`, it serves HTTPS with a self-signed certificate for
-    127.0.0.1 (`ca_path` is the certificate to trust).
+    127.0.0.1 (`ca_path` is the certificate to trust). With `ecr`, every image the devkit
+    pushes is also registered with that ECR control plane (moto), so DescribeImages lists
+    what this registry serves.
     """
 
     name = "registry"
@@ -316,9 +320,11 @@ class LocalRegistry(RequestCounting, _ManagedProcess):
         tls: bool = False,
         binary: str = REGISTRY_BINARY,
         startup_timeout: float = 30.0,
+        ecr: EcrControlPlane | None = None,
     ) -> None:
         super().__init__(startup_timeout)
         self.storage = storage
+        self.ecr = ecr
         self.username = username
         self.password = password
         self.redirect = redirect

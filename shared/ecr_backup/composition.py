@@ -14,6 +14,7 @@ from botocore.exceptions import BotoCoreError, NoRegionError
 from ecr_backup.awserrors import translate
 from ecr_backup.backup.deadline import Deadline
 from ecr_backup.backup.ports import SourceRegistry
+from ecr_backup.backup.queue import MessageQueue
 from ecr_backup.backup.replicator import Replicator
 from ecr_backup.errors import ConfigurationError, IndexMissingError, InvalidInputError
 from ecr_backup.maintenance.graph import ObjectGraph
@@ -26,7 +27,9 @@ from ecr_backup.registry.auth import Anonymous, ChallengeCredentials, Credential
 from ecr_backup.registry.client import RegistryClient
 from ecr_backup.registry.credentials import find_login
 from ecr_backup.registry.ecr import EcrTokenSource, caller_identity, ecr_registry_url
+from ecr_backup.registry.ecr_listing import EcrListing
 from ecr_backup.registry.scoped import PerRepository
+from ecr_backup.registry.source_account import assumed_session
 from ecr_backup.registry.tls import TlsOptions
 from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.target import AuthMode, Target, ensure_ecr_repository, target_credentials
@@ -363,3 +366,14 @@ class AwsServices:
     def caller_source(self) -> tuple[str, str]:
         """This session's account and region: the default source for a manual replicate."""
         return caller_identity(self._session)
+
+    def listing(self, account: str, region: str, role_arn: str | None = None) -> EcrListing:
+        """ECR's control plane of a source registry: this session's, or through `role_arn`
+        (the source account's read-only role) in the separate backup account mode."""
+        if role_arn is None:
+            return EcrListing(self.client("ecr", Config(region_name=region)), account)
+        session = assumed_session(self._session, role_arn, region)
+        return EcrListing(session.client("ecr", config=CLIENT_CONFIG), account)
+
+    def queue(self, url: str) -> MessageQueue:
+        return MessageQueue(self.client("sqs"), url)

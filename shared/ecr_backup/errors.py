@@ -206,3 +206,7 @@ class ObjectBeingPrunedError(IndexStoreError):
             code="OBJECT_BEING_PRUNED",
             retryable=True,
         )
+
+
+class QueueError(EcrBackupError):
+    """SQS refused or failed an operation."""

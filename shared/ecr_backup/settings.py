@@ -58,6 +58,12 @@ DEFAULT_PRUNE_GRACE_HOURS = 24
 DEFAULT_THROUGHPUT_FLOOR_MIBPS = 10.0
 # Seconds kept after the last copy: the manifest, index writes and the batch response.
 DEADLINE_RESERVE_SECONDS = 10.0
+# DescribeRepositories and DescribeImages accept 1 to 1000 results per page.
+ECR_PAGE_SIZE = 1000
+# SQS SendMessageBatch takes at most 10 messages.
+SQS_BATCH_SIZE = 10
+# Images backfill copies at once (each with its own `concurrency` blob copies).
+DEFAULT_IMAGE_CONCURRENCY = 4
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 

@@ -41,7 +41,8 @@ def registry_storage() -> Iterator[MotoServer]:
 def registry(moto_server: MotoServer, registry_storage: MotoServer) -> Iterator[EcrRegistry]:
     """docker-registry on S3 behind the ECR-faithful proxy (devkit/ecr_proxy.py): every ECR
     quirk on, tokens from ECR's API through the proxy, blob GETs redirected (307) to
-    presigned S3 URLs like ECR."""
+    presigned S3 URLs like ECR; what the devkit pushes is also registered with moto's ECR,
+    so DescribeImages lists it."""
     missing = [b for b in (REGISTRY_BINARY, "skopeo") if shutil.which(b) is None]
     if missing:
         pytest.skip(f"missing {', '.join(missing)} (apt-get install docker-registry skopeo)")

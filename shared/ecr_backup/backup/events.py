@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from ecr_backup.errors import InvalidInputError
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.records import Action, ImageEvent
+from ecr_backup.storage.records import Action, ImageEvent, format_time
 
 ECR_SOURCE = "aws.ecr"
 IMAGE_ACTION = "ECR Image Action"
@@ -94,3 +95,34 @@ def _first(error: ValidationError) -> str:
     first = error.errors()[0]
     where = ".".join(str(p) for p in first["loc"]) or "event"
     return f"{where}: {first['msg']}"
+
+
+def ecr_event_document(event: ImageEvent) -> dict[str, Any]:
+    """The EventBridge "ECR Image Action" event ECR would have sent for `event`: what the
+    replicate queue carries, so that a re-sent push takes the events' own code path. The id
+    is derived from the push, so that sending it twice names the same event."""
+    name = (
+        f"{event.source_account}/{event.source_region}/{event.repository}:{event.tag or ''}"
+        f"@{event.digest}"
+    )
+    detail: dict[str, Any] = {
+        "result": "SUCCESS",
+        "action-type": str(event.action),
+        "repository-name": event.repository,
+        "image-digest": str(event.digest),
+    }
+    if event.tag:
+        detail["image-tag"] = event.tag
+    if event.media_type:
+        detail["manifest-media-type"] = event.media_type
+    return {
+        "version": "0",
+        "id": f"{event.event_id or 'ecr-backup'}:{uuid.uuid5(uuid.NAMESPACE_URL, name)}",
+        "detail-type": IMAGE_ACTION,
+        "source": ECR_SOURCE,
+        "account": event.source_account,
+        "time": format_time(event.time),
+        "region": event.source_region,
+        "resources": [],
+        "detail": detail,
+    }

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ecr_backup import __version__
-from ecr_backup.cli import backup, maintenance, queries, restore
+from ecr_backup.cli import backfill, backup, maintenance, queries, restore
 from ecr_backup.cli.options import add_global_options, settle
 from ecr_backup.errors import EcrBackupError
 
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = add_global_options(parser)
     backup.register(commands)
     queries.register(commands)
+    backfill.register(commands)
     restore.register(commands)
     maintenance.register(commands)
     return parser

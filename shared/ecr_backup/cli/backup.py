@@ -10,6 +10,7 @@ from typing import Any
 from ecr_backup.backup.events import load_json, parse_event
 from ecr_backup.backup.replicator import CopyReport
 from ecr_backup.backup.service import EventOutcome, handle_ecr_event
+from ecr_backup.cli.backfill import add_source_account_options, resolve_source
 from ecr_backup.cli.common import (
     add_source_options,
     add_storage_options,
@@ -18,7 +19,10 @@ from ecr_backup.cli.common import (
     services_from,
 )
 from ecr_backup.cli.options import progress_for
-from ecr_backup.errors import EcrBackupError, ExitCode, InvalidInputError
+from ecr_backup.composition import AwsServices
+from ecr_backup.errors import EcrBackupError, ExitCode, InvalidInputError, RegistryError
+from ecr_backup.maintenance.reconcile import Source
+from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.storage.provision import ensure_bucket
 from ecr_backup.storage.records import Action, ImageEvent
@@ -50,6 +54,7 @@ def register(commands: Any) -> None:
     replicate.add_argument("image", metavar="REPOSITORY[:TAG|@DIGEST]")
     add_storage_options(replicate)
     add_source_options(replicate)
+    add_source_account_options(replicate)
     replicate.set_defaults(run=run_replicate)
 
     handle = commands.add_parser(
@@ -104,22 +109,16 @@ def run_setup(args: argparse.Namespace) -> int:
 def run_replicate(args: argparse.Namespace) -> int:
     ref = ImageRef.parse(args.image)
     services = services_from(args)
-    account, region = services.caller_source()
-    replicator = services.replicator(account, region, progress=progress_for(args))
-    report = replicator.replicate(ref.repository, ref.reference)
-    assert report.root is not None
-    replicator.record(
-        ImageEvent(
-            repository=ref.repository,
-            digest=report.root,
-            action=Action.PUSH,
-            time=datetime.now(UTC),
-            tag=ref.tag,
-            source_account=account,
-            source_region=region,
-            event_id="manual",
-        )
+    source, role_arn = resolve_source(
+        services, args.source_account, args.source_region, args.role_arn
     )
+    replicator = services.replicator(source.account, source.region, progress=progress_for(args))
+    report = replicator.replicate(ref.repository, ref.reference)
+    if report.root is None:  # replicate always names the manifest it copied or found
+        raise RegistryError(f"{ref}: the registry named no manifest")
+    push = _push_record(services, source, ref, report.root, role_arn)
+    if push is not None:
+        replicator.record(push)
     document = {
         "repository": ref.repository,
         "tag": ref.tag,
@@ -129,6 +128,34 @@ def run_replicate(args: argparse.Namespace) -> int:
     }
     emit(args, document, describe_report(str(ref), report), summary=True)
     return 0
+
+
+def _push_record(
+    services: AwsServices, source: Source, ref: ImageRef, digest: Digest, role_arn: str | None
+) -> ImageEvent | None:
+    """The push to record: at ECR's imagePushedAt (DescribeImages), so that running the
+    command again rewrites the same history row. A registry ECR does not describe (a
+    non-ECR source) has no push time: then the push is recorded once, at the first run."""
+    image = services.listing(source.account, source.region, role_arn).image(ref.repository, digest)
+    if image is None:
+        index = services.index
+        if ref.tag is not None:
+            state = index.tag(ref.repository, ref.tag)
+            if state is not None and state.digest == digest and state.action is Action.PUSH:
+                return None
+        elif digest in index.image_states(ref.repository):
+            return None
+    return ImageEvent(
+        repository=ref.repository,
+        digest=digest,
+        action=Action.PUSH,
+        time=image.pushed_at if image else datetime.now(UTC),
+        tag=ref.tag,
+        media_type=image.media_type if image else None,
+        source_account=source.account,
+        source_region=source.region,
+        event_id="manual",
+    )
 
 
 def run_handle_event(args: argparse.Namespace) -> int:

@@ -127,11 +127,14 @@ class DynamoIndex:
 
     def stored_blobs(self, digests: Iterable[Digest]) -> set[Digest]:
         """Which of these blobs the index knows as stored: ceil(n/100) BatchGetItem calls."""
+        return self._blob_items(digests, "BLOB")
+
+    def _blob_items(self, digests: Iterable[Digest], sort_key: str) -> set[Digest]:
         wanted = sorted(set(digests))
         found: set[Digest] = set()
         for start in range(0, len(wanted), _BATCH_GET_LIMIT):
             keys = [
-                self._key(f"BLOB#{d}", "BLOB") for d in wanted[start : start + _BATCH_GET_LIMIT]
+                self._key(f"BLOB#{d}", sort_key) for d in wanted[start : start + _BATCH_GET_LIMIT]
             ]
             for item in self._batch_get(keys):
                 found.add(Digest.parse(item["pk"]["S"].removeprefix("BLOB#")))
@@ -195,6 +198,10 @@ class DynamoIndex:
         item = self._get(f"BLOB#{digest}", "MANIFEST")
         return _manifest_record(item) if item else None
 
+    def complete_manifests(self, digests: Iterable[Digest]) -> set[Digest]:
+        """Which of these manifests are complete: ceil(n/100) BatchGetItem calls."""
+        return self._blob_items(digests, "MANIFEST")
+
     def mark_complete(self, record: ManifestRecord) -> None:
         item: Item = {
             **self._key(f"BLOB#{record.digest}", "MANIFEST"),
@@ -249,9 +256,52 @@ class DynamoIndex:
         self._put(history)
         if event.action is Action.PUSH:
             self._put({**self._key("REPOS", event.repository)})
-            self._put_if_absent({**self._key(repo_pk, f"IMAGE#{event.digest}"), "time": _s(when)})
+            self._image_pushed(repo_pk, event.digest, when)
+        elif event.tag is None:
+            self._image_gone(repo_pk, event.digest, when)
         if event.tag:
             self._advance_tag(repo_pk, event, when)
+
+    def _image_pushed(self, repo_pk: str, digest: Digest, when: str) -> None:
+        """IMAGE# keeps the first push time; a push newer than a recorded deletion brings
+        the image back (reconcile then stops reporting it gone)."""
+        key = self._key(repo_pk, f"IMAGE#{digest}")
+        try:
+            answer = self._db.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression="SET #t = if_not_exists(#t, :t)",
+                ExpressionAttributeNames={"#t": "time"},
+                ExpressionAttributeValues={":t": _s(when)},
+                ReturnValues="ALL_NEW",
+            )
+            gone = answer.get("Attributes", {}).get("gone")
+            if gone and gone["S"] < when:
+                self._db.update_item(
+                    TableName=self.table,
+                    Key=key,
+                    UpdateExpression="REMOVE gone",
+                    ConditionExpression="gone < :t",
+                    ExpressionAttributeValues={":t": _s(when)},
+                )
+        except (ClientError, BotoCoreError) as e:
+            if not _condition_failed(e):
+                raise _index_error(e, f"record image {digest}") from e
+
+    def _image_gone(self, repo_pk: str, digest: Digest, when: str) -> None:
+        """Mark an image the index holds as deleted from the source (newest deletion wins)."""
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key=self._key(repo_pk, f"IMAGE#{digest}"),
+                UpdateExpression="SET gone = :t",
+                ConditionExpression="attribute_exists(pk) AND "
+                "(attribute_not_exists(gone) OR gone < :t)",
+                ExpressionAttributeValues={":t": _s(when)},
+            )
+        except (ClientError, BotoCoreError) as e:
+            if not _condition_failed(e):
+                raise _index_error(e, f"record deletion of {digest}") from e
 
     def _advance_tag(self, repo_pk: str, event: ImageEvent, when: str) -> None:
         # Events arrive out of order: the tag moves only to a newer event.
@@ -325,6 +375,13 @@ class DynamoIndex:
             for item in self._query(f"REPO#{repository}", begins_with="IMAGE#")
             if "pruned_at" not in item
         ]
+
+    def image_states(self, repository: str) -> dict[Digest, bool]:
+        """Every image ever pushed to the repository -> whether it is recorded as deleted."""
+        return {
+            Digest.parse(item["sk"]["S"].removeprefix("IMAGE#")): "gone" in item
+            for item in self._query(f"REPO#{repository}", begins_with="IMAGE#")
+        }
 
     # -- plumbing ----------------------------------------------------------------
 
