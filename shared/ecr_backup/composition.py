@@ -162,6 +162,7 @@ class AwsServices:
         self.tls = tls or TlsOptions()
         self._registries: dict[tuple[str, str], RegistryClient] = {}
         self._scoped: dict[tuple[str, str], PerRepository] = {}
+        self._listings: dict[tuple[str, str, str | None], EcrListing] = {}
         self._lock = threading.Lock()
         self._location_claimed = False
         self.clock = clock  # injectable: tests move time to exercise locks and retention
@@ -370,10 +371,17 @@ class AwsServices:
     def listing(self, account: str, region: str, role_arn: str | None = None) -> EcrListing:
         """ECR's control plane of a source registry: this session's, or through `role_arn`
         (the source account's read-only role) in the separate backup account mode."""
-        if role_arn is None:
-            return EcrListing(self.client("ecr", Config(region_name=region)), account)
-        session = assumed_session(self._session, role_arn, region)
-        return EcrListing(session.client("ecr", config=CLIENT_CONFIG), account)
+        with self._lock:
+            listing = self._listings.get((account, region, role_arn))
+            if listing is None:
+                if role_arn is None:
+                    client = self.client("ecr", Config(region_name=region))
+                else:
+                    session = assumed_session(self._session, role_arn, region)
+                    client = session.client("ecr", config=CLIENT_CONFIG)
+                listing = EcrListing(client, account)
+                self._listings[(account, region, role_arn)] = listing
+            return listing
 
     def queue(self, url: str) -> MessageQueue:
         return MessageQueue(self.client("sqs"), url)

@@ -54,6 +54,11 @@ class BackfillReport:
         return any(r.has_drift for r in self.repositories)
 
 
+def enqueue_missing(drift: RepositoryDrift, queue: Sender) -> int:
+    """Send each missing, pullable image to the replicate queue as ECR's push event."""
+    return queue.send([ecr_event_document(m.message) for m in drift.missing])
+
+
 def settle(drift: RepositoryDrift, recorder: Recorder) -> int:
     """Record the events that name held images only; returns how many."""
     for event in drift.to_record:
@@ -79,16 +84,20 @@ class Backfill:
 
     def run(self, prefixes: Sequence[str] = (), *, dry_run: bool = False) -> BackfillReport:
         report = BackfillReport(
-            [self._reconciler.repository(r) for r in self._reconciler.repositories(prefixes)]
+            [
+                self._reconciler.repository(name)
+                for name in self._reconciler.repositories(prefixes, include_held=True)
+            ]
         )
         if dry_run:
             return report
         for drift in report.repositories:
             report.recorded += settle(drift, self._copier)
-        missing = [m for drift in report.repositories for m in drift.missing]
         if self._queue is not None:
-            report.enqueued = self._queue.send([ecr_event_document(m.message) for m in missing])
-        elif missing:
+            report.enqueued = sum(enqueue_missing(d, self._queue) for d in report.repositories)
+            return report
+        missing = [m for drift in report.repositories for m in drift.missing]
+        if missing:
             self._copy_all(missing, report)
         return report
 

@@ -82,14 +82,8 @@ def resolve_source(
     own_account, own_region = services.caller_source()
     source = Source(account or own_account, region or own_region)
     if role_arn is None and source.account != own_account:
-        role_arn = source_role_arn(source.account, _partition(source.region))
+        role_arn = source_role_arn(source.account, source.region)
     return source, role_arn
-
-
-def _partition(region: str) -> str:
-    if region.startswith("cn-"):
-        return "aws-cn"
-    return "aws-us-gov" if region.startswith("us-gov-") else "aws"
 
 
 def run_backfill(args: argparse.Namespace) -> int:

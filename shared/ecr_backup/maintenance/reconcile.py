@@ -104,11 +104,14 @@ class Reconciler:
         self._source = source
         self._clock = clock
 
-    def repositories(self, prefixes: Sequence[str] = ()) -> list[str]:
-        """ECR's repositories, and those the index holds that ECR no longer has."""
-        listed = set(self._ecr.repositories(prefixes))
-        held = {r for r in self._index.repositories() if r.startswith(tuple(prefixes) or "")}
-        return sorted(listed | held)
+    def repositories(self, prefixes: Sequence[str] = (), *, include_held: bool) -> list[str]:
+        """ECR's repositories; with `include_held`, also those the index holds that ECR no
+        longer has (their images are then observed gone). Only for a single source: the
+        index does not say which account a repository name came from."""
+        names = set(self._ecr.repositories(prefixes))
+        if include_held:
+            names |= {r for r in self._index.repositories() if r.startswith(tuple(prefixes) or "")}
+        return sorted(names)
 
     def repository(self, repository: str) -> RepositoryDrift:
         images = self._ecr.images(repository) or []

@@ -20,7 +20,12 @@ SESSION_NAME = "ecr-backup-reconcile"
 SOURCE_READ_ROLE = "ecr-backup-source-read"
 
 
-def source_role_arn(account: str, partition: str = "aws") -> str:
+def source_role_arn(account: str, region: str) -> str:
+    """The read-only role templates/source-account.yaml creates in `account`."""
+    if region.startswith("cn-"):
+        partition = "aws-cn"
+    else:
+        partition = "aws-us-gov" if region.startswith("us-gov-") else "aws"
     return f"arn:{partition}:iam::{account}:role/{SOURCE_READ_ROLE}"
 
 

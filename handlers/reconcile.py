@@ -1,0 +1,200 @@
+"""Lambda entry point of the scheduled reconcile: what ECR's events missed goes to the
+replicate queue; moved tags and deleted images are recorded as observed.
+
+Two kinds of invocation, so that no invocation holds a whole registry:
+- the schedule (an EventBridge "Scheduled Event"): list the repositories of every
+  configured source account and region (DescribeRepositories) and send one message per
+  repository to the reconcile queue;
+- that queue (SQS batches): reconcile each repository (DescribeImages, the index), record
+  what is observed, and send each missing image to the replicate queue as ECR's event.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache, partial
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError, field_validator
+
+from ecr_backup.backup.backfill import enqueue_missing, settle
+from ecr_backup.composition import AwsServices
+from ecr_backup.errors import InvalidInputError
+from ecr_backup.maintenance.reconcile import Reconciler, RepositoryDrift, Source
+from ecr_backup.registry.ecr import caller_identity
+from ecr_backup.registry.source_account import source_role_arn
+from ecr_backup.settings import ENV_PREFIX, Settings
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+copy_config_to_registered_loggers(source_logger=logger, include={"ecr_backup"})
+
+
+class RepositoryTask(BaseModel):
+    """One reconcile-queue message: a repository of one source registry."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    account: str = Field(pattern=r"^[0-9]{12}$")
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
+    repository: str
+
+
+class RepositoryRecord(SqsRecordModel):
+    body: Json[RepositoryTask]
+
+
+class ReconcileConfig(BaseModel):
+    """The ECR_BACKUP_* variables template.yaml sets for this function only."""
+
+    model_config = ConfigDict(frozen=True)
+
+    reconcile_queue_url: str
+    replicate_queue_url: str
+    repository_prefix: str = ""
+    source_accounts: tuple[str, ...] = ()  # empty: this account
+    source_regions: tuple[str, ...] = ()  # empty: this region
+    interval_minutes: int = Field(default=1440, ge=1)
+
+    @field_validator("source_accounts", "source_regions", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @classmethod
+    def load(cls, environ: Mapping[str, str]) -> ReconcileConfig:
+        values = {
+            name: environ[ENV_PREFIX + name.upper()]
+            for name in cls.model_fields
+            if environ.get(ENV_PREFIX + name.upper())
+        }
+        try:
+            return cls.model_validate(values)
+        except ValidationError as e:
+            first = e.errors()[0]
+            name = f"{ENV_PREFIX}{str(first['loc'][0]).upper()}" if first["loc"] else "settings"
+            raise InvalidInputError(f"invalid setting {name}: {first['msg']}") from e
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        return (self.repository_prefix,) if self.repository_prefix else ()
+
+
+processor = BatchProcessor(
+    event_type=EventType.SQS, model=RepositoryRecord, raise_on_entire_batch_failure=False
+)
+
+
+@lru_cache(maxsize=1)
+def services_for(settings: Settings) -> AwsServices:
+    return AwsServices(settings)
+
+
+def sources(services: AwsServices, config: ReconcileConfig) -> list[Source]:
+    own_account, own_region = caller_identity(services.session)
+    accounts = config.source_accounts or (own_account,)
+    regions = config.source_regions or (own_region,)
+    return [Source(a, r) for a in accounts for r in regions]
+
+
+def role_for(services: AwsServices, source: Source) -> str | None:
+    """The source account's read-only role; None for this account's own registry."""
+    own_account, _ = caller_identity(services.session)
+    return None if source.account == own_account else source_role_arn(source.account, source.region)
+
+
+def start(services: AwsServices, config: ReconcileConfig) -> dict[str, object]:
+    """The scheduled run: one message per repository of every source registry."""
+    every = sources(services, config)
+    queue = services.queue(config.reconcile_queue_url)
+    sent = 0
+    for source in every:
+        role = role_for(services, source)
+        listing = services.listing(source.account, source.region, role)
+        # A repository deleted from ECR is reconciled too (its images are observed gone),
+        # but only with one source: the index does not say which account a name was in.
+        reconciler = Reconciler(listing, services.index, source)
+        names = reconciler.repositories(config.prefixes, include_held=len(every) == 1)
+        tasks = [
+            RepositoryTask(account=source.account, region=source.region, repository=name)
+            for name in names
+        ]
+        sent += queue.send([task.model_dump() for task in tasks])
+    metrics.add_metric("RepositoriesQueued", MetricUnit.Count, sent)
+    logger.info("reconcile started", extra={"repositories": sent, "sources": len(every)})
+    return {"repositories": sent}
+
+
+def reconcile_record(
+    services: AwsServices, config: ReconcileConfig, record: RepositoryRecord
+) -> dict[str, object]:
+    task = record.body
+    source = Source(task.account, task.region)
+    listing = services.listing(task.account, task.region, role_for(services, source))
+    drift = Reconciler(listing, services.index, source).repository(task.repository)
+    recorded = settle(drift, services.replicator(task.account, task.region))
+    enqueued = enqueue_missing(drift, services.queue(config.replicate_queue_url))
+    _report(drift, enqueued, config)
+    return {"repository": task.repository, "enqueued": enqueued, "recorded": recorded}
+
+
+def _report(drift: RepositoryDrift, enqueued: int, config: ReconcileConfig) -> None:
+    # A missing image pushed before the previous run was missing then too: its copy failed.
+    previous_run = datetime.now(UTC) - timedelta(minutes=config.interval_minutes)
+    still_missing = sum(1 for m in drift.missing if m.image.pushed_at < previous_run)
+    counts = {
+        "ImagesMissing": len(drift.missing),
+        "ImagesEnqueued": enqueued,
+        "TagsDrifted": len(drift.drifted),
+        "ImagesGone": sum(1 for e in drift.gone if e.tag is None),
+        "ImagesArchived": len(drift.archived_missing) + len(drift.archived_held),
+        "ImagesStillMissing": still_missing,
+    }
+    for name, value in counts.items():
+        metrics.add_metric(name, MetricUnit.Count, value)
+    logger.info(
+        "repository reconciled",
+        extra={
+            "repository": drift.repository,
+            "images": drift.images,
+            **counts,
+            "missing": [str(m.image.digest) for m in drift.missing],
+            "archived_not_backed_up": [str(i.digest) for i in drift.archived_missing],
+        },
+    )
+
+
+@logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> Any:
+    services = services_for(Settings.load(os.environ))
+    config = ReconcileConfig.load(os.environ)
+    if "Records" not in event:
+        logger.debug("scheduled event", extra={"event": json.dumps(event, default=str)})
+        return start(services, config)
+    response: PartialItemFailureResponse = process_partial_response(
+        event=event,
+        record_handler=partial(reconcile_record, services, config),
+        processor=processor,
+        context=context,
+    )
+    metrics.add_metric("RepositoriesFailed", MetricUnit.Count, len(response["batchItemFailures"]))
+    return response
