@@ -35,7 +35,6 @@ from ecr_backup.backup.backfill import enqueue_missing, settle
 from ecr_backup.composition import AwsServices
 from ecr_backup.errors import InvalidInputError
 from ecr_backup.maintenance.reconcile import Reconciler, RepositoryDrift, Source
-from ecr_backup.registry.ecr import caller_identity
 from ecr_backup.registry.source_account import source_role_arn
 from ecr_backup.settings import ENV_PREFIX, Settings
 
@@ -108,7 +107,7 @@ def services_for(settings: Settings) -> AwsServices:
 
 
 def sources(services: AwsServices, config: ReconcileConfig) -> list[Source]:
-    own_account, own_region = caller_identity(services.session)
+    own_account, own_region = services.caller_source()
     accounts = config.source_accounts or (own_account,)
     regions = config.source_regions or (own_region,)
     return [Source(a, r) for a in accounts for r in regions]
@@ -116,7 +115,7 @@ def sources(services: AwsServices, config: ReconcileConfig) -> list[Source]:
 
 def role_for(services: AwsServices, source: Source) -> str | None:
     """The source account's read-only role; None for this account's own registry."""
-    own_account, _ = caller_identity(services.session)
+    own_account, _ = services.caller_source()
     return None if source.account == own_account else source_role_arn(source.account, source.region)
 
 

@@ -364,9 +364,13 @@ class AwsServices:
             deadline=deadline,
         )
 
-    def caller_source(self) -> tuple[str, str]:
-        """This session's account and region: the default source for a manual replicate."""
+    @cached_property
+    def _identity(self) -> tuple[str, str]:
         return caller_identity(self._session)
+
+    def caller_source(self) -> tuple[str, str]:
+        """This session's account and region (asked of STS once): the default source."""
+        return self._identity
 
     def listing(self, account: str, region: str, role_arn: str | None = None) -> EcrListing:
         """ECR's control plane of a source registry: this session's, or through `role_arn`

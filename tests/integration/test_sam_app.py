@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -77,6 +78,10 @@ class Build:
     def function(self) -> Path:
         return self.dir / "ReplicateFunction"  # Lambda's /var/task
 
+    @property
+    def reconcile_function(self) -> Path:
+        return self.dir / "ReconcileFunction"
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Build:
@@ -125,11 +130,12 @@ def test_build_packages_the_library_and_its_wheels_in_the_layer(built: Build) ->
 # PYTHON* variables or user site (-I), so this repository's editable install is invisible.
 DRIVER = textwrap.dedent(
     """
-    import json, sys
-    function_dir, layer_dir, out = sys.argv[1:4]
+    import importlib, json, sys
+    function_dir, layer_dir, out, module_name = sys.argv[1:5]
     sys.path[:0] = [function_dir, layer_dir]
 
-    import boto3, ecr_backup, pydantic, replicate
+    import boto3, ecr_backup, pydantic
+    function = importlib.import_module(module_name)
 
     class Context:
         function_name = "ecr-backup-replicate"
@@ -142,8 +148,8 @@ DRIVER = textwrap.dedent(
         def get_remaining_time_in_millis(self):
             return 900_000
 
-    response = replicate.handler(json.load(sys.stdin), Context())
-    modules = {m.__name__: m.__file__ for m in (boto3, ecr_backup, pydantic, replicate)}
+    response = function.handler(json.load(sys.stdin), Context())
+    modules = {m.__name__: m.__file__ for m in (boto3, ecr_backup, pydantic, function)}
     with open(out, "w") as handle:
         json.dump({"response": response, "modules": modules}, handle)
     """
@@ -158,7 +164,12 @@ class Invocation:
 
 
 def invoke_built(
-    built: Build, tmp_path: Path, env: dict[str, str], event: dict[str, Any]
+    built: Build,
+    tmp_path: Path,
+    env: dict[str, str],
+    event: dict[str, Any],
+    *,
+    function: str = "replicate",
 ) -> Invocation:
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
@@ -169,9 +180,10 @@ def invoke_built(
             "-I",
             "-S",
             str(driver),
-            str(built.function),
+            str(built.function if function == "replicate" else built.reconcile_function),
             str(built.layer),
             str(out),
+            function,
         ],
         input=json.dumps(event),
         env=env,
@@ -293,3 +305,102 @@ def test_built_handler_backs_up_pushes_and_fails_only_the_bad_record(
     assert any(line.get("message") == "image backed up" for line in lines)
     emf = [line for line in lines if "_aws" in line]
     assert emf and emf[-1]["RecordsFailed"] == [1.0]
+
+
+def receive_all(sqs: Any, url: str) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    while batch := sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+        messages.extend(batch)
+    return messages
+
+
+def emf_sum(stdout: str, metric: str) -> float:
+    """The sum of a metric over the EMF documents an invocation printed."""
+    lines = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    values = [line[metric] for line in lines if "_aws" in line and metric in line]
+    assert values, f"no {metric} metric"
+    return sum(sum(v) if isinstance(v, list) else v for v in values)
+
+
+@pytest.mark.sam
+@pytest.mark.integration
+def test_built_reconcile_handler_fans_out_and_enqueues_what_events_missed(
+    built: Build,
+    tmp_path: Path,
+    moto_server: MotoServer,
+    registry: LocalRegistry,
+    backup_target: BackupTarget,
+    oci_images: OciLayoutBuilder,
+) -> None:
+    prefix = f"recon{uuid.uuid4().hex[:8]}/"
+    held = oci_images.simple_image(ref="held", n_layers=1, layer_size=50_000, seed=91)
+    missed = oci_images.simple_image(ref="missed", n_layers=1, layer_size=50_000, seed=93)
+    skopeo_push(oci_images.path, "held", registry, prefix + "held", "v1")
+    skopeo_push(oci_images.path, "missed", registry, prefix + "missed", "v1")  # no event
+    event = ecr_event(prefix + "held", held.digest, "v1")
+    backup = invoke_built(
+        built,
+        tmp_path,
+        lambda_env(backup_target, moto_server, registry),
+        {"Records": [sqs_record(event)]},
+    )
+    assert backup.response == {"batchItemFailures": []}
+    sqs = moto_server.client("sqs")
+    reconcile_queue = sqs.create_queue(QueueName=f"reconcile-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    replicate_queue = sqs.create_queue(QueueName=f"replicate-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    env = {
+        **lambda_env(backup_target, moto_server, registry),
+        "ECR_BACKUP_RECONCILE_QUEUE_URL": reconcile_queue,
+        "ECR_BACKUP_REPLICATE_QUEUE_URL": replicate_queue,
+        "ECR_BACKUP_REPOSITORY_PREFIX": prefix,
+        "ECR_BACKUP_INTERVAL_MINUTES": "1440",
+    }
+    requests_before = len(registry.logged_requests())
+
+    schedule = {
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": ACCOUNT,
+        "time": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": [f"arn:aws:events:us-east-1:{ACCOUNT}:rule/reconcile"],
+        "detail": {},
+    }
+    started = invoke_built(built, tmp_path, env, schedule, function="reconcile")
+    for name, path in started.modules.items():
+        assert Path(path).is_relative_to(built.dir), (name, path)
+    assert started.response == {"repositories": 2}
+    tasks = receive_all(sqs, reconcile_queue)
+    assert sorted(json.loads(m["Body"])["repository"] for m in tasks) == [
+        prefix + "held",
+        prefix + "missed",
+    ]
+
+    run = invoke_built(
+        built,
+        tmp_path,
+        env,
+        {"Records": [sqs_record(m["Body"], m["MessageId"]) for m in tasks]},
+        function="reconcile",
+    )
+    assert run.response == {"batchItemFailures": []}
+    assert emf_sum(run.stdout, "ImagesMissing") == 1
+    assert emf_sum(run.stdout, "ImagesEnqueued") == 1
+    assert emf_sum(run.stdout, "ImagesStillMissing") == 0
+    # Listing and comparing fetched nothing from the registry.
+    time.sleep(1.0)  # a late log line would land by now
+    assert len(registry.logged_requests()) == requests_before
+
+    (message,) = receive_all(sqs, replicate_queue)
+    body = json.loads(message["Body"])
+    assert (body["detail"]["image-digest"], body["detail"]["image-tag"]) == (missed.digest, "v1")
+    copied = invoke_built(
+        built,
+        tmp_path,
+        lambda_env(backup_target, moto_server, registry),
+        {"Records": [sqs_record(message["Body"], message["MessageId"])]},
+    )
+    assert copied.response == {"batchItemFailures": []}
+    assert backup_target.services.index.manifest(Digest.parse(missed.digest)) is not None
