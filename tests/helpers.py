@@ -11,9 +11,9 @@ import json
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,6 +29,7 @@ from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest, parse_manifest
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.oci.streams import Readable, read_full
+from ecr_backup.registry.ecr_listing import EcrImage, ImageStatus
 from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.ports import TargetRegistry
 from ecr_backup.storage.blobstore import S3BlobStore
@@ -432,3 +433,46 @@ def reset_connections(
 
     services.session.events.register(f"before-send.{service}.{operation}", fail)
     return refused
+@dataclass
+class FakeEcr:
+    """ECR's control plane as reconcile reads it (ecr_backup.maintenance.reconcile.EcrCatalog)."""
+
+    images_by_repository: dict[str, list[EcrImage]] = field(default_factory=dict)
+    describe_calls: int = 0
+
+    def add(
+        self,
+        repository: str,
+        digest: Digest,
+        *tags: str,
+        pushed_at: datetime = T0,
+        status: ImageStatus = ImageStatus.ACTIVE,
+        size: int = 1000,
+    ) -> EcrImage:
+        kind = mediatypes.OCI_MANIFEST
+        image = EcrImage(repository, digest, tuple(sorted(tags)), pushed_at, kind, size, status)
+        self.images_by_repository.setdefault(repository, []).append(image)
+        return image
+
+    def remove(self, repository: str, digest: Digest) -> None:
+        images = self.images_by_repository[repository]
+        images[:] = [i for i in images if i.digest != digest]
+
+    def retag(self, repository: str, tag: str, digest: Digest) -> None:
+        """Move `tag` onto `digest`, as a PutImage of an existing manifest does."""
+        images = self.images_by_repository[repository]
+        for n, image in enumerate(images):
+            tags = tuple(t for t in image.tags if t != tag)
+            if image.digest == digest:
+                tags = tuple(sorted((*tags, tag)))
+            images[n] = replace(image, tags=tags)
+
+    def repositories(self, prefixes: Sequence[str] = ()) -> Iterator[str]:
+        for name in sorted(self.images_by_repository):
+            if not prefixes or name.startswith(tuple(prefixes)):
+                yield name
+
+    def images(self, repository: str) -> list[EcrImage] | None:
+        self.describe_calls += 1
+        found = self.images_by_repository.get(repository)
+        return list(found) if found is not None else None
