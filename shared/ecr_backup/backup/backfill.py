@@ -83,12 +83,8 @@ class Backfill:
         self._progress = progress
 
     def run(self, prefixes: Sequence[str] = (), *, dry_run: bool = False) -> BackfillReport:
-        report = BackfillReport(
-            [
-                self._reconciler.repository(name)
-                for name in self._reconciler.repositories(prefixes, include_held=True)
-            ]
-        )
+        names = self._reconciler.repositories(prefixes, include_held=True)
+        report = BackfillReport(list(self._reconciler.many(names)))
         if dry_run:
             return report
         for drift in report.repositories:

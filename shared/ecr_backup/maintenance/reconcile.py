@@ -24,6 +24,7 @@ from ecr_backup.oci.digest import Digest
 from ecr_backup.registry.ecr_listing import EcrImage
 from ecr_backup.storage.records import Action, ImageEvent, TagState
 
+_BATCH = 100  # keys per BatchGetItem call
 # event_id of what reconcile records: a push read from DescribeImages, or a change it saw.
 PUSH_FROM_ECR = "reconcile:ecr-describe-images"
 OBSERVED = "reconcile:observed"
@@ -115,8 +116,40 @@ class Reconciler:
 
     def repository(self, repository: str) -> RepositoryDrift:
         images = self._ecr.images(repository) or []
+        complete = self._index.complete_manifests(i.digest for i in images) if images else set()
+        return self._drift(repository, images, complete)
+
+    def many(self, repositories: Iterable[str]) -> Iterator[RepositoryDrift]:
+        """repository() for each, with the completeness lookups of small repositories
+        shared: BatchGetItem calls carry 100 digests whatever the repositories' sizes."""
+        waiting: list[tuple[str, list[EcrImage]]] = []
+        unasked: list[Digest] = []
+        complete: set[Digest] = set()
+        for name in repositories:
+            images = self._ecr.images(name) or []
+            waiting.append((name, images))
+            unasked.extend(i.digest for i in images)
+            if len(unasked) >= _BATCH:
+                asked = len(unasked) // _BATCH * _BATCH
+                complete |= self._index.complete_manifests(unasked[:asked])
+                unasked = unasked[asked:]
+                # The digests not asked yet are the last repositories' (in order): keep
+                # those repositories waiting, settle the others.
+                kept: list[tuple[str, list[EcrImage]]] = []
+                left = len(unasked)
+                while left > 0:
+                    kept.insert(0, waiting.pop())
+                    left -= len(kept[0][1])
+                yield from (self._drift(n, i, complete) for n, i in waiting)
+                waiting = kept
+        complete |= self._index.complete_manifests(unasked) if unasked else set()
+        yield from (self._drift(n, i, complete) for n, i in waiting)
+
+    def _drift(
+        self, repository: str, images: list[EcrImage], complete: set[Digest]
+    ) -> RepositoryDrift:
         held = _Held(
-            complete=self._index.complete_manifests(i.digest for i in images) if images else set(),
+            complete={i.digest for i in images} & complete,
             tags={t.tag: t for t in self._index.tags(repository)},
             states=self._index.image_states(repository),
         )

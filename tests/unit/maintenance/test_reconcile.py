@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 
 import pytest
 
 from ecr_backup.maintenance.reconcile import OBSERVED, PUSH_FROM_ECR, Reconciler, Source
+from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.registry.ecr_listing import ImageStatus
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
-from ecr_backup.storage.records import Action, ImageEvent
+from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 from tests.helpers import Backup, FakeEcr, minutes
 
 REPO = "team/app"
@@ -171,3 +173,39 @@ def test_a_repository_deleted_from_ecr_is_listed_only_for_a_single_source(
     assert reconciler(ecr, index).repositories(["team/o"], include_held=True) == ["team/other"]
     gone = reconciler(ecr, index).repository(REPO)
     assert [e.tag for e in gone.gone] == [None, "v1"]
+
+
+def test_many_repositories_share_batch_reads_and_agree_with_one_at_a_time(
+    backup: Backup, ecr: FakeEcr, index: DynamoIndex
+) -> None:
+    sizes = {"r/a": 150, "r/b": 10, "r/c": 0, "r/d": 60, "r/e": 100, "r/f": 5}
+    n = 0
+    for repository, size in sizes.items():
+        ecr.images_by_repository[repository] = []
+        for _ in range(size):
+            n += 1
+            # Digests only: completeness is what is compared; every third one is held.
+            digest = Digest.of(str(n).encode())
+            ecr.add(repository, digest, pushed_at=minutes(1))
+            if n % 3 == 0:
+                index.mark_complete(ManifestRecord(digest, "x", 1, 1, minutes(1)))
+    calls: list[int] = []
+    original = index.complete_manifests
+
+    def counted(digests: Iterable[Digest]) -> set[Digest]:
+        wanted = list(digests)
+        calls.append(len(wanted))
+        return original(wanted)
+
+    index.complete_manifests = counted  # type: ignore[method-assign]
+    shared = {d.repository: d for d in reconciler(ecr, index).many(sorted(sizes))}
+    assert sum(calls) == sum(sizes.values()) and calls[:-1] == [100] * (len(calls) - 1)
+    index.complete_manifests = original  # type: ignore[method-assign]
+    for repository, size in sizes.items():
+        alone = reconciler(ecr, index).repository(repository)
+        assert [m.image.digest for m in shared[repository].missing] == [
+            m.image.digest for m in alone.missing
+        ]
+        assert len(alone.missing) == size - sum(
+            1 for i in ecr.images_by_repository[repository] if index.manifest(i.digest)
+        )
