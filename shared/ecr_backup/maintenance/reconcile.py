@@ -1,7 +1,7 @@
 """Compare what ECR holds with what the index records, one repository at a time.
 
 Reading only: ECR's control plane (DescribeImages) and the index (one BatchGetItem per 100
-images, two Queries per repository). What to do about the differences is decided here,
+images, one Query per repository). What to do about the differences is decided here,
 as events; `ecr_backup.backup.backfill` copies, enqueues and records them.
 
 - an image ECR lists whose manifest the index lacks is *missing* (archived ones cannot be
@@ -41,9 +41,9 @@ class ReconcileIndex(Protocol):
 
     def complete_manifests(self, digests: Iterable[Digest]) -> set[Digest]: ...
 
-    def tags(self, repository: str) -> list[TagState]: ...
-
-    def image_states(self, repository: str) -> dict[Digest, bool]: ...
+    def repository_state(
+        self, repository: str
+    ) -> tuple[list[TagState], dict[Digest, bool]]: ...
 
 
 @dataclass(frozen=True)
@@ -148,10 +148,11 @@ class Reconciler:
     def _drift(
         self, repository: str, images: list[EcrImage], complete: set[Digest]
     ) -> RepositoryDrift:
+        tags, states = self._index.repository_state(repository)
         held = _Held(
             complete={i.digest for i in images} & complete,
-            tags={t.tag: t for t in self._index.tags(repository)},
-            states=self._index.image_states(repository),
+            tags={t.tag: t for t in tags},
+            states=states,
         )
         return _compare(repository, images, held, _Events(self._source, self._clock()))
 

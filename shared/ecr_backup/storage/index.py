@@ -328,28 +328,27 @@ class DynamoIndex:
     def tags(self, repository: str) -> list[TagState]:
         """Each tag's current state; removed tags are included with action DELETE."""
         return [
-            TagState(
-                repository=repository,
-                tag=item["sk"]["S"].removeprefix("TAG#"),
-                digest=Digest.parse(item["digest"]["S"]),
-                time=parse_time(item["time"]["S"]),
-                action=Action(item["action"]["S"]),
-            )
+            _tag_state(repository, item)
             for item in self._query(f"REPO#{repository}", begins_with="TAG#")
         ]
+
+    def repository_state(self, repository: str) -> tuple[list[TagState], dict[Digest, bool]]:
+        """tags() and image_states() in one Query: IMAGE# and TAG# items sort after every
+        HIST# one, and '~' after every tag character."""
+        tags: list[TagState] = []
+        images: dict[Digest, bool] = {}
+        for item in self._query(f"REPO#{repository}", between=("IMAGE#", "TAG#~")):
+            sort_key = item["sk"]["S"]
+            if sort_key.startswith("TAG#"):
+                tags.append(_tag_state(repository, item))
+            elif sort_key.startswith("IMAGE#"):
+                images[Digest.parse(sort_key.removeprefix("IMAGE#"))] = "gone" in item
+        return tags, images
 
     def tag(self, repository: str, tag: str) -> TagState | None:
         """One tag's latest state (a GetItem), or None when the tag was never seen."""
         item = self._get(f"REPO#{repository}", f"TAG#{tag}")
-        if item is None:
-            return None
-        return TagState(
-            repository=repository,
-            tag=tag,
-            digest=Digest.parse(item["digest"]["S"]),
-            time=parse_time(item["time"]["S"]),
-            action=Action(item["action"]["S"]),
-        )
+        return _tag_state(repository, item) if item is not None else None
 
     def history(self, repository: str, tag: str | None) -> list[ImageEvent]:
         """Every event of a tag (None: untagged pushes), oldest first."""
@@ -479,6 +478,16 @@ class DynamoIndex:
                         return
         except (ClientError, BotoCoreError) as e:
             raise _index_error(e, f"query {pk}") from e
+
+
+def _tag_state(repository: str, item: Item) -> TagState:
+    return TagState(
+        repository=repository,
+        tag=item["sk"]["S"].removeprefix("TAG#"),
+        digest=Digest.parse(item["digest"]["S"]),
+        time=parse_time(item["time"]["S"]),
+        action=Action(item["action"]["S"]),
+    )
 
 
 def _event(repository: str, tag: str | None, item: Item) -> ImageEvent:
