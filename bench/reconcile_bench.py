@@ -179,7 +179,7 @@ class ReconcileResults:
                 "<= 1 per 100 images",
                 batch_get <= -(-self.images // 100),
             ),
-            Row("Query calls (a repository's tags and images in one)", str(calls["dynamodb.Query"])),
+            Row("Query calls (one per repository)", str(calls["dynamodb.Query"])),
             Row("Registry requests", str(registry), "0", registry == 0),
             Row("S3 GETs", str(s3_gets), "0", s3_gets == 0),
             Row("Writes (index, bucket, queue)", str(_writes(calls)), "0", _writes(calls) == 0),
