@@ -41,9 +41,7 @@ class ReconcileIndex(Protocol):
 
     def complete_manifests(self, digests: Iterable[Digest]) -> set[Digest]: ...
 
-    def repository_state(
-        self, repository: str
-    ) -> tuple[list[TagState], dict[Digest, bool]]: ...
+    def repository_state(self, repository: str) -> tuple[list[TagState], dict[Digest, bool]]: ...
 
 
 @dataclass(frozen=True)
