@@ -189,6 +189,8 @@ def test_every_command_answers_json_in_its_schema_with_options_anywhere(
     answer("export", "json/app:v1", "--oci", f"{tmp_path / 'layout'}:first")
     assert answer("verify")["ok"] is True
     answer("rebuild-index", "--table", f"rebuilt-{uuid.uuid4().hex[:8]}")
+    backfilled = answer("backfill", "--repository-prefix", "json/")
+    assert backfilled["missing"] == [] and backfilled["failed"] == []
     everything = answer(
         "restore", "--all-repositories", "--to-registry", empty_registry.host, "--dry-run"
     )

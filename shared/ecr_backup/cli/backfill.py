@@ -17,7 +17,7 @@ from ecr_backup.maintenance.reconcile import OBSERVED, Reconciler, RepositoryDri
 from ecr_backup.registry.ecr_listing import EcrImage
 from ecr_backup.registry.source_account import source_role_arn
 from ecr_backup.settings import DEFAULT_IMAGE_CONCURRENCY
-from ecr_backup.storage.records import ImageEvent
+from ecr_backup.storage.records import Action, ImageEvent
 
 _ACCOUNT = re.compile(r"[0-9]{12}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
@@ -108,7 +108,7 @@ def run_backfill(args: argparse.Namespace) -> int:
     for failure in report.failed:
         print(f"ecr-backup: error: {failure.error.one_line()}", file=sys.stderr)
     if report.failed:
-        return int(report.failed[0].error.exit_code)
+        return max(int(f.error.exit_code) for f in report.failed)
     return int(ExitCode.PROBLEMS if args.dry_run and report.has_drift else ExitCode.OK)
 
 
@@ -124,7 +124,7 @@ def _image(image: EcrImage) -> dict[str, object]:
         "repository": image.repository,
         "digest": str(image.digest),
         "tags": list(image.tags),
-        "time": rfc3339(image.pushed_at),
+        "time": image.pushed_at,
         "size": image.size,
         "status": str(image.status),
     }
@@ -135,8 +135,8 @@ def _event(event: ImageEvent) -> dict[str, object]:
         "repository": event.repository,
         "digest": str(event.digest),
         "tag": event.tag,
-        "action": str(event.action),
-        "time": rfc3339(event.time),
+        "action": "pushed" if event.action is Action.PUSH else "removed",
+        "time": event.time,
         "observed": event.event_id == OBSERVED,
     }
 

@@ -376,12 +376,51 @@ class Hold(_Model):
     objects: int
 
 
+class BackfillImage(_Model):
+    repository: str
+    digest: DigestText
+    tags: list[str]
+    time: Time  # ECR's imagePushedAt
+    size: Bytes  # ECR's imageSizeInBytes
+    status: Literal["ACTIVE", "ARCHIVED", "ACTIVATING"]
+
+
+class BackfillFailure(BackfillImage):
+    error: str
+
+
+class BackfillEvent(_Model):
+    repository: str
+    digest: DigestText
+    tag: str | None
+    action: Literal["pushed", "removed"]
+    time: Time
+    observed: bool  # seen by reconcile (timed then), not a push ECR reported
+
+
+class Backfill(_Model):
+    dry_run: bool
+    drift: bool
+    repositories: int
+    images: int
+    missing: list[BackfillImage]
+    archived_not_backed_up: list[BackfillImage]
+    archived_already_held: list[BackfillImage]
+    pushes_recorded_from_ecr: list[BackfillEvent]
+    drifted_tags: list[BackfillEvent]
+    gone: list[BackfillEvent]
+    copied: list[BackfillImage]
+    failed: list[BackfillFailure]
+    enqueued: int
+    events_recorded: int
+
 # Command name -> the shape of its --json document. tests/unit/cli/test_schema.py checks
 # that every command of the parser is here and that docs/json.md shows each one.
 SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "setup": TypeAdapter(Setup),
     "replicate": TypeAdapter(Replicate),
     "handle-event": TypeAdapter(HandleEvent),
+    "backfill": TypeAdapter(Backfill),
     "repos": TypeAdapter(list[Repository]),
     "tags": TypeAdapter(list[TagRow]),
     "history": TypeAdapter(list[HistoryEvent]),

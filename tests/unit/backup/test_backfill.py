@@ -37,6 +37,9 @@ class Recorded:
     def advance(self, amount: int) -> None:
         self.advanced += amount
 
+    def grow(self, amount: int) -> None:
+        raise AssertionError("backfill knows its total before copying")
+
     def finish(self) -> None:
         self.finished = True
 
