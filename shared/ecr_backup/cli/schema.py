@@ -414,6 +414,7 @@ class Backfill(_Model):
     enqueued: int
     events_recorded: int
 
+
 # Command name -> the shape of its --json document. tests/unit/cli/test_schema.py checks
 # that every command of the parser is here and that docs/json.md shows each one.
 SCHEMAS: dict[str, TypeAdapter[Any]] = {
