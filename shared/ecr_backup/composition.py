@@ -29,7 +29,6 @@ from ecr_backup.registry.credentials import find_login
 from ecr_backup.registry.ecr import EcrTokenSource, caller_identity, ecr_registry_url
 from ecr_backup.registry.ecr_listing import EcrListing
 from ecr_backup.registry.scoped import PerRepository
-from ecr_backup.registry.source_account import assumed_session
 from ecr_backup.registry.tls import TlsOptions
 from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.target import AuthMode, Target, ensure_ecr_repository, target_credentials
@@ -381,8 +380,8 @@ class AwsServices:
                 if role_arn is None:
                     client = self.client("ecr", Config(region_name=region))
                 else:
-                    session = assumed_session(self._session, role_arn, region)
-                    client = session.client("ecr", config=CLIENT_CONFIG)
+                    session = open_session(region=region, role_arn=role_arn, base=self._session)
+                    client = session.client("ecr")
                 listing = EcrListing(client, account)
                 self._listings[(account, region, role_arn)] = listing
             return listing
