@@ -329,12 +329,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pathlib import Path
 
     from bench.common import BenchImage
-    from devkit import LocalRegistry, MotoServer, ecr_password_from_moto
+    from bench.run import BENCH_QUIRKS
+    from devkit import EcrRegistry, MotoServer
 
     with contextlib.ExitStack() as stack:
         aws = stack.enter_context(MotoServer())
         storage = stack.enter_context(MotoServer())
-        registry = stack.enter_context(LocalRegistry(storage, password=ecr_password_from_moto(aws)))
+        registry = stack.enter_context(EcrRegistry(storage, aws, quirks=BENCH_QUIRKS))
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ecr-bench-")))
         none = BenchImage("none", "none", "", "", 0, workdir, 0)  # this benchmark pushes none
         ctx = BenchContext(aws, registry, workdir, none)

@@ -328,7 +328,7 @@ def test_built_reconcile_handler_fans_out_and_enqueues_what_events_missed(
     built: Build,
     tmp_path: Path,
     moto_server: MotoServer,
-    registry: LocalRegistry,
+    registry: EcrRegistry,
     backup_target: BackupTarget,
     oci_images: OciLayoutBuilder,
 ) -> None:
