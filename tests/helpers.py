@@ -433,6 +433,8 @@ def reset_connections(
 
     services.session.events.register(f"before-send.{service}.{operation}", fail)
     return refused
+
+
 @dataclass
 class FakeEcr:
     """ECR's control plane as reconcile reads it (ecr_backup.maintenance.reconcile.EcrCatalog)."""
