@@ -378,6 +378,8 @@ class AwsServices:
             listing = self._listings.get((account, region, role_arn))
             if listing is None:
                 if role_arn is None:
+                    from botocore.config import Config  # kept off the handlers' cold import
+
                     client = self.client("ecr", Config(region_name=region))
                 else:
                     session = open_session(region=region, role_arn=role_arn, base=self._session)
