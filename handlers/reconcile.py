@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from functools import lru_cache, partial
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import (
@@ -38,8 +38,9 @@ from ecr_backup.maintenance.reconcile import Reconciler, RepositoryDrift, Source
 from ecr_backup.registry.source_account import source_role_arn
 from ecr_backup.settings import ENV_PREFIX, Settings
 
+# No X-Ray SDK (Powertools' Tracer), as in replicate.py: Lambda's active tracing records
+# every invocation without it.
 logger = Logger()
-tracer = Tracer()
 metrics = Metrics()
 copy_config_to_registered_loggers(source_logger=logger, include={"ecr_backup"})
 
@@ -181,7 +182,6 @@ def _report(drift: RepositoryDrift, enqueued: int, config: ReconcileConfig) -> N
 
 
 @logger.inject_lambda_context(clear_state=True)
-@tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> Any:
     services = services_for(Settings.load(os.environ))
