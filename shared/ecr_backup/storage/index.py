@@ -14,22 +14,28 @@ Items (pk / sk):
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecr_backup.awserrors import error_code, http_status, translate
+from ecr_backup.awserrors import error_code
 from ecr_backup.errors import (
     ConfigurationError,
-    EcrBackupError,
-    IndexMissingError,
-    IndexStoreError,
     ObjectBeingPrunedError,
 )
 from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.dynamo import (
+    BATCH_GET_LIMIT,
+    BATCH_WRITE_LIMIT,
+    DynamoTable,
+    Item,
+    condition_failed,
+    index_error,
+    number_attr,
+    text_attr,
+)
 from ecr_backup.storage.ledger import Ledger, ObjectState
 from ecr_backup.storage.records import (
     UNTAGGED,
@@ -43,11 +49,7 @@ from ecr_backup.storage.records import (
 from ecr_backup.storage.schema import create_table_arguments
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
-
-_BATCH_GET_LIMIT = 100
-_BATCH_WRITE_LIMIT = 25
-Item = dict[str, Any]
+    pass
 
 
 class Location(NamedTuple):
@@ -60,19 +62,7 @@ class Location(NamedTuple):
         return f"s3://{self.bucket}/{self.prefix}"
 
 
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
-def _n(value: int) -> dict[str, str]:
-    return {"N": str(value)}
-
-
-class DynamoIndex:
-    def __init__(self, table: str, *, client: DynamoDBClient) -> None:
-        self.table = table
-        self._db = client  # built by the composition root, with its timeouts and retries
-
+class DynamoIndex(DynamoTable):
     # -- setup -----------------------------------------------------------------
 
     def create_if_missing(self) -> bool:
@@ -81,7 +71,7 @@ class DynamoIndex:
         except (ClientError, BotoCoreError) as e:
             if error_code(e) == "ResourceInUseException":
                 return False
-            raise _index_error(e, f"create table {self.table}") from e
+            raise index_error(e, f"create table {self.table}") from e
         try:
             self._db.get_waiter("table_exists").wait(TableName=self.table)
             self._db.update_continuous_backups(
@@ -89,7 +79,7 @@ class DynamoIndex:
                 PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
             )
         except (ClientError, BotoCoreError) as e:
-            raise _index_error(e, f"enable point-in-time recovery on {self.table}") from e
+            raise index_error(e, f"enable point-in-time recovery on {self.table}") from e
         return True
 
     # -- what the table indexes ----------------------------------------------------
@@ -117,8 +107,8 @@ class DynamoIndex:
             self._put_if_absent(
                 {
                     **self._key("INDEX", "LOCATION"),
-                    "bucket": _s(here.bucket),
-                    "prefix": _s(here.prefix),
+                    "bucket": text_attr(here.bucket),
+                    "prefix": text_attr(here.prefix),
                 }
             )
         self.check_location(here)
@@ -132,9 +122,9 @@ class DynamoIndex:
     def _blob_items(self, digests: Iterable[Digest], sort_key: str) -> set[Digest]:
         wanted = sorted(set(digests))
         found: set[Digest] = set()
-        for start in range(0, len(wanted), _BATCH_GET_LIMIT):
+        for start in range(0, len(wanted), BATCH_GET_LIMIT):
             keys = [
-                self._key(f"BLOB#{d}", sort_key) for d in wanted[start : start + _BATCH_GET_LIMIT]
+                self._key(f"BLOB#{d}", sort_key) for d in wanted[start : start + BATCH_GET_LIMIT]
             ]
             for item in self._batch_get(keys):
                 found.add(Digest.parse(item["pk"]["S"].removeprefix("BLOB#")))
@@ -152,15 +142,15 @@ class DynamoIndex:
                 ConditionExpression="attribute_not_exists(sweeping)",
                 ExpressionAttributeNames={"#size": "size"},  # SIZE is a reserved word
                 ExpressionAttributeValues={
-                    ":size": _n(size),
-                    ":type": _s(media_type),
-                    ":now": _s(format_time(stored_at)),
+                    ":size": number_attr(size),
+                    ":type": text_attr(media_type),
+                    ":now": text_attr(format_time(stored_at)),
                 },
             )
         except (ClientError, BotoCoreError) as e:
-            if _condition_failed(e):
+            if condition_failed(e):
                 raise ObjectBeingPrunedError(digest) from e
-            raise _index_error(e, f"write BLOB#{digest}") from e
+            raise index_error(e, f"write BLOB#{digest}") from e
 
     def record_blobs(self, blobs: Iterable[tuple[Digest, int, str, datetime]]) -> int:
         """record_blob for many blobs (digest, size, media type, stored at) in BatchWriteItem
@@ -171,12 +161,12 @@ class DynamoIndex:
             batch.append(
                 {
                     **self._key(f"BLOB#{digest}", "BLOB"),
-                    "size": _n(size),
-                    "media_type": _s(media_type),
-                    "stored_at": _s(format_time(stored_at)),
+                    "size": number_attr(size),
+                    "media_type": text_attr(media_type),
+                    "stored_at": text_attr(format_time(stored_at)),
                 }
             )
-            if len(batch) == _BATCH_WRITE_LIMIT:
+            if len(batch) == BATCH_WRITE_LIMIT:
                 written += self._batch_put(batch)
                 batch = []
         if batch:
@@ -205,22 +195,22 @@ class DynamoIndex:
     def mark_complete(self, record: ManifestRecord) -> None:
         item: Item = {
             **self._key(f"BLOB#{record.digest}", "MANIFEST"),
-            "media_type": _s(record.media_type),
-            "size": _n(record.size),
-            "total_size": _n(record.total_size),
-            "completed_at": _s(format_time(record.completed_at)),
+            "media_type": text_attr(record.media_type),
+            "size": number_attr(record.size),
+            "total_size": number_attr(record.total_size),
+            "completed_at": text_attr(format_time(record.completed_at)),
         }
         if record.artifact_type:
-            item["artifact_type"] = _s(record.artifact_type)
+            item["artifact_type"] = text_attr(record.artifact_type)
         if record.subject:
-            item["subject"] = _s(str(record.subject))
+            item["subject"] = text_attr(str(record.subject))
             referrer: Item = {
                 **self._key(f"SUBJECT#{record.subject}", str(record.digest)),
-                "media_type": _s(record.media_type),
-                "size": _n(record.size),
+                "media_type": text_attr(record.media_type),
+                "size": number_attr(record.size),
             }
             if record.artifact_type:
-                referrer["artifact_type"] = _s(record.artifact_type)
+                referrer["artifact_type"] = text_attr(record.artifact_type)
             self._put(referrer)
         self._put(item)
 
@@ -241,9 +231,9 @@ class DynamoIndex:
         tag = event.tag or UNTAGGED
         history: Item = {
             **self._key(repo_pk, f"HIST#{tag}#{when}#{event.digest}#{event.action}"),
-            "digest": _s(str(event.digest)),
-            "action": _s(str(event.action)),
-            "time": _s(when),
+            "digest": text_attr(str(event.digest)),
+            "action": text_attr(str(event.action)),
+            "time": text_attr(when),
         }
         for name, value in (
             ("media_type", event.media_type),
@@ -252,7 +242,7 @@ class DynamoIndex:
             ("event_id", event.event_id),
         ):
             if value:
-                history[name] = _s(value)
+                history[name] = text_attr(value)
         self._put(history)
         if event.action is Action.PUSH:
             self._put({**self._key("REPOS", event.repository)})
@@ -272,7 +262,7 @@ class DynamoIndex:
                 Key=key,
                 UpdateExpression="SET #t = if_not_exists(#t, :t)",
                 ExpressionAttributeNames={"#t": "time"},
-                ExpressionAttributeValues={":t": _s(when)},
+                ExpressionAttributeValues={":t": text_attr(when)},
                 ReturnValues="ALL_NEW",
             )
             gone = answer.get("Attributes", {}).get("gone")
@@ -282,11 +272,11 @@ class DynamoIndex:
                     Key=key,
                     UpdateExpression="REMOVE gone",
                     ConditionExpression="gone < :t",
-                    ExpressionAttributeValues={":t": _s(when)},
+                    ExpressionAttributeValues={":t": text_attr(when)},
                 )
         except (ClientError, BotoCoreError) as e:
-            if not _condition_failed(e):
-                raise _index_error(e, f"record image {digest}") from e
+            if not condition_failed(e):
+                raise index_error(e, f"record image {digest}") from e
 
     def _image_gone(self, repo_pk: str, digest: Digest, when: str) -> None:
         """Mark an image the index holds as deleted from the source (newest deletion wins)."""
@@ -297,11 +287,11 @@ class DynamoIndex:
                 UpdateExpression="SET gone = :t",
                 ConditionExpression="attribute_exists(pk) AND "
                 "(attribute_not_exists(gone) OR gone < :t)",
-                ExpressionAttributeValues={":t": _s(when)},
+                ExpressionAttributeValues={":t": text_attr(when)},
             )
         except (ClientError, BotoCoreError) as e:
-            if not _condition_failed(e):
-                raise _index_error(e, f"record deletion of {digest}") from e
+            if not condition_failed(e):
+                raise index_error(e, f"record deletion of {digest}") from e
 
     def _advance_tag(self, repo_pk: str, event: ImageEvent, when: str) -> None:
         # Events arrive out of order: the tag moves only to a newer event.
@@ -310,17 +300,17 @@ class DynamoIndex:
                 TableName=self.table,
                 Item={
                     **self._key(repo_pk, f"TAG#{event.tag}"),
-                    "digest": _s(str(event.digest)),
-                    "action": _s(str(event.action)),
-                    "time": _s(when),
+                    "digest": text_attr(str(event.digest)),
+                    "action": text_attr(str(event.action)),
+                    "time": text_attr(when),
                 },
                 ConditionExpression="attribute_not_exists(pk) OR #t <= :t",
                 ExpressionAttributeNames={"#t": "time"},
-                ExpressionAttributeValues={":t": _s(when)},
+                ExpressionAttributeValues={":t": text_attr(when)},
             )
         except (ClientError, BotoCoreError) as e:
-            if not _condition_failed(e):
-                raise _index_error(e, f"update tag {event.repository}:{event.tag}") from e
+            if not condition_failed(e):
+                raise index_error(e, f"update tag {event.repository}:{event.tag}") from e
 
     def repositories(self) -> list[str]:
         return [item["sk"]["S"] for item in self._query("REPOS")]
@@ -382,103 +372,6 @@ class DynamoIndex:
             for item in self._query(f"REPO#{repository}", begins_with="IMAGE#")
         }
 
-    # -- plumbing ----------------------------------------------------------------
-
-    @staticmethod
-    def _key(pk: str, sk: str) -> Item:
-        return {"pk": _s(pk), "sk": _s(sk)}
-
-    def _get(self, pk: str, sk: str, *, what: str | None = None) -> Item | None:
-        try:
-            answer = self._db.get_item(
-                TableName=self.table, Key=self._key(pk, sk), ConsistentRead=True
-            )
-        except (ClientError, BotoCoreError) as e:
-            raise _index_error(e, what or f"read {pk}") from e
-        return answer.get("Item")
-
-    def _put(self, item: Item) -> None:
-        try:
-            self._db.put_item(TableName=self.table, Item=item)
-        except (ClientError, BotoCoreError) as e:
-            raise _index_error(e, f"write {item['pk']['S']}") from e
-
-    def _put_if_absent(self, item: Item) -> None:
-        try:
-            self._db.put_item(
-                TableName=self.table, Item=item, ConditionExpression="attribute_not_exists(pk)"
-            )
-        except (ClientError, BotoCoreError) as e:
-            if not _condition_failed(e):
-                raise _index_error(e, f"write {item['pk']['S']}") from e
-
-    def _batch_put(self, items: list[Item]) -> int:
-        pending: list[Any] = [{"PutRequest": {"Item": item}} for item in items]
-        attempt = 0
-        while pending:
-            try:
-                answer = self._db.batch_write_item(RequestItems={self.table: pending})
-            except (ClientError, BotoCoreError) as e:
-                raise _index_error(e, "batch write blobs") from e
-            pending = list((answer.get("UnprocessedItems") or {}).get(self.table, []))
-            if pending:
-                # Throttled writes come back unprocessed: back off before sending them again.
-                time.sleep(min(0.05 * 2**attempt, 2.0))
-                attempt += 1
-        return len(items)
-
-    def _batch_get(self, keys: list[Item]) -> Iterator[Item]:
-        pending: dict[str, Any] = {self.table: {"Keys": keys, "ConsistentRead": True}}
-        attempt = 0
-        while pending:
-            try:
-                answer = self._db.batch_get_item(RequestItems=pending)
-            except (ClientError, BotoCoreError) as e:
-                raise _index_error(e, "batch read blobs") from e
-            yield from answer.get("Responses", {}).get(self.table, [])
-            pending = dict(answer.get("UnprocessedKeys") or {})
-            if pending:
-                # Throttled keys come back unprocessed: back off before asking again.
-                time.sleep(min(0.05 * 2**attempt, 2.0))
-                attempt += 1
-
-    def _query(
-        self,
-        pk: str,
-        *,
-        begins_with: str | None = None,
-        between: tuple[str, str] | None = None,
-        newest_first: bool = False,
-        limit: int | None = None,
-    ) -> Iterator[Item]:
-        condition = "pk = :pk"
-        values: Item = {":pk": _s(pk)}
-        if begins_with is not None:
-            condition += " AND begins_with(sk, :prefix)"
-            values[":prefix"] = _s(begins_with)
-        if between is not None:
-            condition += " AND sk BETWEEN :low AND :high"
-            values[":low"], values[":high"] = _s(between[0]), _s(between[1])
-        arguments: dict[str, Any] = {
-            "TableName": self.table,
-            "KeyConditionExpression": condition,
-            "ExpressionAttributeValues": values,
-            "ScanIndexForward": not newest_first,
-            "ConsistentRead": True,
-        }
-        if limit is not None:
-            arguments["Limit"] = limit
-        returned = 0
-        try:
-            for page in self._db.get_paginator("query").paginate(**arguments):
-                for item in page.get("Items", []):
-                    yield item
-                    returned += 1
-                    if limit is not None and returned >= limit:
-                        return
-        except (ClientError, BotoCoreError) as e:
-            raise _index_error(e, f"query {pk}") from e
-
 
 def _tag_state(repository: str, item: Item) -> TagState:
     return TagState(
@@ -520,18 +413,3 @@ def _manifest_record(item: Item) -> ManifestRecord:
         subject=Digest.parse(subject["S"]) if subject else None,
         artifact_type=artifact_type["S"] if artifact_type else None,
     )
-
-
-def _condition_failed(error: ClientError | BotoCoreError) -> bool:
-    return error_code(error) == "ConditionalCheckFailedException"
-
-
-def _index_error(error: ClientError | BotoCoreError, what: str) -> EcrBackupError:
-    if error_code(error) == "ResourceNotFoundException":
-        return IndexMissingError(
-            f"{what}: index table not found",
-            code="ResourceNotFoundException",
-            status=http_status(error),
-            hint="run `ecr-backup setup` or `ecr-backup rebuild-index`",
-        )
-    return translate(error, what, IndexStoreError)

@@ -25,13 +25,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ecr_backup.awserrors import error_code, translate
 from ecr_backup.errors import IndexStoreError, ObjectBeingPrunedError
 from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.dynamo import Item, text_attr
 from ecr_backup.storage.records import format_time, parse_time
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 _FAILED = "ConditionalCheckFailedException"
-Item = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,12 +56,8 @@ class Hold:
     time: datetime
 
 
-def _s(value: str) -> dict[str, str]:
-    return {"S": value}
-
-
 def _key(digest: Digest, sk: str = "BLOB") -> Item:
-    return {"pk": _s(f"BLOB#{digest}"), "sk": _s(sk)}
+    return {"pk": text_attr(f"BLOB#{digest}"), "sk": text_attr(sk)}
 
 
 def _time(item: Item, name: str) -> datetime | None:
@@ -93,7 +89,7 @@ class Ledger:
             Key=_key(digest),
             UpdateExpression="SET claimed_at = :now REMOVE tombstone_at",
             ConditionExpression="attribute_exists(pk) AND attribute_not_exists(sweeping)",
-            ExpressionAttributeValues={":now": _s(format_time(now))},
+            ExpressionAttributeValues={":now": text_attr(format_time(now))},
             ReturnValues="ALL_NEW",
         )
         if answer is not None:
@@ -108,7 +104,7 @@ class Ledger:
             digest,
             "SET lock_until = :until",
             "attribute_exists(pk) AND (attribute_not_exists(lock_until) OR lock_until < :until)",
-            {":until": _s(format_time(until))},
+            {":until": text_attr(format_time(until))},
             what=f"record the lock of {digest}",
         )
 
@@ -141,7 +137,10 @@ class Ledger:
             "attribute_exists(pk) AND attribute_not_exists(tombstone_at) "
             "AND attribute_not_exists(sweeping) "
             "AND (attribute_not_exists(claimed_at) OR claimed_at < :cutoff)",
-            {":now": _s(format_time(now)), ":cutoff": _s(format_time(claimed_before))},
+            {
+                ":now": text_attr(format_time(now)),
+                ":cutoff": text_attr(format_time(claimed_before)),
+            },
             what=f"tombstone {digest}",
         )
 
@@ -152,7 +151,7 @@ class Ledger:
             digest,
             "SET sweeping = :token",
             "tombstone_at = :seen AND attribute_not_exists(sweeping)",
-            {":token": _s(token), ":seen": _s(format_time(tombstone_at))},
+            {":token": text_attr(token), ":seen": text_attr(format_time(tombstone_at))},
             what=f"start deleting {digest}",
         )
 
@@ -162,7 +161,7 @@ class Ledger:
             digest,
             "REMOVE sweeping, tombstone_at",
             "sweeping = :token",
-            {":token": _s(token)},
+            {":token": text_attr(token)},
             what=f"keep {digest}",
         )
 
@@ -181,7 +180,7 @@ class Ledger:
             TableName=self.table,
             Key=_key(digest),
             ConditionExpression="sweeping = :token",
-            ExpressionAttributeValues={":token": _s(token)},
+            ExpressionAttributeValues={":token": text_attr(token)},
         )
 
     def mark_pruned(self, repository: str, digest: Digest, now: datetime) -> None:
@@ -190,10 +189,10 @@ class Ledger:
             f"mark {repository}@{digest} pruned",
             self._db.update_item,
             TableName=self.table,
-            Key={"pk": _s(f"REPO#{repository}"), "sk": _s(f"IMAGE#{digest}")},
+            Key={"pk": text_attr(f"REPO#{repository}"), "sk": text_attr(f"IMAGE#{digest}")},
             UpdateExpression="SET pruned_at = :now",
             ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues={":now": _s(format_time(now))},
+            ExpressionAttributeValues={":now": text_attr(format_time(now))},
         )
 
     def take_prune_lease(self, owner: str, now: datetime, until: datetime) -> bool:
@@ -203,14 +202,14 @@ class Ledger:
             self._db.put_item,
             TableName=self.table,
             Item={
-                "pk": _s("PRUNE"),
-                "sk": _s("LEASE"),
-                "owner": _s(owner),
-                "until": _s(format_time(until)),
+                "pk": text_attr("PRUNE"),
+                "sk": text_attr("LEASE"),
+                "owner": text_attr(owner),
+                "until": text_attr(format_time(until)),
             },
             ConditionExpression="attribute_not_exists(pk) OR #until < :now",
             ExpressionAttributeNames={"#until": "until"},
-            ExpressionAttributeValues={":now": _s(format_time(now))},
+            ExpressionAttributeValues={":now": text_attr(format_time(now))},
         )
         return taken is not None
 
@@ -219,23 +218,28 @@ class Ledger:
             "drop the prune lease",
             self._db.delete_item,
             TableName=self.table,
-            Key={"pk": _s("PRUNE"), "sk": _s("LEASE")},
+            Key={"pk": text_attr("PRUNE"), "sk": text_attr("LEASE")},
             ConditionExpression="#owner = :owner",
             ExpressionAttributeNames={"#owner": "owner"},
-            ExpressionAttributeValues={":owner": _s(owner)},
+            ExpressionAttributeValues={":owner": text_attr(owner)},
         )
 
     # -- holds -----------------------------------------------------------------------
 
     def add_hold(self, repository: str, digest: Digest, now: datetime) -> None:
         self._put(
-            {"pk": _s("HOLDS"), "sk": _s(f"{repository}@{digest}"), "time": _s(format_time(now))}
+            {
+                "pk": text_attr("HOLDS"),
+                "sk": text_attr(f"{repository}@{digest}"),
+                "time": text_attr(format_time(now)),
+            }
         )
 
     def remove_hold(self, repository: str, digest: Digest) -> None:
         try:
             self._db.delete_item(
-                TableName=self.table, Key={"pk": _s("HOLDS"), "sk": _s(f"{repository}@{digest}")}
+                TableName=self.table,
+                Key={"pk": text_attr("HOLDS"), "sk": text_attr(f"{repository}@{digest}")},
             )
         except (ClientError, BotoCoreError) as e:
             raise translate(e, f"release {repository}@{digest}", IndexStoreError) from e
@@ -246,7 +250,7 @@ class Ledger:
             pages = self._db.get_paginator("query").paginate(
                 TableName=self.table,
                 KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues={":pk": _s("HOLDS")},
+                ExpressionAttributeValues={":pk": text_attr("HOLDS")},
                 ConsistentRead=True,
             )
             for page in pages:
@@ -305,7 +309,7 @@ class Ledger:
             pages = self._db.get_paginator("scan").paginate(
                 TableName=self.table,
                 FilterExpression="begins_with(pk, :prefix)",
-                ExpressionAttributeValues={":prefix": _s(prefix)},
+                ExpressionAttributeValues={":prefix": text_attr(prefix)},
                 ConsistentRead=True,
             )
             for page in pages:
