@@ -350,8 +350,15 @@ class AwsServices:
         region: str,
         progress: ProgressFactory = no_progress,
         deadline: Deadline | None = None,
+        *,
+        dry_run: bool = False,
     ) -> Replicator:
-        self.claim_index()
+        """The backup engine; a dry run (which copies nothing) only checks the index's
+        location, so that it writes nothing either."""
+        if dry_run:
+            self.checked_index()
+        else:
+            self.claim_index()
         return Replicator(
             self.source(account, region),
             self.store,

@@ -10,6 +10,8 @@ import pytest
 
 from ecr_backup.cli import main
 from ecr_backup.composition import AwsServices
+from ecr_backup.errors import ConfigurationError
+from ecr_backup.settings import Settings
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex, Location
 from tests.helpers import BUCKET, TABLE, FakeRegistry
@@ -98,3 +100,17 @@ def test_the_first_backup_or_setup_records_where_the_table_belongs(
     code, _, err = cli(capsys, "setup")
     assert code == 0, err
     assert index.location() == HERE
+
+
+def test_a_dry_run_engine_checks_the_location_and_writes_nothing(
+    store: S3BlobStore, index: DynamoIndex
+) -> None:
+    before = scan()
+    services = AwsServices(Settings(bucket=BUCKET, table=TABLE, prefix=HERE.prefix))
+    services.replicator("123456789012", "us-east-1", dry_run=True)
+    assert scan() == before  # no location claimed by a run that copies nothing
+    index.claim_location(Location(BUCKET, "other/"))
+    with pytest.raises(ConfigurationError):
+        AwsServices(Settings(bucket=BUCKET, table=TABLE, prefix=HERE.prefix)).replicator(
+            "123456789012", "us-east-1", dry_run=True
+        )
