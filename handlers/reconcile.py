@@ -29,14 +29,13 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field, Json, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Json, field_validator
 
 from ecr_backup.backup.backfill import enqueue_missing, settle
 from ecr_backup.composition import AwsServices
-from ecr_backup.errors import InvalidInputError
 from ecr_backup.maintenance.reconcile import Reconciler, RepositoryDrift, Source
 from ecr_backup.registry.source_account import source_role_arn
-from ecr_backup.settings import ENV_PREFIX, Settings
+from ecr_backup.settings import Settings, load_from_env
 
 # No X-Ray SDK (Powertools' Tracer), as in replicate.py: Lambda's active tracing records
 # every invocation without it.
@@ -80,17 +79,7 @@ class ReconcileConfig(BaseModel):
 
     @classmethod
     def load(cls, environ: Mapping[str, str]) -> ReconcileConfig:
-        values = {
-            name: environ[ENV_PREFIX + name.upper()]
-            for name in cls.model_fields
-            if environ.get(ENV_PREFIX + name.upper())
-        }
-        try:
-            return cls.model_validate(values)
-        except ValidationError as e:
-            first = e.errors()[0]
-            name = f"{ENV_PREFIX}{str(first['loc'][0]).upper()}" if first["loc"] else "settings"
-            raise InvalidInputError(f"invalid setting {name}: {first['msg']}") from e
+        return load_from_env(cls, environ)
 
     @property
     def prefixes(self) -> tuple[str, ...]:

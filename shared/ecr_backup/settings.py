@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -68,6 +68,9 @@ _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 
 
+M = TypeVar("M", bound=BaseModel)
+
+
 class Settings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -116,18 +119,33 @@ class Settings(BaseModel):
     @classmethod
     def load(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
         """Flags (overrides that are not None) win over ECR_BACKUP_* variables."""
-        values: dict[str, object] = {}
-        for name in cls.model_fields:
-            env_value = environ.get(ENV_PREFIX + name.upper())
-            if env_value not in (None, ""):
-                values[name] = env_value
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return cls.model_validate(values)
-        except ValidationError as e:
-            first = e.errors()[0]
-            name = str(first["loc"][0]) if first["loc"] else "settings"
-            raise InvalidInputError(
-                f"invalid setting {ENV_PREFIX}{name.upper()} (--{name.replace('_', '-')}): "
-                f"{first['msg']}"
-            ) from e
+        return load_from_env(cls, environ, overrides, flags=True)
+
+
+def load_from_env(
+    model: type[M],
+    environ: Mapping[str, str],
+    overrides: Mapping[str, object] | None = None,
+    *,
+    flags: bool = False,
+) -> M:
+    """A settings model from its ECR_BACKUP_* variables (empty ones unset), with `overrides`
+    that are not None winning; the first invalid value becomes one InvalidInputError, naming
+    the variable (and its --flag when `flags`)."""
+    values: dict[str, object] = {}
+    for name in model.model_fields:
+        env_value = environ.get(ENV_PREFIX + name.upper())
+        if env_value not in (None, ""):
+            values[name] = env_value
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return model.model_validate(values)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else None
+        if flags:
+            flag = field or "settings"
+            label = f"{ENV_PREFIX}{flag.upper()} (--{flag.replace('_', '-')})"
+        else:
+            label = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+        raise InvalidInputError(f"invalid setting {label}: {first['msg']}") from e
