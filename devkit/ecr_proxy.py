@@ -20,6 +20,10 @@ and switchable in `EcrQuirks`:
 * manifests over 4 MiB refused;
 * 429 TOOMANYREQUESTS with Retry-After above a request rate (token bucket), or on every
   Nth request (`throttle_every`, for deterministic tests);
+* ThrottlingException (HTTP 400, ECR's JSON error) on ECR's API: GetAuthorizationToken
+  above 20 calls a second with bursts of 200, the throttle AWS documents for it ("HTTP
+  429: Too Many Requests or ThrottleException" in the ECR user guide's troubleshooting
+  page), or every Nth API call (`api_throttle_every`, for deterministic tests);
 * tokens that expire: GetAuthorizationToken (ECR's API, answered here; every other ECR
   API call goes on to moto) hands out a fresh password valid for `token_lifetime` seconds.
   A stale one is refused with 403 DENIED "Your authorization token has expired", as ECR
@@ -78,6 +82,10 @@ class EcrQuirks:
     requests_per_second: float = 200.0  # 0: no rate limit
     throttle_every: int = 0  # N > 0: every Nth registry request gets 429
     retry_after_s: int = 1
+    # ECR's API: GetAuthorizationToken's documented throttle, and a deterministic switch.
+    token_api_per_second: float = 20.0  # 0: no rate limit
+    token_api_burst: int = 200
+    api_throttle_every: int = 0  # N > 0: every Nth ECR API call gets ThrottlingException
     # ECR's tokens last 12 hours; two minutes lets a test run see them expire.
     token_lifetime_s: float = 120.0
     expired_token_status: int = 403
@@ -92,6 +100,25 @@ class _Session:
 
 
 @dataclass
+class _TokenBucket:
+    """`rate` requests a second on average, `burst` at once; callers hold the state's lock."""
+
+    level: float = -1.0  # -1: full at the first request
+    refilled: float = field(default_factory=time.monotonic)
+
+    def take(self, rate: float, burst: float) -> bool:
+        now = time.monotonic()
+        if self.level < 0:
+            self.level = burst
+        self.level = min(burst, self.level + (now - self.refilled) * rate)
+        self.refilled = now
+        if self.level < 1:
+            return False
+        self.level -= 1
+        return True
+
+
+@dataclass
 class _State:
     """What the proxy remembers, shared by its request threads under one lock."""
 
@@ -101,12 +128,11 @@ class _State:
     sessions: dict[str, _Session] = field(default_factory=dict)
     log: list[LoggedRequest] = field(default_factory=list)
     requests: int = 0
-    bucket: float = 0.0
-    refilled: float = field(default_factory=time.monotonic)
+    api_requests: int = 0
+    api_throttled: int = 0
+    registry_bucket: _TokenBucket = field(default_factory=_TokenBucket)
+    token_api_bucket: _TokenBucket = field(default_factory=_TokenBucket)
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        self.bucket = self.quirks.requests_per_second  # a full second's burst to start
 
     def issue_token(self) -> str:
         password = secrets.token_urlsafe(24)
@@ -129,14 +155,24 @@ class _State:
                 return True
             if not quirks.requests_per_second:
                 return False
-            now = time.monotonic()
+            # A second's worth of burst, as the proxy always allowed.
             rate = quirks.requests_per_second
-            self.bucket = min(rate, self.bucket + (now - self.refilled) * rate)
-            self.refilled = now
-            if self.bucket < 1:
-                return True
-            self.bucket -= 1
-            return False
+            return not self.registry_bucket.take(rate, rate)
+
+    def api_throttled_now(self, action: str) -> bool:
+        """Whether this call to ECR's API is throttled (counted when it is)."""
+        quirks = self.quirks
+        with self.lock:
+            self.api_requests += 1
+            throttled = bool(
+                quirks.api_throttle_every and self.api_requests % quirks.api_throttle_every == 0
+            )
+            if not throttled and action == "GetAuthorizationToken" and quirks.token_api_per_second:
+                throttled = not self.token_api_bucket.take(
+                    quirks.token_api_per_second, quirks.token_api_burst
+                )
+            self.api_throttled += throttled
+            return throttled
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -270,7 +306,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _ecr_api(self) -> None:
         body = b"".join(self._body())
-        if self.headers.get("X-Amz-Target", "").endswith(".GetAuthorizationToken"):
+        action = self.headers.get("X-Amz-Target", "").rpartition(".")[2]
+        if self.proxy.state.api_throttled_now(action):
+            # ECR's JSON protocol: status 400, the error's type in __type.
+            error = {"__type": "ThrottlingException", "message": "Rate exceeded"}
+            self._answer(
+                400, {"Content-Type": "application/x-amz-json-1.1"}, json.dumps(error).encode()
+            )
+            return
+        if action == "GetAuthorizationToken":
             self._answer(200, {"Content-Type": "application/x-amz-json-1.1"}, self._token(body))
             return
         status, headers, answer = self.proxy.forward(self, self.path, iter([body]), aws=True)
@@ -365,6 +409,9 @@ class EcrRegistry(RequestCounting):
     def quirks_changed(self, **changes: Any) -> Iterator[EcrQuirks]:
         """Switch quirks for the duration of a block (a session-wide proxy stays strict)."""
         before = self.state.quirks
+        with self.state.lock:
+            # "Every Nth request" counts from here, so a test knows which one is refused.
+            self.state.requests = self.state.api_requests = 0
         self.state.quirks = dataclasses.replace(before, **changes)
         try:
             yield self.state.quirks
@@ -413,6 +460,12 @@ class EcrRegistry(RequestCounting):
     def logged_requests(self) -> list[LoggedRequest]:
         with self.state.lock:
             return list(self.state.log)
+
+    @property
+    def api_throttled(self) -> int:
+        """How many ECR API calls were answered ThrottlingException so far."""
+        with self.state.lock:
+            return self.state.api_throttled
 
     # -- the proxy's decisions ---------------------------------------------------------------
 

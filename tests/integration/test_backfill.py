@@ -233,3 +233,30 @@ def test_enqueue_sends_one_event_per_missing_image_that_handle_event_backs_up(
         assert backup_target.services.index.manifest(Digest.parse(image.digest)) is not None
     run = backup_target.cli("backfill", "--dry-run", "--repository-prefix", repo)
     assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_backfill_rides_out_ecrs_api_throttling_and_fails_cleanly_when_it_persists(
+    backup_target: BackupTarget, registry: EcrRegistry, oci_images: OciLayoutBuilder
+) -> None:
+    """ECR's API throttles with ThrottlingException (HTTP 400): botocore's standard retries
+    (3 attempts) ride out every other call refused; refusing them all ends in one line."""
+    repo = prefix() + "throttled"
+    images = [
+        oci_images.simple_image(ref=f"t{n}", n_layers=1, layer_size=20_000, seed=700 + n)
+        for n in range(2)
+    ]
+    for image in images:
+        skopeo_push(oci_images.path, image.ref, registry, repo, image.ref)
+
+    before = registry.api_throttled
+    with registry.quirks_changed(api_throttle_every=2):
+        code, report, stderr = backfill(backup_target, "--repository-prefix", repo)
+    assert code == 0, stderr
+    assert {i["digest"] for i in report["copied"]} == {i.digest for i in images}
+    assert registry.api_throttled > before
+
+    with registry.quirks_changed(api_throttle_every=1):
+        code, report, stderr = backfill(backup_target, "--repository-prefix", repo)
+    assert code == 4, stderr  # ExitCode.REMOTE
+    assert report == {}
+    assert len(stderr.strip().splitlines()) == 1 and "ThrottlingException" in stderr, stderr

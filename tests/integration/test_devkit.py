@@ -11,8 +11,11 @@ import tarfile
 import time
 from pathlib import Path
 
+import boto3
 import pytest
 import urllib3
+from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from devkit import (
     EcrRegistry,
@@ -317,6 +320,43 @@ def test_proxy_refuses_what_ecr_refuses(registry: EcrRegistry) -> None:
     throttled = [a for a in answers if a.status == 429]
     assert len(throttled) == 2 and throttled[0].headers["Retry-After"] == "7"
     assert _codes(throttled[0]) == ["TOOMANYREQUESTS"]
+
+
+def _api_outcomes(registry: EcrRegistry, calls: int, action: str) -> list[str]:
+    """Each call's outcome, with botocore's retries off: "ok" or "<code> <status>"."""
+    ecr = boto3.client(
+        "ecr",
+        endpoint_url=registry.url,
+        region_name=registry.aws.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
+    )
+    outcomes = []
+    for _ in range(calls):
+        try:
+            getattr(ecr, action)()
+            outcomes.append("ok")
+        except ClientError as e:
+            status = e.response["ResponseMetadata"]["HTTPStatusCode"]
+            outcomes.append(f"{e.response['Error']['Code']} {status}")
+    return outcomes
+
+
+def test_proxy_throttles_ecrs_api_as_ecr_does(registry: EcrRegistry) -> None:
+    """ECR's API answers ThrottlingException with HTTP 400 (its JSON protocol), unlike the
+    registry's 429; GetAuthorizationToken has a token bucket of its own."""
+    before = registry.api_throttled
+    with registry.quirks_changed(api_throttle_every=2):
+        outcomes = _api_outcomes(registry, 4, "describe_repositories")
+    assert outcomes == ["ok", "ThrottlingException 400"] * 2
+    with registry.quirks_changed(token_api_per_second=0.001, token_api_burst=2):
+        tokens = _api_outcomes(registry, 3, "get_authorization_token")
+    assert tokens == ["ok", "ok", "ThrottlingException 400"]
+    assert registry.api_throttled == before + 3
+    # Back to the documented throttle: 20 a second refill the bucket the block emptied.
+    time.sleep(0.2)
+    assert _api_outcomes(registry, 3, "get_authorization_token") == ["ok"] * 3
 
 
 def test_proxy_tokens_expire(registry: EcrRegistry) -> None:

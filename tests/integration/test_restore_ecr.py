@@ -145,3 +145,29 @@ def test_a_missing_repository_fails_with_one_clear_line(
     assert direct.returncode != 0
     assert direct.stderr.count("\n") == 1, direct.stderr
     assert "ecr/nowhere does not exist" in direct.stderr
+
+
+def test_a_throttled_token_call_is_retried(
+    backup_target: BackupTarget,
+    registry: EcrRegistry,
+    target_registry: EcrRegistry,
+    oci_images: OciLayoutBuilder,
+) -> None:
+    """The restore's GetAuthorizationToken answered ThrottlingException (HTTP 400, as ECR's
+    API throttles) is retried by botocore; the restore goes on."""
+    image = oci_images.simple_image(ref="tt", n_layers=1, layer_size=100_000, seed=841)
+    push_and_back_up(backup_target, registry, oci_images, image, "ecr/token-throttled", "v1", at(1))
+    ecr = boto3.client(
+        "ecr",
+        endpoint_url=registry.url,  # ECR's API for both registries (one account's tokens)
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    before = registry.api_throttled
+    with registry.quirks_changed(api_throttle_every=2):
+        ecr.describe_repositories()  # the first call passes: the restore's token call is next
+        restore(backup_target, target_registry, "ecr/token-throttled:v1", "ecr/token-back")
+    assert registry.api_throttled == before + 1
+    served = skopeo_inspect_raw(target_registry, "ecr/token-back", "v1")
+    assert served == image.manifest
