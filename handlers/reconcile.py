@@ -154,6 +154,7 @@ def _report(drift: RepositoryDrift, enqueued: int, config: ReconcileConfig) -> N
         "TagsDrifted": len(drift.drifted),
         "ImagesGone": sum(1 for e in drift.gone if e.tag is None),
         "ImagesArchived": len(drift.archived_missing) + len(drift.archived_held),
+        "ImagesPrunedInEcr": len(drift.pruned),
         "ImagesStillMissing": still_missing,
     }
     for name, value in counts.items():

@@ -151,6 +151,7 @@ def as_document(report: BackfillReport, *, dry_run: bool) -> dict[str, object]:
         "missing": [_image(m.image) for d in drifts for m in d.missing],
         "archived_not_backed_up": [_image(i) for d in drifts for i in d.archived_missing],
         "archived_already_held": [_image(i) for d in drifts for i in d.archived_held],
+        "pruned_not_copied": [_image(i) for d in drifts for i in d.pruned],
         "pushes_recorded_from_ecr": [_event(e) for d in drifts for e in d.pushes],
         "drifted_tags": [_event(e) for d in drifts for e in d.drifted],
         "gone": [_event(e) for d in drifts for e in d.gone],
@@ -175,6 +176,8 @@ def _drift_lines(drift: RepositoryDrift) -> list[str]:
         lines.append(f"archived, not backed up  {_name(image.repository, None, image.digest)}")
     for image in drift.archived_held:
         lines.append(f"archived, already held   {_name(image.repository, None, image.digest)}")
+    for image in drift.pruned:
+        lines.append(f"pruned by retention      {_name(image.repository, None, image.digest)}")
     for event in drift.pushes:
         lines.append(
             f"unrecorded push  {_name(event.repository, event.tag, event.digest)} "
@@ -194,6 +197,7 @@ def describe(report: BackfillReport, *, dry_run: bool) -> list[str]:
     count = {
         "missing": sum(len(d.missing) for d in drifts),
         "archived": sum(len(d.archived_missing) + len(d.archived_held) for d in drifts),
+        "pruned": sum(len(d.pruned) for d in drifts),
         "drifted tags": sum(len(d.drifted) for d in drifts),
         "gone": sum(len(d.gone) for d in drifts),
     }

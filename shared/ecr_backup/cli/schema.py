@@ -406,6 +406,7 @@ class Backfill(_Model):
     missing: list[BackfillImage]
     archived_not_backed_up: list[BackfillImage]
     archived_already_held: list[BackfillImage]
+    pruned_not_copied: list[BackfillImage]  # retention removed them; ECR still lists them
     pushes_recorded_from_ecr: list[BackfillEvent]
     drifted_tags: list[BackfillEvent]
     gone: list[BackfillEvent]

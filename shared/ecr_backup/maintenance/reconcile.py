@@ -5,7 +5,9 @@ images, one Query per repository). What to do about the differences is decided h
 as events; `ecr_backup.backup.backfill` copies, enqueues and records them.
 
 - an image ECR lists whose manifest the index lacks is *missing* (archived ones cannot be
-  pulled: they are reported, not copied);
+  pulled: they are reported, not copied), unless retention pruned it from the backup and
+  nothing about it changed since (no new tag): that one is reported as *pruned*, not copied
+  again only to be pruned once more;
 - a tag with no recorded push, or whose recorded state is older than ECR's push time, gets
   the push ECR reports, at ECR's `imagePushedAt` (a replay writes the same history row);
 - a tag ECR shows elsewhere than the index, when ECR's push time cannot explain it, and a
@@ -41,7 +43,9 @@ class ReconcileIndex(Protocol):
 
     def complete_manifests(self, digests: Iterable[Digest]) -> set[Digest]: ...
 
-    def repository_state(self, repository: str) -> tuple[list[TagState], dict[Digest, bool]]: ...
+    def repository_state(
+        self, repository: str
+    ) -> tuple[list[TagState], dict[Digest, bool], set[Digest]]: ...
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,9 @@ class RepositoryDrift:
     missing: list[MissingImage] = field(default_factory=list)
     archived_missing: list[EcrImage] = field(default_factory=list)
     archived_held: list[EcrImage] = field(default_factory=list)
+    # Removed by retention (prune) while ECR still lists them, with nothing new about them:
+    # copying them again would only feed the next prune.
+    pruned: list[EcrImage] = field(default_factory=list)
     pushes: list[ImageEvent] = field(default_factory=list)  # unrecorded, at imagePushedAt
     drifted: list[ImageEvent] = field(default_factory=list)  # tags moved or removed
     gone: list[ImageEvent] = field(default_factory=list)  # images (and their tags) deleted
@@ -146,11 +153,12 @@ class Reconciler:
     def _drift(
         self, repository: str, images: list[EcrImage], complete: set[Digest]
     ) -> RepositoryDrift:
-        tags, states = self._index.repository_state(repository)
+        tags, states, pruned = self._index.repository_state(repository)
         held = _Held(
             complete={i.digest for i in images} & complete,
             tags={t.tag: t for t in tags},
             states=states,
+            pruned=pruned,
         )
         return _compare(repository, images, held, _Events(self._source, self._clock()))
 
@@ -162,6 +170,7 @@ class _Held:
     complete: set[Digest]  # of the images ECR lists, those whose manifest is complete
     tags: dict[str, TagState]
     states: dict[Digest, bool]  # every image ever pushed -> recorded deleted
+    pruned: set[Digest]  # images prune removed from the backup
 
 
 @dataclass(frozen=True)
@@ -206,6 +215,9 @@ def _compare(
             if not held:
                 continue
         pushes, observed = _image_events(image, index, events)
+        if not held and image.digest in index.pruned and not (pushes or observed):
+            drift.pruned.append(image)  # a new tag on it would be a new reason to copy
+            continue
         drift.pushes.extend(pushes)
         drift.drifted.extend(observed)
         if not held:

@@ -7,13 +7,14 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ecr_backup.composition import AwsServices
+from ecr_backup.maintenance.reconcile import Reconciler, Source
 from ecr_backup.maintenance.retention import judge
 from ecr_backup.maintenance.stats import s3_standard_monthly, stats
 from ecr_backup.maintenance.verify import verify
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.restore.catalog import Catalog
-from tests.helpers import BUCKET, Backup
+from tests.helpers import BUCKET, Backup, FakeEcr
 from tests.unit.maintenance.conftest import MovableClock
 
 
@@ -112,6 +113,35 @@ def test_a_pruned_blob_is_copied_again_by_the_next_image_that_needs_it(
     kit.push("app", again, "again", clock())
     assert services.store.stat(own) == len(layer)
     assert verify(Catalog(services.store, services.index), deep=True).ok
+
+
+def test_reconcile_does_not_copy_back_what_retention_pruned_while_ecr_keeps_it(
+    kit: Backup, services: AwsServices, clock: MovableClock
+) -> None:
+    """KeepPerTag prunes a digest its tag left, though ECR keeps it untagged: backfill must
+    not copy it again only for the next prune to remove it. A new tag on it is news."""
+    start = clock()
+    old, new = kit.image("web"), kit.image("web")
+    kit.push("web", old, "v1", start)
+    kit.push("web", new, "v1", start + timedelta(days=1))
+    clock.advance(days=100)  # the tag left `old` more than KeepDeletedDays (90) ago
+    services.pruner().run(dry_run=False)
+    clock.advance(hours=25)
+    assert services.pruner().run(dry_run=False).images_pruned == [("web", old.digest)]
+    ecr = FakeEcr()
+    ecr.add("web", old.digest, pushed_at=start)  # untagged in ECR, still there
+    ecr.add("web", new.digest, "v1", pushed_at=start + timedelta(days=1))
+    reconciler = Reconciler(ecr, services.index, Source("111122223333", "eu-west-1"), clock=clock)
+
+    drift = reconciler.repository("web")
+    assert [i.digest for i in drift.pruned] == [old.digest]
+    assert drift.missing == [] and drift.pushes == [] and drift.drifted == []
+    assert not drift.has_drift
+
+    ecr.retag("web", "v2", old.digest)  # its push event never arrived
+    drift = reconciler.repository("web")
+    assert drift.pruned == []
+    assert [m.image.digest for m in drift.missing] == [old.digest]
 
 
 def test_retention_rules(kit: Backup, services: AwsServices, clock: MovableClock) -> None:
