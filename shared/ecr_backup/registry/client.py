@@ -161,7 +161,7 @@ class RegistryClient:
             return True
         if response.status == 202:
             # Not mounted: the registry opened an upload session we will not use.
-            self._cancel_upload(response.headers.get("Location"))
+            self.cancel_upload(response.headers.get("Location"))
             return False
         if response.status in (404, 405):
             return False
@@ -181,7 +181,10 @@ class RegistryClient:
         (registry/upload.py says why)."""
         upload_blob(self, repository, digest, size, source, chunk_size=chunk_size)
 
-    def _start_upload(self, repository: str, digest: Digest) -> str:
+    # -- upload sessions: the protocol; registry/upload.py decides what is sent ----------
+
+    def start_upload(self, repository: str, digest: Digest) -> str:
+        """POST a new upload session; its absolute URL."""
         start = self._registry_request("POST", f"/v2/{repository}/blobs/uploads/", body=b"")
         if start.status == 404 and "NAME_UNKNOWN" in _error_codes(start):
             raise RepositoryNotFoundError(
@@ -192,6 +195,32 @@ class RegistryClient:
             )
         self._raise_for_status(start, f"start upload of {digest} to {repository}", expect=(202,))
         return self._upload_location(start)
+
+    def send_to_upload(
+        self,
+        method: str,
+        location: str,
+        *,
+        headers: dict[str, str],
+        body: bytes | Iterator[bytes],
+        expect: tuple[int, ...],
+        what: str,
+    ) -> str | None:
+        """One PATCH or PUT to an upload session (a streamed body is sent once); the
+        Location answered, absolute (after a PATCH: where the session continues), or None."""
+        response = self._send(method, location, headers=headers, body=body)
+        self._raise_for_status(response, what, expect=expect)
+        answered = response.headers.get("Location")
+        return urljoin(self.base_url + "/", answered) if answered else None
+
+    def cancel_upload(self, location: str | None) -> None:
+        """DELETE an upload session we will not finish; best effort (sessions also expire)."""
+        if not location:
+            return
+        with contextlib.suppress(RegistryError):
+            url = urljoin(self.base_url + "/", location)
+            cancelled = self._send("DELETE", url, headers={}, once=True)
+            cancelled.drain_conn()
 
     def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> Digest:
         """PUT the manifest's exact bytes, so the registry computes the same digest."""
@@ -300,15 +329,6 @@ class RegistryClient:
         if not location:
             raise RegistryError("registry did not return an upload location")
         return urljoin(self.base_url + "/", location)
-
-    def _cancel_upload(self, location: str | None) -> None:
-        """DELETE an upload session we will not finish; best effort (sessions also expire)."""
-        if not location:
-            return
-        with contextlib.suppress(RegistryError):
-            url = urljoin(self.base_url + "/", location)
-            cancelled = self._send("DELETE", url, headers={}, once=True)
-            cancelled.drain_conn()
 
     def _not_found(self, response: urllib3.BaseHTTPResponse, what: str) -> Exception:
         codes = _error_codes(response)

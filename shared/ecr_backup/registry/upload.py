@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from ecr_backup.errors import DigestMismatchError
+from ecr_backup.errors import DigestMismatchError, RegistryError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.streams import Readable, read_full
 from ecr_backup.settings import UPLOAD_BUFFER_SIZE
@@ -41,7 +41,7 @@ def upload_blob(
     chunk_size: int | None = None,
 ) -> None:
     """Upload `size` bytes of `source` as `digest`, in a new upload session."""
-    location = client._start_upload(repository, digest)
+    location = client.start_upload(repository, digest)
     try:
         if chunk_size is None:
             body = _stream_of(source, digest, size)
@@ -50,7 +50,7 @@ def upload_blob(
         else:
             _upload_in_chunks(client, location, digest, source, size=size, chunk_size=chunk_size)
     except BaseException:
-        client._cancel_upload(location)
+        client.cancel_upload(location)
         raise
 
 
@@ -87,9 +87,17 @@ def _patch(
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
     if content_range:
         headers["Content-Range"] = content_range
-    patched = client._send("PATCH", location, headers=headers, body=body)
-    client._raise_for_status(patched, f"upload {digest}", expect=PATCH_ACCEPTED)
-    return client._upload_location(patched)
+    next_location = client.send_to_upload(
+        "PATCH",
+        location,
+        headers=headers,
+        body=body,
+        expect=PATCH_ACCEPTED,
+        what=f"upload {digest}",
+    )
+    if next_location is None:
+        raise RegistryError("registry did not return an upload location")
+    return next_location
 
 
 def _commit(
@@ -100,13 +108,14 @@ def _commit(
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(last))}
     if last and offset:
         headers["Content-Range"] = f"{offset}-{offset + len(last) - 1}"
-    done = client._send(
+    client.send_to_upload(
         "PUT",
         f"{location}{separator}{urlencode({'digest': str(digest)})}",
         headers=headers,
         body=last,  # in memory: a throttled commit is sent again
+        expect=(201, 204),
+        what=f"finish upload of {digest}",
     )
-    client._raise_for_status(done, f"finish upload of {digest}", expect=(201, 204))
 
 
 def _stream_of(source: Readable, digest: Digest, size: int) -> Iterator[bytes]:
