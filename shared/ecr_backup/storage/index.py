@@ -254,13 +254,15 @@ class DynamoIndex(DynamoTable):
 
     def _image_pushed(self, repo_pk: str, digest: Digest, when: str) -> None:
         """IMAGE# keeps the first push time; a push newer than a recorded deletion brings
-        the image back (reconcile then stops reporting it gone)."""
+        the image back (reconcile then stops reporting it gone). A push is recorded only
+        once its image is complete (manifest last), so it also ends a prune's `pruned_at`:
+        the image is held again, and retention must judge it again."""
         key = self._key(repo_pk, f"IMAGE#{digest}")
         try:
             answer = self._db.update_item(
                 TableName=self.table,
                 Key=key,
-                UpdateExpression="SET #t = if_not_exists(#t, :t)",
+                UpdateExpression="SET #t = if_not_exists(#t, :t) REMOVE pruned_at",
                 ExpressionAttributeNames={"#t": "time"},
                 ExpressionAttributeValues={":t": text_attr(when)},
                 ReturnValues="ALL_NEW",

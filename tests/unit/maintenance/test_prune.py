@@ -115,6 +115,29 @@ def test_a_pruned_blob_is_copied_again_by_the_next_image_that_needs_it(
     assert verify(Catalog(services.store, services.index), deep=True).ok
 
 
+def test_an_image_pushed_again_after_its_prune_is_kept_by_the_next_prunes(
+    kit: Backup, services: AwsServices, clock: MovableClock, s3: Any
+) -> None:
+    """Prune marks the image pruned; a later push copies it back. That push must end the
+    mark, or retention would not judge the image and a later prune would delete it live."""
+    world = scene(kit, services, clock, s3)
+    services.pruner().run(dry_run=False)
+    clock.advance(hours=25)
+    services.pruner().run(dry_run=False)
+    assert world.gone.digest not in services.index.images("app")
+
+    kit.push("app", world.gone, "back", clock())  # the source pushes the same digest again
+    assert world.gone.digest in services.index.images("app")
+    clock.advance(days=2)  # past the grace period: youth no longer protects the copy
+    for _ in range(2):  # a mark, then a sweep
+        pruned = services.pruner().run(dry_run=False)
+        assert world.gone.digest not in digests(pruned.entries)
+        clock.advance(hours=25)
+    assert services.index.manifest(world.gone.digest) is not None
+    checked = verify(Catalog(services.store, services.index), deep=True)
+    assert checked.ok, checked.problems
+
+
 def test_reconcile_does_not_copy_back_what_retention_pruned_while_ecr_keeps_it(
     kit: Backup, services: AwsServices, clock: MovableClock
 ) -> None:
