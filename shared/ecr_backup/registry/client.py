@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Literal, overload
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import urllib3
@@ -196,6 +197,7 @@ class RegistryClient:
         self._raise_for_status(start, f"start upload of {digest} to {repository}", expect=(202,))
         return self._upload_location(start)
 
+    @overload
     def send_to_upload(
         self,
         method: str,
@@ -205,13 +207,38 @@ class RegistryClient:
         body: bytes | Iterator[bytes],
         expect: tuple[int, ...],
         what: str,
+        continues: Literal[True],
+    ) -> str: ...
+
+    @overload
+    def send_to_upload(
+        self,
+        method: str,
+        location: str,
+        *,
+        headers: dict[str, str],
+        body: bytes | Iterator[bytes],
+        expect: tuple[int, ...],
+        what: str,
+        continues: Literal[False] = False,
+    ) -> None: ...
+
+    def send_to_upload(
+        self,
+        method: str,
+        location: str,
+        *,
+        headers: dict[str, str],
+        body: bytes | Iterator[bytes],
+        expect: tuple[int, ...],
+        what: str,
+        continues: bool = False,
     ) -> str | None:
-        """One PATCH or PUT to an upload session (a streamed body is sent once); the
-        Location answered, absolute (after a PATCH: where the session continues), or None."""
+        """One PATCH or PUT to an upload session (a streamed body is sent once). When the
+        session `continues` (a PATCH), where it goes on: the Location the registry answered."""
         response = self._send(method, location, headers=headers, body=body)
         self._raise_for_status(response, what, expect=expect)
-        answered = response.headers.get("Location")
-        return urljoin(self.base_url + "/", answered) if answered else None
+        return self._upload_location(response) if continues else None
 
     def cancel_upload(self, location: str | None) -> None:
         """DELETE an upload session we will not finish; best effort (sessions also expire)."""

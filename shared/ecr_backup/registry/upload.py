@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
-from ecr_backup.errors import DigestMismatchError, RegistryError
+from ecr_backup.errors import DigestMismatchError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.streams import Readable, read_full
 from ecr_backup.settings import UPLOAD_BUFFER_SIZE
@@ -87,17 +87,15 @@ def _patch(
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(length)}
     if content_range:
         headers["Content-Range"] = content_range
-    next_location = client.send_to_upload(
+    return client.send_to_upload(
         "PATCH",
         location,
         headers=headers,
         body=body,
         expect=PATCH_ACCEPTED,
         what=f"upload {digest}",
+        continues=True,
     )
-    if next_location is None:
-        raise RegistryError("registry did not return an upload location")
-    return next_location
 
 
 def _commit(
