@@ -50,7 +50,11 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import boto3
+
 from devkit.servers import (
+    DUMMY_ACCESS_KEY,
+    DUMMY_SECRET_KEY,
     LocalRegistry,
     LoggedRequest,
     MotoServer,
@@ -460,6 +464,17 @@ class EcrRegistry(RequestCounting):
     def logged_requests(self) -> list[LoggedRequest]:
         with self.state.lock:
             return list(self.state.log)
+
+    def api_client(self, config: Any = None) -> Any:
+        """A boto3 ECR client whose calls go through this proxy (tokens, throttling)."""
+        return boto3.client(
+            "ecr",
+            endpoint_url=self.url,
+            region_name=self.aws.region,
+            aws_access_key_id=DUMMY_ACCESS_KEY,
+            aws_secret_access_key=DUMMY_SECRET_KEY,
+            config=config,
+        )
 
     @property
     def api_throttled(self) -> int:

@@ -53,6 +53,27 @@ def blob_digests(target: BackupTarget) -> set[str]:
     return {f"sha256:{key.rsplit('/', 1)[1]}" for key in target.blob_keys()}
 
 
+def push_small_images(
+    oci_images: OciLayoutBuilder,
+    registry: EcrRegistry,
+    repo: str,
+    tag_prefix: str,
+    count: int,
+    *,
+    seed: int,
+) -> list[BuiltManifest]:
+    """`count` one-layer images pushed to `repo`, each tagged `<tag_prefix><n>`."""
+    images = [
+        oci_images.simple_image(
+            ref=f"{tag_prefix}{n}", n_layers=1, layer_size=20_000, seed=seed + n
+        )
+        for n in range(count)
+    ]
+    for image in images:
+        skopeo_push(oci_images.path, image.ref, registry, repo, image.ref)
+    return images
+
+
 def test_backfill_copies_images_pushed_before_setup_with_their_push_times(
     backup_target: BackupTarget,
     registry: EcrRegistry,
@@ -200,12 +221,7 @@ def test_enqueue_sends_one_event_per_missing_image_that_handle_event_backs_up(
     oci_images: OciLayoutBuilder,
 ) -> None:
     repo = prefix() + "queued"
-    images = [
-        oci_images.simple_image(ref=f"q{n}", n_layers=1, layer_size=20_000, seed=500 + n)
-        for n in range(3)
-    ]
-    for image in images:
-        skopeo_push(oci_images.path, image.ref, registry, repo, image.ref)
+    images = push_small_images(oci_images, registry, repo, "q", 3, seed=500)
     sqs = moto_server.client("sqs")
     url = sqs.create_queue(QueueName=f"replicate-{uuid.uuid4().hex[:8]}")["QueueUrl"]
 
@@ -241,12 +257,7 @@ def test_backfill_rides_out_ecrs_api_throttling_and_fails_cleanly_when_it_persis
     """ECR's API throttles with ThrottlingException (HTTP 400): botocore's standard retries
     (3 attempts) ride out every other call refused; refusing them all ends in one line."""
     repo = prefix() + "throttled"
-    images = [
-        oci_images.simple_image(ref=f"t{n}", n_layers=1, layer_size=20_000, seed=700 + n)
-        for n in range(2)
-    ]
-    for image in images:
-        skopeo_push(oci_images.path, image.ref, registry, repo, image.ref)
+    images = push_small_images(oci_images, registry, repo, "t", 2, seed=700)
 
     before = registry.api_throttled
     with registry.quirks_changed(api_throttle_every=2):

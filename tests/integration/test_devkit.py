@@ -11,7 +11,6 @@ import tarfile
 import time
 from pathlib import Path
 
-import boto3
 import pytest
 import urllib3
 from botocore.config import Config
@@ -324,14 +323,7 @@ def test_proxy_refuses_what_ecr_refuses(registry: EcrRegistry) -> None:
 
 def _api_outcomes(registry: EcrRegistry, calls: int, action: str) -> list[str]:
     """Each call's outcome, with botocore's retries off: "ok" or "<code> <status>"."""
-    ecr = boto3.client(
-        "ecr",
-        endpoint_url=registry.url,
-        region_name=registry.aws.region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"mode": "standard", "total_max_attempts": 1}),
-    )
+    ecr = registry.api_client(Config(retries={"mode": "standard", "total_max_attempts": 1}))
     outcomes = []
     for _ in range(calls):
         try:

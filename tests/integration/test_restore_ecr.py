@@ -157,13 +157,7 @@ def test_a_throttled_token_call_is_retried(
     API throttles) is retried by botocore; the restore goes on."""
     image = oci_images.simple_image(ref="tt", n_layers=1, layer_size=100_000, seed=841)
     push_and_back_up(backup_target, registry, oci_images, image, "ecr/token-throttled", "v1", at(1))
-    ecr = boto3.client(
-        "ecr",
-        endpoint_url=registry.url,  # ECR's API for both registries (one account's tokens)
-        region_name=REGION,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    ecr = registry.api_client()  # ECR's API for both registries (one account's tokens)
     before = registry.api_throttled
     with registry.quirks_changed(api_throttle_every=2):
         ecr.describe_repositories()  # the first call passes: the restore's token call is next
