@@ -24,7 +24,7 @@ from typing import Protocol
 
 from ecr_backup.oci.digest import Digest
 from ecr_backup.registry.ecr_listing import EcrImage
-from ecr_backup.storage.records import Action, ImageEvent, TagState
+from ecr_backup.storage.records import Action, ImageEvent, RepositoryState, TagState
 
 _BATCH = 100  # keys per BatchGetItem call
 # event_id of what reconcile records: a push read from DescribeImages, or a change it saw.
@@ -43,9 +43,7 @@ class ReconcileIndex(Protocol):
 
     def complete_manifests(self, digests: Iterable[Digest]) -> set[Digest]: ...
 
-    def repository_state(
-        self, repository: str
-    ) -> tuple[list[TagState], dict[Digest, bool], set[Digest]]: ...
+    def repository_state(self, repository: str) -> RepositoryState: ...
 
 
 @dataclass(frozen=True)
@@ -153,12 +151,12 @@ class Reconciler:
     def _drift(
         self, repository: str, images: list[EcrImage], complete: set[Digest]
     ) -> RepositoryDrift:
-        tags, states, pruned = self._index.repository_state(repository)
+        state = self._index.repository_state(repository)
         held = _Held(
             complete={i.digest for i in images} & complete,
-            tags={t.tag: t for t in tags},
-            states=states,
-            pruned=pruned,
+            tags={t.tag: t for t in state.tags},
+            states=state.images,
+            pruned=state.pruned,
         )
         return _compare(repository, images, held, _Events(self._source, self._clock()))
 

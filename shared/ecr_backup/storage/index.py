@@ -42,6 +42,7 @@ from ecr_backup.storage.records import (
     Action,
     ImageEvent,
     ManifestRecord,
+    RepositoryState,
     TagState,
     format_time,
     parse_time,
@@ -324,24 +325,20 @@ class DynamoIndex(DynamoTable):
             for item in self._query(f"REPO#{repository}", begins_with="TAG#")
         ]
 
-    def repository_state(
-        self, repository: str
-    ) -> tuple[list[TagState], dict[Digest, bool], set[Digest]]:
+    def repository_state(self, repository: str) -> RepositoryState:
         """tags(), image_states() and the images prune removed, in one Query: IMAGE# and
         TAG# items sort after every HIST# one, and '~' after every tag character."""
-        tags: list[TagState] = []
-        images: dict[Digest, bool] = {}
-        pruned: set[Digest] = set()
+        state = RepositoryState()
         for item in self._query(f"REPO#{repository}", between=("IMAGE#", "TAG#~")):
             sort_key = item["sk"]["S"]
             if sort_key.startswith("TAG#"):
-                tags.append(_tag_state(repository, item))
+                state.tags.append(_tag_state(repository, item))
             elif sort_key.startswith("IMAGE#"):
                 digest = Digest.parse(sort_key.removeprefix("IMAGE#"))
-                images[digest] = "gone" in item
+                state.images[digest] = "gone" in item
                 if "pruned_at" in item:
-                    pruned.add(digest)
-        return tags, images, pruned
+                    state.pruned.add(digest)
+        return state
 
     def tag(self, repository: str, tag: str) -> TagState | None:
         """One tag's latest state (a GetItem), or None when the tag was never seen."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -128,6 +128,15 @@ class TagState:
     digest: Digest
     time: datetime
     action: Action
+
+
+@dataclass(frozen=True)
+class RepositoryState:
+    """What the index holds about one repository's tags and images."""
+
+    tags: list[TagState] = field(default_factory=list)
+    images: dict[Digest, bool] = field(default_factory=dict)  # ever pushed -> recorded deleted
+    pruned: set[Digest] = field(default_factory=set)  # images prune removed from the backup
 
 
 def display_time(moment: datetime) -> str:
