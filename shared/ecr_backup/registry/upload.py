@@ -1,8 +1,10 @@
 """Blob uploads a registry, ECR included, accepts.
 
-By default one streamed request per blob: one PATCH carries the whole stream, then
-PUT ?digest= commits it. That is what docker and containerd send, and what ECR handles
-(kitops-ml/kitops#822 moved to it for 15 GB layers). ECR answers the PATCH with 201 where
+By default one streamed request per blob: one PATCH carries the whole stream, then an
+empty PUT ?digest= commits it. That is what skopeo sends (the benchmark's registry log
+shows it) and what ECR handles; the other one-request form, a monolithic PUT, is what
+kitops moved to for ECR's large layers (kitops-ml/kitops#822), and measured no faster
+here (docs/bench.md). ECR answers the PATCH with 201 where
 the spec says 202 (openai/tart#273, jdx/mise#11376), older registries with 204: all three
 count. Several PATCHes per session are sent only when a chunk size is given, for
 registries that refuse big requests: ECR has been reported to drop every PATCH body after
