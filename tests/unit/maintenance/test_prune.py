@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ecr_backup.composition import AwsServices
+from ecr_backup.maintenance.rebuild import rebuild_index
 from ecr_backup.maintenance.reconcile import Reconciler, Source
 from ecr_backup.maintenance.retention import judge
 from ecr_backup.maintenance.stats import s3_standard_monthly, stats
@@ -14,8 +15,9 @@ from ecr_backup.maintenance.verify import verify
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.restore.catalog import Catalog
+from ecr_backup.settings import Settings
 from tests.helpers import BUCKET, Backup, FakeEcr
-from tests.unit.maintenance.conftest import MovableClock
+from tests.unit.maintenance.conftest import PREFIX, MovableClock
 
 
 @dataclass
@@ -136,6 +138,38 @@ def test_an_image_pushed_again_after_its_prune_is_kept_by_the_next_prunes(
     assert services.index.manifest(world.gone.digest) is not None
     checked = verify(Catalog(services.store, services.index), deep=True)
     assert checked.ok, checked.problems
+
+
+def test_after_rebuild_index_retention_prunes_the_pruned_image_again_and_keeps_the_rest(
+    kit: Backup, services: AwsServices, clock: MovableClock, s3: Any
+) -> None:
+    """A prune's delete marker looks like anyone's, so rebuild-index brings a pruned image
+    back from its older versions. Retention must then judge it again, as before the
+    rebuild: mark and sweep its own objects, touch nothing a kept image needs."""
+    world = scene(kit, services, clock, s3)
+    services.pruner().run(dry_run=False)
+    clock.advance(hours=25)
+    assert services.pruner().run(dry_run=False).images_pruned == [("app", world.gone.digest)]
+
+    settings = Settings(
+        bucket=BUCKET, table="rebuilt-index", prefix=PREFIX, keep_deleted_days=90, keep_per_tag=1
+    )
+    rebuilt = AwsServices(settings, services.session, clock=clock)
+    report = rebuild_index(rebuilt.store, rebuilt.index)
+    assert report.manifests_incomplete == []
+    assert set(rebuilt.index.images("app")) == {world.kept.digest, world.gone.digest}
+
+    marked = rebuilt.pruner().run(dry_run=False)
+    assert digests(marked.of("mark")) == world.unshared()
+    clock.advance(hours=25)
+    swept = rebuilt.pruner().run(dry_run=False)
+    assert digests(swept.of("delete")) == world.unshared() - {world.locked}
+    assert swept.images_pruned == [("app", world.gone.digest)]
+    assert rebuilt.index.images("app") == [world.kept.digest]
+    checked = verify(Catalog(rebuilt.store, rebuilt.index), deep=True)
+    assert checked.ok, checked.problems
+    assert checked.images == 1
+    rebuilt.store.close()
 
 
 def test_reconcile_does_not_copy_back_what_retention_pruned_while_ecr_keeps_it(
