@@ -324,6 +324,7 @@ class AwsServices:
             login.password if login else None,
             repositories,
             push=False,
+            identity_token=login.identity_token if login else None,
             http=http,
         )
 

@@ -74,8 +74,13 @@ class ChallengeCredentials:
 
     Basic sends the user and password; Bearer (Docker Hub, GHCR, Harbor, distribution with
     token auth) gets one token covering every repository the restore touches, since our
-    registry client asks for credentials without saying for which request.
+    registry client asks for credentials without saying for which request. A login saved as
+    an identity token (what `docker login` keeps for Azure Container Registry, for one)
+    is an OAuth2 refresh token: it is exchanged at the realm by POST, as the distribution
+    token spec's OAuth2 flow says, instead of the GET with the user and password.
     """
+
+    CLIENT_ID = "ecr-backup"  # the OAuth2 flow asks clients to name themselves
 
     def __init__(
         self,
@@ -85,11 +90,13 @@ class ChallengeCredentials:
         repositories: Sequence[str],
         *,
         push: bool = True,
+        identity_token: str | None = None,
         http: urllib3.PoolManager | None = None,
     ) -> None:
         self._base_url = base_url
         self._username = username
         self._password = password or ""
+        self._identity_token = identity_token
         # The first repository is the one written to (when pushing); the others are read.
         self._scopes = [
             f"repository:{r}:{'pull,push' if push and i == 0 else 'pull'}"
@@ -111,10 +118,15 @@ class ChallengeCredentials:
     def _login(self) -> str | None:
         probe = self._get(f"{self._base_url}/v2/", {}, redirect=False)
         if probe.status != 401:
-            return self._basic() if self._username else None
+            return self._basic() if self._username and not self._identity_token else None
         challenge = probe.headers.get("WWW-Authenticate", "")
         scheme = challenge.split(" ", 1)[0].lower()
         if scheme == "basic":
+            if self._identity_token:
+                raise RegistryAuthError(
+                    f"{self._base_url} wants a user name and password, and the saved login "
+                    "is an identity token: pass --to-username with ECR_BACKUP_TARGET_PASSWORD"
+                )
             if not self._username:
                 raise RegistryAuthError(
                     f"{self._base_url} wants a user name and password: log in with docker, "
@@ -127,13 +139,39 @@ class ChallengeCredentials:
         realm = params.get("realm")
         if not realm:
             raise RegistryError(f"{self._base_url}: bearer challenge without a realm")
-        query = [("scope", s) for s in self._scopes]
-        if params.get("service"):
-            query.insert(0, ("service", params["service"]))
-        headers = {}
-        if self._username:
-            headers["Authorization"] = self._basic()
-        answer = self._get(f"{realm}?{urlencode(query)}", headers)
+        service = params.get("service")
+        if self._identity_token:
+            answer = self._exchange_refresh_token(realm, service, self._identity_token)
+        else:
+            query = [("scope", s) for s in self._scopes]
+            if service:
+                query.insert(0, ("service", service))
+            headers = {"Authorization": self._basic()} if self._username else {}
+            answer = self._get(f"{realm}?{urlencode(query)}", headers)
+        return self._bearer(realm, answer)
+
+    def _exchange_refresh_token(
+        self, realm: str, service: str | None, refresh_token: str
+    ) -> urllib3.BaseHTTPResponse:
+        form = {
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": self.CLIENT_ID,
+            "scope": " ".join(self._scopes),
+            **({"service": service} if service else {}),
+        }
+        try:
+            return self._http.request(
+                "POST",
+                realm,
+                body=urlencode(form),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+        except Urllib3Error as e:
+            raise registry_unreachable(f"log in to {self._base_url}", realm, e) from e
+
+    def _bearer(self, realm: str, answer: urllib3.BaseHTTPResponse) -> str:
+        """The Authorization header from a token endpoint's answer (GET or OAuth2 POST)."""
         if answer.status != 200:
             # Refused credentials are the person's to fix; anything else is the service's.
             kind = RegistryAuthError if answer.status in (401, 403) else RegistryError

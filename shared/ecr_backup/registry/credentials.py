@@ -39,8 +39,11 @@ class RegistryLogin:
     username: str
     password: str
     source: str  # the file or helper it came from, for logs and errors
+    # An OAuth2 refresh token (docker's "identitytoken", a helper's "<token>" user): when
+    # set, it is what logs in, and the user name and password are not used.
+    identity_token: str | None = None
 
-    def __repr__(self) -> str:  # never the password, not even in a debug log
+    def __repr__(self) -> str:  # never a secret, not even in a debug log
         return f"RegistryLogin(username={self.username!r}, source={self.source!r})"
 
 
@@ -139,6 +142,9 @@ def _hostname(key: str) -> str:
 def _from_entry(entry: Any, path: str, host: str) -> RegistryLogin | None:
     if not isinstance(entry, dict):
         return None
+    if entry.get("identitytoken"):
+        # docker keeps an "auth" beside it (a placeholder user, no password); the token wins.
+        return RegistryLogin("<token>", "", path, identity_token=str(entry["identitytoken"]))
     if entry.get("auth"):
         try:
             decoded = base64.b64decode(str(entry["auth"]), validate=True).decode()
@@ -150,8 +156,6 @@ def _from_entry(entry: Any, path: str, host: str) -> RegistryLogin | None:
         return RegistryLogin(username, password, path)
     if entry.get("username"):
         return RegistryLogin(str(entry["username"]), str(entry.get("password", "")), path)
-    if entry.get("identitytoken"):
-        log.warning("%s: identity tokens (OAuth refresh) are not supported for %s", path, host)
     return None
 
 
@@ -178,7 +182,6 @@ def _from_helper(name: str, server: str, runner: HelperRunner) -> RegistryLogin 
         username, secret = str(document["Username"]), str(document["Secret"])
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ConfigurationError(f"{program} get answered something other than credentials") from e
-    if username == "<token>":
-        log.warning("%s returned an identity token, which is not supported", program)
-        return None
+    if username == "<token>":  # the helpers' way of returning an identity token
+        return RegistryLogin(username, "", program, identity_token=secret)
     return RegistryLogin(username, secret, program)

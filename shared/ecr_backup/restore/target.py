@@ -132,19 +132,26 @@ def target_credentials(
             raise InvalidInputError("ECR auth needs an AWS session")
         account, region = ecr_identity(target, session)
         return TokenCredentials(EcrTokenSource(session, account, region))
+    identity_token = None
     if not explicit:
         login = login_finder(target.host)
         if login is not None:
             username, password = login.username, login.password
+            identity_token = login.identity_token
     if auth == "basic":
-        if not username:
+        if not username or identity_token:
             raise InvalidInputError(
-                f"--to-auth basic needs --to-username or a login for {target.host} in the "
-                "registry auth files"
+                f"--to-auth basic needs --to-username or a login with a user name and "
+                f"password for {target.host} in the registry auth files"
             )
         return BasicCredentials(username, password or "")
     return ChallengeCredentials(
-        target.url, username, password, [target.repository, *mount_from], http=http
+        target.url,
+        username,
+        password,
+        [target.repository, *mount_from],
+        identity_token=identity_token,
+        http=http,
     )
 
 

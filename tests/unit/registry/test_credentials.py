@@ -127,6 +127,30 @@ def test_a_failing_or_missing_helper_is_a_configuration_error(
         find_login(HOST, env)
 
 
+def test_identity_tokens_from_files_and_helpers_reach_the_bearer_login(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = {"DOCKER_CONFIG": str(tmp_path)}
+    # What `docker login` keeps for an identity token: a placeholder user beside it.
+    entry = {**auth("00000000-0000-0000-0000-000000000000", ""), "identitytoken": "refresh-1"}
+    write(tmp_path / "config.json", {"auths": {HOST: entry}})
+    login = find_login(HOST, env)
+    assert login is not None and login.identity_token == "refresh-1"
+    assert "refresh-1" not in repr(login)
+    helper_on_path(
+        tmp_path, monkeypatch, "acr", 'read s; echo \'{"Username":"<token>","Secret":"refresh-2"}\''
+    )
+    write(tmp_path / "config.json", {"credHelpers": {HOST: "acr"}})
+    login = find_login(HOST, env)
+    assert login is not None and login.identity_token == "refresh-2"
+
+    target = parse_target(f"{HOST}/team/app")
+    creds = target_credentials(target, login_finder=lambda host: login)
+    assert isinstance(creds, ChallengeCredentials) and creds._identity_token == "refresh-2"
+    with pytest.raises(InvalidInputError, match="--to-username or a login"):
+        target_credentials(target, auth="basic", login_finder=lambda host: login)
+
+
 class Session:
     """Only what target_credentials touches when the host names the ECR registry."""
 

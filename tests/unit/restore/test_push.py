@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
 import boto3
 import pytest
@@ -149,14 +150,23 @@ class ScriptedHttp:
     def __init__(self, challenge: str, token: dict[str, Any] | None = None) -> None:
         self.challenge = challenge
         self.token = token or {}
+        self.methods: list[str] = []
         self.urls: list[str] = []
         self.headers: list[dict[str, str]] = []
+        self.bodies: list[str | None] = []
 
     def request(
-        self, method: str, url: str, headers: dict[str, str] | None = None, **_: Any
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str] | None = None,
+        body: str | None = None,
+        **_: Any,
     ) -> Any:
+        self.methods.append(method)
         self.urls.append(url)
         self.headers.append(headers or {})
+        self.bodies.append(body)
 
         class Answer:
             status = 401 if url.endswith("/v2/") else 200
@@ -186,6 +196,46 @@ def test_bearer_challenge_gets_one_token_for_every_repository() -> None:
     assert "scope=repository%3Abase%3Apull" in token_url
     assert http.headers[1]["Authorization"].startswith("Basic ")
     assert len(http.urls) == 2
+
+
+def test_an_identity_token_is_exchanged_for_a_token_by_an_oauth2_post() -> None:
+    http = ScriptedHttp(
+        'Bearer realm="https://auth.example.com/oauth2/token",service="registry.example.com"',
+        {"access_token": "acc", "expires_in": 300},
+    )
+    credentials = ChallengeCredentials(
+        "https://registry.example.com",
+        "<token>",
+        "",
+        ["app", "base"],
+        identity_token="refresh-1",
+        http=http,  # type: ignore[arg-type]
+    )
+    assert credentials.authorization() == "Bearer acc"
+    assert http.methods == ["GET", "POST"]
+    assert http.urls[1] == "https://auth.example.com/oauth2/token"
+    assert http.headers[1] == {"Content-Type": "application/x-www-form-urlencoded"}
+    assert dict(parse_qsl(http.bodies[1] or "")) == {
+        "grant_type": "refresh_token",
+        "refresh_token": "refresh-1",
+        "client_id": "ecr-backup",
+        "service": "registry.example.com",
+        "scope": "repository:app:pull,push repository:base:pull",
+    }
+    assert credentials.authorization() == "Bearer acc"  # cached
+    assert len(http.urls) == 2
+
+    basic = ScriptedHttp('Basic realm="registry"')
+    with_token = ChallengeCredentials(
+        "http://r",
+        "<token>",
+        "",
+        ["app"],
+        identity_token="refresh-1",
+        http=basic,  # type: ignore[arg-type]
+    )
+    with pytest.raises(RegistryAuthError, match="identity token"):
+        with_token.authorization()
 
 
 def test_basic_challenge_without_a_user_is_a_clear_error() -> None:
