@@ -25,6 +25,7 @@ from devkit.servers import (
     ecr_password_from_moto,
     free_port,
 )
+from devkit.token_auth import TokenServer
 
 __all__ = [
     "BuiltManifest",
@@ -38,6 +39,7 @@ __all__ = [
     "MotoServer",
     "OciLayoutBuilder",
     "Registry",
+    "TokenServer",
     "ecr_password_from_moto",
     "free_port",
     "http_push",

@@ -20,13 +20,16 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Protocol, Self
+from typing import IO, TYPE_CHECKING, Any, Protocol, Self
 
 import bcrypt
 import boto3
 import urllib3
 
 from devkit.ecr_control import EcrControlPlane
+
+if TYPE_CHECKING:
+    from devkit.token_auth import TokenServer
 
 REGION = "us-east-1"
 DUMMY_ACCESS_KEY = "testing"
@@ -302,10 +305,11 @@ class LocalRegistry(RequestCounting, _ManagedProcess):
 
     Blob GETs answer 307 to a presigned moto URL (like ECR redirecting to S3)
     unless `redirect=False`. With `password`, the registry requires HTTP basic
-    auth for `username`. With `tls`, it serves HTTPS with a self-signed certificate for
-    127.0.0.1 (`ca_path` is the certificate to trust). With `ecr`, every image the devkit
-    pushes is also registered with that ECR control plane (moto), so DescribeImages lists
-    what this registry serves.
+    auth for `username`; with `token_server` (devkit/token_auth.py), bearer tokens from it
+    instead, as Docker Hub, Harbor or ACR hand out. With `tls`, it serves HTTPS with a
+    self-signed certificate for 127.0.0.1 (`ca_path` is the certificate to trust). With
+    `ecr`, every image the devkit pushes is also registered with that ECR control plane
+    (moto), so DescribeImages lists what this registry serves.
     """
 
     name = "registry"
@@ -321,12 +325,15 @@ class LocalRegistry(RequestCounting, _ManagedProcess):
         binary: str = REGISTRY_BINARY,
         startup_timeout: float = 30.0,
         ecr: EcrControlPlane | None = None,
+        token_server: TokenServer | None = None,
     ) -> None:
         super().__init__(startup_timeout)
         self.storage = storage
         self.ecr = ecr
-        self.username = username
-        self.password = password
+        self.token_server = token_server
+        # With a token server, its user logs in (skopeo fetches tokens with these).
+        self.username = token_server.username if token_server else username
+        self.password = token_server.password if token_server else password
         self.redirect = redirect
         self.tls = tls
         self.binary = binary
@@ -398,7 +405,9 @@ class LocalRegistry(RequestCounting, _ManagedProcess):
                 "maintenance": {"uploadpurging": {"enabled": False}},
             },
         }
-        if self.password is not None:
+        if self.token_server is not None:
+            config["auth"] = self.token_server.registry_auth_config()
+        elif self.password is not None:
             htpasswd = self._workdir / "htpasswd"
             hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=4))
             htpasswd.write_text(f"{self.username}:{hashed.decode()}\n")
@@ -425,6 +434,8 @@ class LocalRegistry(RequestCounting, _ManagedProcess):
     @property
     def auth_headers(self) -> dict[str, str]:
         """Basic-auth headers for this registry ({} when auth is off)."""
+        if self.token_server is not None:
+            raise NotImplementedError("a token-auth registry takes bearer tokens only")
         if self.password is None:
             return {}
         return urllib3.make_headers(basic_auth=f"{self.username}:{self.password}")

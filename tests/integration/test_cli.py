@@ -26,6 +26,7 @@ from devkit import (
     LocalRegistry,
     MotoServer,
     OciLayoutBuilder,
+    TokenServer,
     skopeo_inspect_raw,
     skopeo_push,
 )
@@ -102,6 +103,46 @@ def test_restore_with_the_login_only_in_docker_config(
     restored = run(env, "restore", "login/app:v1", "--to", to)
     assert restored.returncode == 0, restored.stderr
     assert skopeo_inspect_raw(empty_registry, "login/config", "v1") == image.manifest
+
+
+def test_restore_into_a_token_registry_with_an_identity_token_or_a_password(
+    backup_target: BackupTarget,
+    registry: EcrRegistry,
+    registry_storage: MotoServer,
+    oci_images: OciLayoutBuilder,
+    tmp_path: Path,
+) -> None:
+    """A registry with bearer tokens (Docker Hub, Harbor, ACR): the login docker saved as an
+    identity token goes through the OAuth2 POST; a user and password through the GET."""
+    image = oci_images.simple_image(ref="v1", n_layers=1, seed=821)
+    push_and_back_up(backup_target, registry, oci_images, image, "token/app", "v1", at(1))
+    env = no_login_env(backup_target, tmp_path)
+    with TokenServer() as tokens, LocalRegistry(registry_storage, token_server=tokens) as target:
+        # What `docker login` saves for ACR: a placeholder user beside the refresh token.
+        placeholder = base64.b64encode(b"00000000-0000-0000-0000-000000000000:").decode()
+        entry = {"auth": placeholder, "identitytoken": tokens.identity_token()}
+        config = Path(env["DOCKER_CONFIG"]) / "config.json"
+        config.write_text(json.dumps({"auths": {target.host: entry}}))
+        restored = run(env, "restore", "token/app:v1", "--to", f"{target.host}/token/oauth")
+        assert restored.returncode == 0, restored.stderr
+        assert skopeo_inspect_raw(target, "token/oauth", "v1") == image.manifest
+        oauth = [r for r in tokens.requests if r.method == "POST"]
+        assert [r.grant_type for r in oauth] == ["refresh_token"]
+        # Push to the target; pull from the source's name there, for mounts.
+        assert oauth[0].scopes == ("repository:token/oauth:pull,push", "repository:token/app:pull")
+
+        entry = {"identitytoken": "not-issued-by-this-server"}
+        config.write_text(json.dumps({"auths": {target.host: entry}}))
+        denied = run(env, "restore", "token/app:v1", "--to", f"{target.host}/token/denied")
+        assert denied.returncode == 3
+        (line,) = denied.stderr.splitlines()  # one line, naming the refusal
+        assert line.endswith("/token: token request refused (HTTP 401)")
+
+        docker_login(env, target)  # a user and password: the token comes by GET
+        before = len(tokens.requests)
+        restored = run(env, "restore", "token/app:v1", "--to", f"{target.host}/token/basic")
+        assert restored.returncode == 0, restored.stderr
+        assert {(r.method, r.grant_type) for r in tokens.requests[before:]} == {("GET", "basic")}
 
 
 def test_restore_through_a_credential_helper_on_path(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import hashlib
 import io
@@ -21,6 +22,7 @@ from devkit import (
     LocalRegistry,
     MotoServer,
     OciLayoutBuilder,
+    TokenServer,
     ecr_password_from_moto,
     http_push,
     http_push_manifest,
@@ -93,6 +95,45 @@ def test_servers_are_stopped_on_exit() -> None:
 
 
 # --- images -------------------------------------------------------------------------
+
+
+def test_token_server_answers_both_grants_and_is_strict_about_client_id() -> None:
+    with TokenServer(password="pw") as tokens:
+        scope = "repository:a/b:pull,push"
+        refresh = tokens.identity_token()
+        ok, document = tokens.answer(
+            "POST",
+            "",
+            f"grant_type=refresh_token&refresh_token={refresh}&client_id=t&scope={scope}",
+            "",
+        )
+        assert ok == 200 and document["expires_in"] > 0
+        claims = json.loads(_b64url_decode(document["access_token"].split(".")[1]))
+        assert claims["access"] == [
+            {"type": "repository", "name": "a/b", "actions": ["pull", "push"]}
+        ]
+        assert claims["aud"] == tokens.service and claims["iss"] == tokens.issuer
+        no_client, _ = tokens.answer(
+            "POST", "", f"grant_type=refresh_token&refresh_token={refresh}", ""
+        )
+        assert no_client == 400  # the spec makes client_id REQUIRED
+        unknown, _ = tokens.answer(
+            "POST", "", "grant_type=refresh_token&refresh_token=x&client_id=t", ""
+        )
+        assert unknown == 401
+        offline, document = tokens.answer(
+            "POST",
+            "",
+            "grant_type=password&username=tokenuser&password=pw&client_id=t&access_type=offline",
+            "",
+        )
+        assert offline == 200 and document["refresh_token"]
+        basic = "Basic " + base64.b64encode(b"tokenuser:wrong").decode()
+        assert tokens.answer("GET", f"scope={scope}", "", basic)[0] == 401
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def test_random_layer_is_a_deterministic_gzipped_tar(tmp_path: Path) -> None:
