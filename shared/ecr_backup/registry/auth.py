@@ -116,7 +116,7 @@ class ChallengeCredentials:
             return self._header
 
     def _login(self) -> str | None:
-        probe = self._get(f"{self._base_url}/v2/", {}, redirect=False)
+        probe = self._request("GET", f"{self._base_url}/v2/", {}, redirect=False)
         if probe.status != 401:
             return self._basic() if self._username and not self._identity_token else None
         challenge = probe.headers.get("WWW-Authenticate", "")
@@ -147,7 +147,7 @@ class ChallengeCredentials:
             if service:
                 query.insert(0, ("service", service))
             headers = {"Authorization": self._basic()} if self._username else {}
-            answer = self._get(f"{realm}?{urlencode(query)}", headers)
+            answer = self._request("GET", f"{realm}?{urlencode(query)}", headers)
         return self._bearer(realm, answer)
 
     def _exchange_refresh_token(
@@ -160,15 +160,8 @@ class ChallengeCredentials:
             "scope": " ".join(self._scopes),
             **({"service": service} if service else {}),
         }
-        try:
-            return self._http.request(
-                "POST",
-                realm,
-                body=urlencode(form),
-                headers={"Content-Type": "application/x-www-form-urlencoded"},
-            )
-        except Urllib3Error as e:
-            raise registry_unreachable(f"log in to {self._base_url}", realm, e) from e
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        return self._request("POST", realm, headers, body=urlencode(form))
 
     def _bearer(self, realm: str, answer: urllib3.BaseHTTPResponse) -> str:
         """The Authorization header from a token endpoint's answer (GET or OAuth2 POST)."""
@@ -194,11 +187,17 @@ class ChallengeCredentials:
         self._expires = time.monotonic() + max(lifetime - 10, 10)
         return f"Bearer {token}"
 
-    def _get(
-        self, url: str, headers: dict[str, str], *, redirect: bool = True
+    def _request(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str],
+        *,
+        body: str | None = None,
+        redirect: bool = True,
     ) -> urllib3.BaseHTTPResponse:
         try:
-            return self._http.request("GET", url, headers=headers, redirect=redirect)
+            return self._http.request(method, url, headers=headers, body=body, redirect=redirect)
         except Urllib3Error as e:
             raise registry_unreachable(f"log in to {self._base_url}", url, e) from e
 
