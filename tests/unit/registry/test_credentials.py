@@ -249,5 +249,12 @@ def test_a_non_ecr_source_reads_the_same_files_when_asked(
         assert (credentials._username, credentials._password) == ("puller", "pw")
         assert credentials._scopes == [f"repository:{repository}:pull"]
     assert source.client("team/app") is source.client("team/app")
+    write(tmp_path / "config.json", {"auths": {HOST: {"identitytoken": "refresh-3"}}})
+    with_token = AwsServices(settings, Session())  # type: ignore[arg-type]
+    token_source = with_token.source("123456789012", "eu-west-1")
+    assert isinstance(token_source, PerRepository)
+    credentials = token_source.client("team/app")._credentials
+    assert isinstance(credentials, ChallengeCredentials)
+    assert credentials._identity_token == "refresh-3"
     ecr = AwsServices(Settings(bucket="backup-bucket"), Session())  # type: ignore[arg-type]
     assert ecr.source("123456789012", "eu-west-1") is ecr.registry("123456789012", "eu-west-1")
