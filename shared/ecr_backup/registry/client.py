@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal, overload
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import urllib3
@@ -197,48 +196,33 @@ class RegistryClient:
         self._raise_for_status(start, f"start upload of {digest} to {repository}", expect=(202,))
         return self._upload_location(start)
 
-    @overload
     def send_to_upload(
         self,
-        method: str,
         location: str,
         *,
         headers: dict[str, str],
         body: bytes | Iterator[bytes],
         expect: tuple[int, ...],
         what: str,
-        continues: Literal[True],
-    ) -> str: ...
-
-    @overload
-    def send_to_upload(
-        self,
-        method: str,
-        location: str,
-        *,
-        headers: dict[str, str],
-        body: bytes | Iterator[bytes],
-        expect: tuple[int, ...],
-        what: str,
-        continues: Literal[False] = False,
-    ) -> None: ...
-
-    def send_to_upload(
-        self,
-        method: str,
-        location: str,
-        *,
-        headers: dict[str, str],
-        body: bytes | Iterator[bytes],
-        expect: tuple[int, ...],
-        what: str,
-        continues: bool = False,
-    ) -> str | None:
-        """One PATCH or PUT to an upload session (a streamed body is sent once). When the
-        session `continues` (a PATCH), where it goes on: the Location the registry answered."""
-        response = self._send(method, location, headers=headers, body=body)
+    ) -> str:
+        """PATCH data into an upload session (a streamed body is sent once); where the
+        session goes on: the Location the registry answered."""
+        response = self._send("PATCH", location, headers=headers, body=body)
         self._raise_for_status(response, what, expect=expect)
-        return self._upload_location(response) if continues else None
+        return self._upload_location(response)
+
+    def finish_upload(
+        self,
+        location: str,
+        *,
+        headers: dict[str, str],
+        body: bytes,
+        expect: tuple[int, ...],
+        what: str,
+    ) -> None:
+        """PUT the session's last bytes (maybe none) with ?digest= in `location`: the commit."""
+        response = self._send("PUT", location, headers=headers, body=body)
+        self._raise_for_status(response, what, expect=expect)
 
     def cancel_upload(self, location: str | None) -> None:
         """DELETE an upload session we will not finish; best effort (sessions also expire)."""

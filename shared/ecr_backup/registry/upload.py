@@ -90,13 +90,7 @@ def _patch(
     if content_range:
         headers["Content-Range"] = content_range
     return client.send_to_upload(
-        "PATCH",
-        location,
-        headers=headers,
-        body=body,
-        expect=PATCH_ACCEPTED,
-        what=f"upload {digest}",
-        continues=True,
+        location, headers=headers, body=body, expect=PATCH_ACCEPTED, what=f"upload {digest}"
     )
 
 
@@ -108,8 +102,7 @@ def _commit(
     headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(last))}
     if last and offset:
         headers["Content-Range"] = f"{offset}-{offset + len(last) - 1}"
-    client.send_to_upload(
-        "PUT",
+    client.finish_upload(
         f"{location}{separator}{urlencode({'digest': str(digest)})}",
         headers=headers,
         body=last,  # in memory: a throttled commit is sent again
