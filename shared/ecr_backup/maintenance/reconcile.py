@@ -24,7 +24,7 @@ from typing import Protocol
 
 from ecr_backup.oci.digest import Digest
 from ecr_backup.registry.ecr_listing import EcrImage
-from ecr_backup.storage.records import Action, ImageEvent, RepositoryState, TagState
+from ecr_backup.storage.records import Action, ImageEvent, RepositoryState
 
 _BATCH = 100  # keys per BatchGetItem call
 # event_id of what reconcile records: a push read from DescribeImages, or a change it saw.
@@ -152,23 +152,7 @@ class Reconciler:
         self, repository: str, images: list[EcrImage], complete: set[Digest]
     ) -> RepositoryDrift:
         state = self._index.repository_state(repository)
-        held = _Held(
-            complete={i.digest for i in images} & complete,
-            tags={t.tag: t for t in state.tags},
-            states=state.images,
-            pruned=state.pruned,
-        )
-        return _compare(repository, images, held, _Events(self._source, self._clock()))
-
-
-@dataclass(frozen=True)
-class _Held:
-    """What the index says about one repository."""
-
-    complete: set[Digest]  # of the images ECR lists, those whose manifest is complete
-    tags: dict[str, TagState]
-    states: dict[Digest, bool]  # every image ever pushed -> recorded deleted
-    pruned: set[Digest]  # images prune removed from the backup
+        return _compare(repository, images, complete, state, _Events(self._source, self._clock()))
 
 
 @dataclass(frozen=True)
@@ -203,11 +187,16 @@ class _Events:
 
 
 def _compare(
-    repository: str, images: list[EcrImage], index: _Held, events: _Events
+    repository: str,
+    images: list[EcrImage],
+    complete: set[Digest],
+    index: RepositoryState,
+    events: _Events,
 ) -> RepositoryDrift:
+    """`complete`: digests whose manifest the index holds complete (others' may be there)."""
     drift = RepositoryDrift(repository, images=len(images))
     for image in images:
-        held = image.digest in index.complete
+        held = image.digest in complete
         if not image.pullable:
             (drift.archived_held if held else drift.archived_missing).append(image)
             if not held:
@@ -227,7 +216,7 @@ def _compare(
 
 
 def _image_events(
-    image: EcrImage, index: _Held, events: _Events
+    image: EcrImage, index: RepositoryState, events: _Events
 ) -> tuple[list[ImageEvent], list[ImageEvent]]:
     """(pushes at ECR's push time, changes observed now) that bring the index up to ECR."""
     pushes: list[ImageEvent] = []
@@ -241,19 +230,19 @@ def _image_events(
         else:
             observed.append(events.push(image, tag, observed=True))  # moved since
     if not image.tags:
-        if image.digest not in index.states:
+        if image.digest not in index.images:
             pushes.append(events.push(image, None))
-        elif index.states[image.digest]:  # recorded deleted, yet ECR has it again
+        elif index.images[image.digest]:  # recorded deleted, yet ECR has it again
             observed.append(events.push(image, None, observed=True))
     return pushes, observed
 
 
 def _find_gone(
-    drift: RepositoryDrift, images: list[EcrImage], index: _Held, events: _Events
+    drift: RepositoryDrift, images: list[EcrImage], index: RepositoryState, events: _Events
 ) -> None:
     in_ecr = {i.digest for i in images}
     tagged_in_ecr = {t for i in images for t in i.tags}
-    for digest, gone in sorted(index.states.items()):
+    for digest, gone in sorted(index.images.items()):
         if not gone and digest not in in_ecr:
             drift.gone.append(events.deletion(drift.repository, digest, None))
     for tag, state in sorted(index.tags.items()):

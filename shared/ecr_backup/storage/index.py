@@ -332,7 +332,8 @@ class DynamoIndex(DynamoTable):
         for item in self._query(f"REPO#{repository}", between=("IMAGE#", "TAG#~")):
             sort_key = item["sk"]["S"]
             if sort_key.startswith("TAG#"):
-                state.tags.append(_tag_state(repository, item))
+                tag = _tag_state(repository, item)
+                state.tags[tag.tag] = tag
             elif sort_key.startswith("IMAGE#"):
                 digest = Digest.parse(sort_key.removeprefix("IMAGE#"))
                 state.images[digest] = "gone" in item

@@ -134,7 +134,7 @@ class TagState:
 class RepositoryState:
     """What the index holds about one repository's tags and images."""
 
-    tags: list[TagState] = field(default_factory=list)
+    tags: dict[str, TagState] = field(default_factory=dict)  # by tag, removed ones included
     images: dict[Digest, bool] = field(default_factory=dict)  # ever pushed -> recorded deleted
     pruned: set[Digest] = field(default_factory=set)  # images prune removed from the backup
 
