@@ -59,7 +59,7 @@ from devkit.servers import (
     LoggedRequest,
     MotoServer,
     RequestCounting,
-    free_port,
+    ServedInThread,
 )
 
 MiB = 1024 * 1024
@@ -364,9 +364,7 @@ class EcrRegistry(RequestCounting):
         self.state = _State(quirks or EcrQuirks(), set(repositories or ()))
         if tokens is not None:
             self.state.tokens = tokens.state.tokens
-        self.port = 0
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._served: ServedInThread | None = None
         self._ecr: Any = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -376,13 +374,7 @@ class EcrRegistry(RequestCounting):
         try:
             self._ecr = self.aws.client("ecr")
             handler = type("Handler", (_Handler,), {"proxy": self})
-            self.port = free_port()
-            self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-            self._server.daemon_threads = True
-            self._thread = threading.Thread(
-                target=self._server.serve_forever, name="ecr-proxy", daemon=True
-            )
-            self._thread.start()
+            self._served = ServedInThread(handler, "ecr-proxy")
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -394,13 +386,9 @@ class EcrRegistry(RequestCounting):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        if self._served is not None:
+            self._served.stop()
+            self._served = None
         self.upstream.__exit__(None, None, None)
 
     # -- what tests see ----------------------------------------------------------------------
@@ -425,6 +413,11 @@ class EcrRegistry(RequestCounting):
     @property
     def host(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def port(self) -> int:
+        assert self._served is not None, "the proxy is not running"
+        return self._served.port
 
     @property
     def url(self) -> str:

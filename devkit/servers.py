@@ -7,6 +7,7 @@ manager exits, so a test run never leaves processes behind.
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import os
 import re
@@ -16,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +48,22 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+class ServedInThread:
+    """An http.server on 127.0.0.1 and a free port, serving from a thread until stop()."""
+
+    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler], name: str) -> None:
+        self.port = free_port()
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
 
 
 def _stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:

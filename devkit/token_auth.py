@@ -20,6 +20,7 @@ import base64
 import http.server
 import json
 import secrets
+import shutil
 import tempfile
 import threading
 import time
@@ -29,7 +30,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
-from devkit.servers import free_port, self_signed_certificate
+from devkit.servers import ServedInThread, self_signed_certificate
 
 TOKEN_LIFETIME_S = 300
 
@@ -54,14 +55,14 @@ class TokenServer:
         self._refresh_tokens: set[str] = set()
         self._lock = threading.Lock()
         self._workdir: Path | None = None
-        self._server: http.server.ThreadingHTTPServer | None = None
+        self._served: ServedInThread | None = None
         self._key: Any = None
         self._certificate_der = b""
 
     @property
     def realm(self) -> str:
-        assert self._server is not None
-        return f"http://127.0.0.1:{self._server.server_address[1]}/token"
+        assert self._served is not None
+        return f"http://127.0.0.1:{self._served.port}/token"
 
     @property
     def certificate_path(self) -> Path:
@@ -86,8 +87,7 @@ class TokenServer:
         certificate = x509.load_pem_x509_certificate(certificate_pem)
         self._certificate_der = certificate.public_bytes(serialization.Encoding.DER)
         handler = type("Handler", (_Handler,), {"server_state": self})
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        self._served = ServedInThread(handler, "token-server")
         return self
 
     def __exit__(
@@ -96,10 +96,12 @@ class TokenServer:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        if self._served is not None:
+            self._served.stop()
+            self._served = None
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir = None
 
     def registry_auth_config(self) -> dict[str, Any]:
         """The `auth` section of the registry's configuration."""
