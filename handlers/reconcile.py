@@ -21,21 +21,20 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
+from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.parser.models import SqsRecordModel
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field, Json, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ecr_backup.backup.backfill import enqueue_missing, settle
+from ecr_backup.backup.events import first_problem, load_json
 from ecr_backup.composition import AwsServices
+from ecr_backup.errors import InvalidInputError
 from ecr_backup.maintenance.reconcile import Reconciler, RepositoryDrift, Source
 from ecr_backup.registry.source_account import source_role_arn
 from ecr_backup.settings import Settings, load_from_env
+from sqs_batch import LoggedBatchProcessor
 
 # No X-Ray SDK (Powertools' Tracer), as in replicate.py: Lambda's active tracing records
 # every invocation without it.
@@ -54,8 +53,12 @@ class RepositoryTask(BaseModel):
     repository: str
 
 
-class RepositoryRecord(SqsRecordModel):
-    body: Json[RepositoryTask]
+def parse_task(body: str) -> RepositoryTask:
+    """One message's body; anything else is one InvalidInputError."""
+    try:
+        return RepositoryTask.model_validate(load_json(body, "reconcile task"))
+    except ValidationError as e:
+        raise InvalidInputError(f"invalid reconcile task: {first_problem(e, 'task')}") from e
 
 
 class ReconcileConfig(BaseModel):
@@ -86,9 +89,7 @@ class ReconcileConfig(BaseModel):
         return (self.repository_prefix,) if self.repository_prefix else ()
 
 
-processor = BatchProcessor(
-    event_type=EventType.SQS, model=RepositoryRecord, raise_on_entire_batch_failure=False
-)
+processor = LoggedBatchProcessor(logger)
 
 
 @lru_cache(maxsize=1)
@@ -132,9 +133,13 @@ def start(services: AwsServices, config: ReconcileConfig) -> dict[str, object]:
 
 
 def reconcile_record(
-    services: AwsServices, config: ReconcileConfig, record: RepositoryRecord
+    services: AwsServices, config: ReconcileConfig, record: SQSRecord
 ) -> dict[str, object]:
-    task = record.body
+    task = parse_task(record.body)
+    # Every line logged for this record, its failure's included, names the repository.
+    processor.note(
+        repository=task.repository, source_account=task.account, source_region=task.region
+    )
     source = Source(task.account, task.region)
     listing = services.listing(task.account, task.region, role_for(services, source))
     drift = Reconciler(listing, services.index, source).repository(task.repository)
@@ -162,7 +167,6 @@ def _report(drift: RepositoryDrift, enqueued: int, config: ReconcileConfig) -> N
     logger.info(
         "repository reconciled",
         extra={
-            "repository": drift.repository,
             "images": drift.images,
             **counts,
             "missing": [str(m.image.digest) for m in drift.missing],

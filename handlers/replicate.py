@@ -18,13 +18,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    ExceptionInfo,
-    FailureResponse,
-    process_partial_response,
-)
+from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -33,8 +27,8 @@ from ecr_backup.backup.deadline import Deadline
 from ecr_backup.backup.events import EcrEvent, parse_event
 from ecr_backup.backup.service import EventOutcome, handle_ecr_event
 from ecr_backup.composition import AwsServices
-from ecr_backup.errors import OutOfTimeError
 from ecr_backup.settings import Settings
+from sqs_batch import LoggedBatchProcessor
 
 # Service name, metrics namespace and log level come from the POWERTOOLS_* variables
 # that template.yaml sets. No X-Ray SDK (Powertools' Tracer): it is in maintenance, ends
@@ -48,33 +42,7 @@ metrics = Metrics()
 copy_config_to_registered_loggers(source_logger=logger, include={"ecr_backup"})
 
 
-class _BatchProcessor(BatchProcessor):
-    """Logs every failed record, one line each, with its SQS message id (what to look for
-    in the DLQ)."""
-
-    def failure_handler(self, record: SQSRecord, exception: ExceptionInfo) -> FailureResponse:
-        error = exception[1]
-        if isinstance(error, OutOfTimeError):
-            # Expected near the end of an invocation: no traceback, nothing to investigate.
-            logger.info(
-                "record deferred: too little time left; SQS redelivers it and the copy resumes",
-                extra={"message_id": record.message_id, "reason": str(error)},
-            )
-        else:
-            logger.warning(
-                "record failed; SQS retries it, then moves it to the dead-letter queue",
-                exc_info=error,  # the exception carries its traceback
-                extra={"message_id": record.message_id},
-            )
-        # A record rejected before parsing must not inherit the previous record's event id.
-        logger.set_correlation_id(None)
-        return super().failure_handler(record, exception)
-
-
-# Not raising when the whole batch fails keeps the function's Errors metric for real
-# faults (bad settings, timeouts): poison records show up as batchItemFailures, then in
-# the DLQ and its alarm.
-processor = _BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+processor = LoggedBatchProcessor(logger)
 
 
 @lru_cache(maxsize=1)
@@ -95,7 +63,6 @@ def handle_record(
         event, lambda account, region: services.replicator(account, region, deadline=deadline)
     )
     _report(event, outcome)
-    logger.set_correlation_id(None)
     return outcome.as_dict()
 
 

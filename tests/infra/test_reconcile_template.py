@@ -7,7 +7,7 @@ from typing import Any
 
 from ecr_backup.registry.source_account import SOURCE_READ_ROLE
 from ecr_backup.settings import ENV_PREFIX, Settings
-from handlers.reconcile import ReconcileConfig
+from reconcile import ReconcileConfig
 from tests.infra.test_template import (
     ROOT,
     function_role_statements,

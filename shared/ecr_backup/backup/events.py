@@ -49,7 +49,8 @@ class EcrEvent(BaseModel):
         try:
             detail = EcrImageActionDetail.model_validate(self.detail)
         except ValidationError as e:
-            raise InvalidInputError(f"event {self.id}: invalid ECR detail: {_first(e)}") from e
+            problem = first_problem(e, "detail")
+            raise InvalidInputError(f"event {self.id}: invalid ECR detail: {problem}") from e
         if detail.result != "SUCCESS" or detail.action_type not in ("PUSH", "DELETE"):
             return None
         if not detail.image_digest:
@@ -88,12 +89,13 @@ def parse_event(data: str | bytes | dict[str, Any]) -> EcrEvent:
     try:
         return EcrEvent.model_validate(document)
     except ValidationError as e:
-        raise InvalidInputError(f"invalid EventBridge event: {_first(e)}") from e
+        raise InvalidInputError(f"invalid EventBridge event: {first_problem(e)}") from e
 
 
-def _first(error: ValidationError) -> str:
+def first_problem(error: ValidationError, what: str = "event") -> str:
+    """The first thing pydantic refused, in one line: where, then why."""
     first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "event"
+    where = ".".join(str(p) for p in first["loc"]) or what
     return f"{where}: {first['msg']}"
 
 

@@ -84,14 +84,14 @@ def test_tables_shorten_digests_unless_no_trunc_and_fit_100_columns() -> None:
 @pytest.mark.parametrize(
     ("modules", "imports_rich"),
     [
-        ("handlers.replicate, ecr_backup.composition, ecr_backup.backup.service", False),
+        ("replicate, ecr_backup.composition, ecr_backup.backup.service", False),
         ("ecr_backup.cli.progress", True),  # the check itself can tell
     ],
 )
 def test_the_lambda_never_imports_rich(modules: str, imports_rich: bool) -> None:
     code = f"import sys, {modules}; sys.exit(('rich' in sys.modules) != {imports_rich})"
     env = {
-        "PYTHONPATH": f"{ROOT / 'shared'}:{ROOT}",
+        "PYTHONPATH": f"{ROOT / 'shared'}:{ROOT / 'handlers'}",
         "PATH": "/usr/bin:/bin",
         "AWS_DEFAULT_REGION": "us-east-1",
         "ECR_BACKUP_BUCKET": "bucket-name",

@@ -105,14 +105,19 @@ def handler(
     replicate.services_for.cache_clear()
 
 
-@pytest.fixture
-def logs(replicate: ModuleType) -> Iterator[io.StringIO]:
-    """The handler's JSON log lines (the Powertools handler is shared with ecr_backup.*)."""
+def captured_logs(module: ModuleType) -> Iterator[io.StringIO]:
+    """A handler module's JSON log lines (its Powertools handler is shared with
+    ecr_backup.*), for as long as the generator is suspended."""
     stream = io.StringIO()
-    handler = replicate.logger.registered_handler
+    handler = module.logger.registered_handler
     previous = handler.setStream(stream)
     yield stream
     handler.setStream(previous)
+
+
+@pytest.fixture
+def logs(replicate: ModuleType) -> Iterator[io.StringIO]:
+    yield from captured_logs(replicate)
 
 
 @dataclass

@@ -53,13 +53,17 @@ def prune_module() -> Iterator[ModuleType]:
     yield from load("prune")
 
 
+# The settings that point a handler at the `store` and `index` fixtures' bucket and table.
+BACKUP_ENV = {
+    "ECR_BACKUP_BUCKET": BUCKET,
+    "ECR_BACKUP_TABLE": TABLE,
+    "ECR_BACKUP_PREFIX": "backup/",
+}
+
+
 @pytest.fixture
 def backed_up(store: S3BlobStore, index: DynamoIndex, monkeypatch: pytest.MonkeyPatch) -> Backup:
-    for name, value in {
-        "ECR_BACKUP_BUCKET": BUCKET,
-        "ECR_BACKUP_TABLE": TABLE,
-        "ECR_BACKUP_PREFIX": "backup/",
-    }.items():
+    for name, value in BACKUP_ENV.items():
         monkeypatch.setenv(name, value)
     backup = Backup(store, index)
     image = backup.image("app")
