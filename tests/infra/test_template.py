@@ -515,6 +515,32 @@ def test_alarms_watch_the_dlq_and_function_errors(resources: dict[str, Any]) -> 
     assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
 
 
+def test_every_function_that_can_fail_unseen_has_an_errors_alarm(
+    resources: dict[str, Any],
+) -> None:
+    """A scheduled function that keeps failing is silent otherwise: a maintenance pass that
+    never completes lets the locks of kept images run out (ObjectLockDays days later)."""
+    functions = {n for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
+    watched: dict[str, dict[str, Any]] = {}
+    for alarm in (
+        r["Properties"] for r in resources.values() if r["Type"] == "AWS::CloudWatch::Alarm"
+    ):
+        if (alarm.get("Namespace"), alarm.get("MetricName")) == ("AWS/Lambda", "Errors"):
+            (dimension,) = alarm["Dimensions"]
+            assert dimension["Name"] == "FunctionName"
+            watched[dimension["Value"]["Ref"]] = alarm
+    assert set(watched) == functions
+    for name in functions - {"ReplicateFunction"}:
+        alarm = watched[name]
+        # Hourly sums over a day, one failed run enough: a daily job's failure stays in ALARM
+        # until a run has gone a whole day without one, instead of flapping back to OK.
+        assert (alarm["Statistic"], alarm["Period"]) == ("Sum", 3600)
+        assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (24, 1)
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+        assert alarm["TreatMissingData"] == "notBreaching"
+    assert "lock" in watched["MaintainFunction"]["AlarmDescription"]
+
+
 def test_outputs_name_what_an_operator_needs(template: dict[str, Any]) -> None:
     outputs = template["Outputs"]
     for name in (
