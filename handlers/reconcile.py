@@ -29,8 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ecr_backup.backup.backfill import enqueue_missing, settle
 from ecr_backup.backup.events import first_problem, load_json
+from ecr_backup.backup.queue import MessageQueue
 from ecr_backup.composition import AwsServices
-from ecr_backup.errors import InvalidInputError
+from ecr_backup.errors import EcrBackupError, InvalidInputError, RegistryError
 from ecr_backup.maintenance.reconcile import Reconciler, RepositoryDrift, Source
 from ecr_backup.registry.source_account import source_role_arn
 from ecr_backup.settings import Settings, load_from_env
@@ -111,25 +112,52 @@ def role_for(services: AwsServices, source: Source) -> str | None:
 
 
 def start(services: AwsServices, config: ReconcileConfig) -> dict[str, object]:
-    """The scheduled run: one message per repository of every source registry."""
+    """The scheduled run: one message per repository of every source registry.
+
+    A source registry that cannot be listed (its role missing, its API refusing) does not
+    keep the others from being reconciled: it is logged, and the run fails at the end, so
+    that ReconcileErrorsAlarm fires.
+    """
     every = sources(services, config)
     queue = services.queue(config.reconcile_queue_url)
     sent = 0
+    failed: list[tuple[Source, EcrBackupError]] = []
     for source in every:
-        role = role_for(services, source)
-        listing = services.listing(source.account, source.region, role)
-        # A repository deleted from ECR is reconciled too (its images are observed gone),
-        # but only with one source: the index does not say which account a name was in.
-        reconciler = Reconciler(listing, services.index, source)
-        names = reconciler.repositories(config.prefixes, include_held=len(every) == 1)
-        tasks = [
-            RepositoryTask(account=source.account, region=source.region, repository=name)
-            for name in names
-        ]
-        sent += queue.send([task.model_dump() for task in tasks])
+        try:
+            sent += _queue_repositories(services, config, source, queue, only=len(every) == 1)
+        except EcrBackupError as e:
+            failed.append((source, e))
+            logger.warning(
+                "source registry not listed; its repositories are not reconciled this run",
+                exc_info=e,
+                extra={"source_account": source.account, "source_region": source.region},
+            )
     metrics.add_metric("RepositoriesQueued", MetricUnit.Count, sent)
     logger.info("reconcile started", extra={"repositories": sent, "sources": len(every)})
+    if failed:
+        names = ", ".join(f"{s.account}/{s.region}" for s, _ in failed)
+        raise RegistryError(
+            f"{len(failed)} of {len(every)} source registries could not be listed ({names}); "
+            f"the others' repositories are queued ({sent})",
+            code="SOURCE_NOT_LISTED",
+        ) from failed[0][1]
     return {"repositories": sent}
+
+
+def _queue_repositories(
+    services: AwsServices, config: ReconcileConfig, source: Source, queue: MessageQueue, only: bool
+) -> int:
+    listing = services.listing(source.account, source.region, role_for(services, source))
+    # A repository deleted from ECR is reconciled too (its images are observed gone), but
+    # only with one source: the index does not say which account a name was in.
+    names = Reconciler(listing, services.index, source).repositories(
+        config.prefixes, include_held=only
+    )
+    tasks = [
+        RepositoryTask(account=source.account, region=source.region, repository=name)
+        for name in names
+    ]
+    return queue.send([task.model_dump() for task in tasks])
 
 
 def reconcile_record(

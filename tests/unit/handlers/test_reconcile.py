@@ -12,6 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
+from ecr_backup.errors import RegistryError
 from ecr_backup.settings import Settings
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
@@ -139,3 +140,34 @@ def test_a_bad_or_failing_record_fails_alone_with_one_line_naming_it(
     assert "repository" not in failed[2]
     (reconciled,) = [line for line in lines if line["message"] == "repository reconciled"]
     assert (reconciled["repository"], reconciled["ImagesMissing"]) == ("missed", 1)
+
+
+def test_a_source_registry_that_cannot_be_listed_does_not_stop_the_others(
+    handler: ModuleType,
+    backed_up: Backup,
+    queues: dict[str, str],
+    logs: io.StringIO,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ECR_BACKUP_SOURCE_REGIONS", "eu-west-1,us-east-1")  # the bad one first
+    push_to_ecr(backed_up, "app", "v1")  # in us-east-1
+    services = handler.services_for(Settings.load(os.environ))
+    refused = reset_connections(services, "ecr", "DescribeRepositories", "eu-west-1")
+
+    with pytest.raises(RegistryError) as raised:
+        handler.handler({"detail-type": "Scheduled Event"}, Context(function_name="reconcile"))
+
+    assert refused
+    assert raised.value.code == "SOURCE_NOT_LISTED"
+    assert str(raised.value) == (
+        f"1 of 2 source registries could not be listed ({ACCOUNT}/eu-west-1); "
+        "the others' repositories are queued (1)"
+    )
+    messages = boto3.client("sqs").receive_message(
+        QueueUrl=queues["reconcile"], MaxNumberOfMessages=10
+    )["Messages"]
+    assert [json.loads(m["Body"]) for m in messages] == [
+        {"account": ACCOUNT, "region": "us-east-1", "repository": "app"}
+    ]
+    (warning,) = [line for line in log_lines(logs) if line["level"] == "WARNING"]
+    assert (warning["source_region"], warning["exception_name"]) == ("eu-west-1", "RegistryError")
