@@ -1,8 +1,8 @@
 """Lambda entry point: the scheduled maintenance pass (ecr_backup.maintenance.maintain).
 
 Extends the Object Lock of every object of every kept image whose lock ends too soon, and
-reports locks found short and objects missing (metrics LocksShort and ObjectsMissing are
-alarmed on)."""
+reports locks found short, objects missing and locks it could not check (metrics
+LocksShort, ObjectsMissing and LocksNotChecked are alarmed on)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     metrics.add_metric("LocksExtended", MetricUnit.Count, len(report.extended))
     metrics.add_metric("LocksShort", MetricUnit.Count, len(report.short))
     metrics.add_metric("ObjectsMissing", MetricUnit.Count, len(report.missing))
+    metrics.add_metric("LocksNotChecked", MetricUnit.Count, len(report.failed))
     summary = report.as_dict()
     summary["extended"] = len(report.extended)  # the digests are many; counts in the log
     logger.info("maintenance pass", extra=summary)

@@ -79,6 +79,7 @@ def run_maintain(args: argparse.Namespace) -> int:
         f"{len(report.extended)} lock(s) extended",
         *(f"  short lock: {c.digest} ended {c.found or 'never (no lock)'}" for c in report.short),
         *(f"  missing from the bucket: {d}" for d in report.missing),
+        *(f"  lock not checked: {d}: {why}" for d, why in report.failed.items()),
     ]
     emit(args, report.as_dict(), lines)
     return 0 if report.ok else 1

@@ -306,6 +306,11 @@ class LockCheck(_Model):
     short: bool
 
 
+class LockNotChecked(_Model):
+    digest: DigestText
+    error: str
+
+
 class Maintain(_Model):
     ok: bool
     time: Time
@@ -314,6 +319,7 @@ class Maintain(_Model):
     extended: list[LockCheck]
     short: list[LockCheck]
     missing: list[DigestText]
+    failed: list[LockNotChecked]
 
 
 class PruneObject(_Model):

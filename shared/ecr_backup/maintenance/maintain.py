@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from ecr_backup.errors import BlobNotFoundError
+from ecr_backup.errors import BlobNotFoundError, ConfigurationError, EcrBackupError
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.locks import LockCheck, LockKeeper
 from ecr_backup.maintenance.retention import HistorySource, RetentionRules, judge
@@ -22,12 +22,14 @@ class MaintainReport:
     extended: list[LockCheck] = field(default_factory=list)
     short: list[LockCheck] = field(default_factory=list)
     missing: list[Digest] = field(default_factory=list)
+    failed: dict[Digest, str] = field(default_factory=dict)  # digest -> why it was not checked
 
     @property
     def ok(self) -> bool:
-        """False when a lock had come closer than half a period to lapsing, or an object a
-        kept image needs is gone from the bucket: both break the invariant."""
-        return not self.short and not self.missing
+        """False when a lock had come closer than half a period to lapsing, an object a kept
+        image needs is gone from the bucket (both break the invariant), or a lock could not
+        be checked (the invariant is not known to hold)."""
+        return not self.short and not self.missing and not self.failed
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -38,6 +40,7 @@ class MaintainReport:
             "extended": [c.as_dict() for c in self.extended],
             "short": [c.as_dict() for c in self.short],
             "missing": [str(d) for d in self.missing],
+            "failed": [{"digest": str(d), "error": e} for d, e in self.failed.items()],
         }
 
 
@@ -61,6 +64,13 @@ def maintain(
             check = keeper.for_check(digest, objects[digest].lock_until)
         except BlobNotFoundError:
             report.missing.append(digest)
+            continue
+        except ConfigurationError:
+            raise  # the role or the settings: every other object would fail alike
+        except EcrBackupError as e:
+            # S3 or the index would not answer for this one object (throttled past the
+            # retries, say): the objects after it are still checked and extended.
+            report.failed[digest] = e.one_line()
             continue
         if check.extended:
             report.extended.append(check)

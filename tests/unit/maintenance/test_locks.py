@@ -6,8 +6,13 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
+
 from ecr_backup.composition import AwsServices
+from ecr_backup.errors import ConfigurationError, StorageError
 from ecr_backup.maintenance.maintain import maintain
+from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.objectlock import ObjectLock
 from tests.helpers import Backup
 from tests.unit.maintenance.conftest import MovableClock, RecordingLocks, head_lock
 
@@ -93,3 +98,57 @@ def test_deleted_image_past_retention_is_not_kept_locked(
     report = run_maintain(services)
     assert report.images_kept == 0 and report.objects_checked == 0
     assert recorded.extensions == []
+
+
+def test_an_object_s3_will_not_answer_for_does_not_leave_the_others_unextended(
+    kit: Backup,
+    services: AwsServices,
+    clock: MovableClock,
+    s3: Any,
+    recorded: RecordingLocks,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    image = kit.image("app")
+    kit.push("app", image, "v1", clock())
+    objects = sorted([image.digest, *(b.digest for b in image.blobs)], key=str)
+    stuck = objects[0]  # the pass goes in digest order: this one is checked first
+    read = recorded.read
+
+    def throttled(digest: Digest) -> ObjectLock:
+        if digest == stuck:
+            raise StorageError("S3 HeadObject: SlowDown", code="SlowDown", retryable=True)
+        return read(digest)
+
+    monkeypatch.setattr(recorded, "read", throttled)
+    clock.advance(days=30)
+    report = run_maintain(services)
+
+    assert report.failed == {stuck: "S3 HeadObject: SlowDown"} and not report.ok
+    assert {c.digest for c in report.extended} == set(objects[1:])
+    for digest in objects[1:]:
+        assert head_lock(s3, digest) >= clock() + LOCK
+    assert report.as_dict()["failed"] == [
+        {"digest": str(stuck), "error": "S3 HeadObject: SlowDown"}
+    ]
+
+
+def test_a_permission_problem_stops_the_pass_at_once(
+    kit: Backup,
+    services: AwsServices,
+    clock: MovableClock,
+    recorded: RecordingLocks,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    kit.push("app", kit.image("app"), "v1", clock())
+    reads: list[Digest] = []
+
+    def denied(digest: Digest) -> ObjectLock:
+        reads.append(digest)
+        raise ConfigurationError("S3 HeadObject: access denied", code="AccessDenied")
+
+    monkeypatch.setattr(recorded, "read", denied)
+    clock.advance(days=30)
+    # The role or the settings: every object would fail alike, so the first one ends it.
+    with pytest.raises(ConfigurationError):
+        run_maintain(services)
+    assert len(reads) == 1
