@@ -124,7 +124,7 @@ def start(services: AwsServices, config: ReconcileConfig) -> dict[str, object]:
     failed: list[tuple[Source, EcrBackupError]] = []
     for source in every:
         try:
-            sent += _queue_repositories(services, config, source, queue, only=len(every) == 1)
+            sent += _queue_repositories(services, config, source, queue, len(every) == 1)
         except EcrBackupError as e:
             failed.append((source, e))
             logger.warning(
@@ -145,13 +145,17 @@ def start(services: AwsServices, config: ReconcileConfig) -> dict[str, object]:
 
 
 def _queue_repositories(
-    services: AwsServices, config: ReconcileConfig, source: Source, queue: MessageQueue, only: bool
+    services: AwsServices,
+    config: ReconcileConfig,
+    source: Source,
+    queue: MessageQueue,
+    only_source: bool,
 ) -> int:
     listing = services.listing(source.account, source.region, role_for(services, source))
     # A repository deleted from ECR is reconciled too (its images are observed gone), but
     # only with one source: the index does not say which account a name was in.
     names = Reconciler(listing, services.index, source).repositories(
-        config.prefixes, include_held=only
+        config.prefixes, include_held=only_source
     )
     tasks = [
         RepositoryTask(account=source.account, region=source.region, repository=name)
