@@ -50,16 +50,14 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-import boto3
-
 from devkit.servers import (
-    DUMMY_ACCESS_KEY,
-    DUMMY_SECRET_KEY,
     LocalRegistry,
     LoggedRequest,
     MotoServer,
     RequestCounting,
     ServedInThread,
+    decode_basic,
+    local_client,
 )
 
 MiB = 1024 * 1024
@@ -460,14 +458,7 @@ class EcrRegistry(RequestCounting):
 
     def api_client(self, config: Any = None) -> Any:
         """A boto3 ECR client whose calls go through this proxy (tokens, throttling)."""
-        return boto3.client(
-            "ecr",
-            endpoint_url=self.url,
-            region_name=self.aws.region,
-            aws_access_key_id=DUMMY_ACCESS_KEY,
-            aws_secret_access_key=DUMMY_SECRET_KEY,
-            config=config,
-        )
+        return local_client("ecr", self.url, self.aws.region, config)
 
     @property
     def api_throttled(self) -> int:
@@ -481,7 +472,7 @@ class EcrRegistry(RequestCounting):
         """Why a registry request is refused before reaching the registry, or None."""
         quirks = self.state.quirks
         scheme, _, credentials = request.headers.get("Authorization", "").partition(" ")
-        user, _, password = _decode_basic(credentials) if scheme == "Basic" else ("", "", "")
+        user, password = (decode_basic(credentials) if scheme == "Basic" else None) or ("", "")
         state = self.state.token_state(password) if user == self.username else "unknown"
         if state == "unknown":
             challenge = {"WWW-Authenticate": 'Basic realm="ecr-proxy"'}
@@ -553,10 +544,3 @@ class EcrRegistry(RequestCounting):
             return response.status, kept, answer
         finally:
             connection.close()
-
-
-def _decode_basic(credentials: str) -> tuple[str, str, str]:
-    try:
-        return base64.b64decode(credentials).decode().partition(":")
-    except (ValueError, UnicodeDecodeError):
-        return "", "", ""

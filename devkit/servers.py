@@ -50,6 +50,28 @@ def free_port() -> int:
         return port
 
 
+def decode_basic(credentials: str) -> tuple[str, str] | None:
+    """(user, password) from the credentials of an `Authorization: Basic` header, or None
+    when they are not base64 of UTF-8 text."""
+    try:
+        user, _, password = base64.b64decode(credentials).decode().partition(":")
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return user, password
+
+
+def local_client(service: str, endpoint: str, region: str, config: Any = None) -> Any:
+    """A boto3 client for `service` at a local endpoint, with the dummy credentials."""
+    return boto3.client(
+        service,  # type: ignore[call-overload]  # boto3-stubs only types literal names
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=DUMMY_ACCESS_KEY,
+        aws_secret_access_key=DUMMY_SECRET_KEY,
+        config=config,
+    )
+
+
 class ServedInThread:
     """An http.server on 127.0.0.1 and a free port, serving from a thread until stop()."""
 
@@ -194,13 +216,7 @@ class MotoServer(_ManagedProcess):
 
     def client(self, service: str) -> Any:
         """A boto3 client for `service` talking to this server with dummy credentials."""
-        return boto3.client(
-            service,  # type: ignore[call-overload]  # boto3-stubs only types literal names
-            endpoint_url=self.endpoint,
-            region_name=self.region,
-            aws_access_key_id=DUMMY_ACCESS_KEY,
-            aws_secret_access_key=DUMMY_SECRET_KEY,
-        )
+        return local_client(service, self.endpoint, self.region)
 
     def reset(self) -> None:
         """Drop all moto state (every service, every account)."""

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
-from devkit.servers import ServedInThread, self_signed_certificate
+from devkit.servers import ServedInThread, decode_basic, self_signed_certificate
 
 TOKEN_LIFETIME_S = 300
 
@@ -155,13 +155,8 @@ class TokenServer:
 
     def _basic_user(self, authorization: str) -> str | None:
         scheme, _, encoded = authorization.partition(" ")
-        if scheme.lower() != "basic":
-            return None
-        try:
-            user, _, password = base64.b64decode(encoded).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return None
-        return user if (user, password) == (self.username, self.password) else None
+        credentials = decode_basic(encoded) if scheme.lower() == "basic" else None
+        return self.username if credentials == (self.username, self.password) else None
 
     def _token(self, subject: str, scopes: tuple[str, ...]) -> dict[str, Any]:
         now = int(time.time())
