@@ -101,10 +101,10 @@ def _register_in_ecr(ecr: Any, repositories: list[str]) -> None:
 
 def _index_as_backed_up(ecr: Any, dynamodb: Any, table: str, repositories: list[str]) -> int:
     """Write, for every image ECR lists, what a backup of it leaves in the index."""
+    from ecr_backup.model import Action, ImageEvent, ManifestRecord
     from ecr_backup.oci.digest import Digest
     from ecr_backup.registry.ecr_listing import EcrListing
     from ecr_backup.storage.index import DynamoIndex
-    from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 
     capture = _CapturingClient()
     index = DynamoIndex(table, client=capture)  # type: ignore[arg-type]
@@ -259,9 +259,9 @@ def run(ctx: BenchContext, *, repeat: int = 1) -> ReconcileResults:
 def _run(ctx: BenchContext, repeat: int) -> ReconcileResults:
     import boto3
 
-    from ecr_backup.backup.backfill import Backfill
     from ecr_backup.composition import AwsServices
-    from ecr_backup.maintenance.reconcile import Reconciler, Source
+    from ecr_backup.coverage.backfill import Backfill
+    from ecr_backup.coverage.reconcile import Reconciler, Source
     from ecr_backup.settings import Settings
     from ecr_backup.storage.provision import ensure_bucket
 

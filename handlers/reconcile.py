@@ -27,12 +27,12 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ecr_backup.backup.backfill import enqueue_missing, settle
 from ecr_backup.backup.events import first_problem, load_json
 from ecr_backup.backup.queue import MessageQueue
 from ecr_backup.composition import AwsServices
+from ecr_backup.coverage.backfill import enqueue_missing, settle
+from ecr_backup.coverage.reconcile import Reconciler, RepositoryDrift, Source
 from ecr_backup.errors import EcrBackupError, InvalidInputError, RegistryError
-from ecr_backup.maintenance.reconcile import Reconciler, RepositoryDrift, Source
 from ecr_backup.registry.source_account import source_role_arn
 from ecr_backup.settings import Settings, load_from_env
 from sqs_batch import LoggedBatchProcessor

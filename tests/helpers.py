@@ -22,19 +22,19 @@ from botocore.exceptions import ConnectionClosedError
 
 from ecr_backup.backup.ports import BackupLocks, SourceRegistry
 from ecr_backup.backup.replicator import Replicator
+from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.composition import AwsServices
 from ecr_backup.errors import BlobNotFoundError, ManifestNotFoundError, NotFoundError
+from ecr_backup.model import Action, ImageEvent
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest, parse_manifest
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.oci.streams import Readable, read_full
 from ecr_backup.registry.ecr_listing import EcrImage, ImageStatus
-from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.ports import TargetRegistry
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
-from ecr_backup.storage.records import Action, ImageEvent
 
 BUCKET = "backup-bucket"
 TABLE = "backup-index"
@@ -437,7 +437,7 @@ def reset_connections(
 
 @dataclass
 class FakeEcr:
-    """ECR's control plane as reconcile reads it (ecr_backup.maintenance.reconcile.EcrCatalog)."""
+    """ECR's control plane as reconcile reads it (ecr_backup.coverage.reconcile.EcrCatalog)."""
 
     images_by_repository: dict[str, list[EcrImage]] = field(default_factory=dict)
     describe_calls: int = 0

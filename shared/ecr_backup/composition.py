@@ -16,6 +16,7 @@ from ecr_backup.backup.deadline import Deadline
 from ecr_backup.backup.ports import SourceRegistry
 from ecr_backup.backup.queue import MessageQueue
 from ecr_backup.backup.replicator import Replicator
+from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.errors import ConfigurationError, IndexMissingError, InvalidInputError
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.holds import Holds
@@ -30,7 +31,6 @@ from ecr_backup.registry.ecr import EcrTokenSource, caller_identity, ecr_registr
 from ecr_backup.registry.ecr_listing import EcrListing
 from ecr_backup.registry.scoped import PerRepository
 from ecr_backup.registry.tls import TlsOptions
-from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.target import AuthMode, Target, ensure_ecr_repository, target_credentials
 from ecr_backup.settings import (
     AWS_CONNECT_TIMEOUT_SECONDS,

@@ -17,9 +17,9 @@ from devkit import BuiltManifest, EcrRegistry, MotoServer, OciLayoutBuilder, sko
 from devkit.events import sqs_record
 from devkit.images import control_plane, http_push_manifest
 from ecr_backup.backup.events import parse_event
-from ecr_backup.maintenance.reconcile import OBSERVED, PUSH_FROM_ECR
+from ecr_backup.coverage.reconcile import OBSERVED, PUSH_FROM_ECR
+from ecr_backup.model import Action, format_time
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.records import Action, format_time
 from tests.integration.conftest import BackupTarget
 from tests.integration.test_backup import ecr_event
 

@@ -13,8 +13,8 @@ import pytest
 
 from devkit import EcrRegistry, OciLayoutBuilder, skopeo_push
 from ecr_backup.errors import DigestMismatchError
+from ecr_backup.model import Action, ImageEvent
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.records import Action, ImageEvent
 from tests.integration.conftest import BackupTarget
 
 pytestmark = pytest.mark.integration

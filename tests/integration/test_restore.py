@@ -25,8 +25,8 @@ from devkit import (
     skopeo_push,
 )
 from ecr_backup.cli import main
+from ecr_backup.model import Action, ImageEvent
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.records import Action, ImageEvent
 from tests.integration.conftest import BackupTarget
 
 pytestmark = pytest.mark.integration

@@ -18,8 +18,8 @@ from devkit.images import BuiltManifest
 from ecr_backup.cli import main
 from ecr_backup.cli.common import settings_from
 from ecr_backup.composition import AwsServices
+from ecr_backup.model import Action, ImageEvent
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.records import Action, ImageEvent
 from tests.integration.conftest import BackupTarget
 
 pytestmark = pytest.mark.integration

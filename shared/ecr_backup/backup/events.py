@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from ecr_backup.errors import InvalidInputError
+from ecr_backup.model import Action, ImageEvent, format_time
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.records import Action, ImageEvent, format_time
 
 ECR_SOURCE = "aws.ecr"
 IMAGE_ACTION = "ECR Image Action"

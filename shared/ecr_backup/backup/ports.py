@@ -7,11 +7,11 @@ from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
 
+from ecr_backup.model import ImageEvent, ManifestRecord
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.oci.streams import Readable
 from ecr_backup.storage.ledger import ObjectState
-from ecr_backup.storage.records import ImageEvent, ManifestRecord
 
 
 class SourceRegistry(Protocol):

@@ -20,12 +20,12 @@ from datetime import UTC, datetime
 from ecr_backup.backup.deadline import Deadline
 from ecr_backup.backup.ports import BackupIndex, BackupLocks, BlobStore, SourceRegistry
 from ecr_backup.errors import BlobNotFoundError, InvalidInputError, NotFoundError, StorageError
+from ecr_backup.model import Action, ImageEvent, ManifestRecord
 from ecr_backup.oci.closure import build_closure, check_index_depth, closure_total
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest, parse_manifest
 from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
 from ecr_backup.settings import DEFAULT_CONCURRENCY
-from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 
 log = logging.getLogger(__name__)
 

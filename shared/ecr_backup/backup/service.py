@@ -9,7 +9,7 @@ from typing import Literal
 
 from ecr_backup.backup.events import EcrEvent
 from ecr_backup.backup.replicator import CopyReport, Replicator
-from ecr_backup.storage.records import Action, ImageEvent
+from ecr_backup.model import Action, ImageEvent
 
 log = logging.getLogger(__name__)
 

@@ -8,16 +8,16 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from ecr_backup.backup.backfill import Backfill, BackfillReport
 from ecr_backup.cli.common import add_source_options, add_storage_options, emit, services_from
 from ecr_backup.cli.options import progress_for
 from ecr_backup.composition import AwsServices
+from ecr_backup.coverage.backfill import Backfill, BackfillReport
+from ecr_backup.coverage.reconcile import OBSERVED, Reconciler, RepositoryDrift, Source
 from ecr_backup.errors import ExitCode, InvalidInputError
-from ecr_backup.maintenance.reconcile import OBSERVED, Reconciler, RepositoryDrift, Source
+from ecr_backup.model import Action, ImageEvent
 from ecr_backup.registry.ecr_listing import EcrImage
 from ecr_backup.registry.source_account import source_role_arn
 from ecr_backup.settings import DEFAULT_IMAGE_CONCURRENCY
-from ecr_backup.storage.records import Action, ImageEvent
 
 _ACCOUNT = re.compile(r"[0-9]{12}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")

@@ -20,12 +20,12 @@ from ecr_backup.cli.common import (
 )
 from ecr_backup.cli.options import progress_for
 from ecr_backup.composition import AwsServices
+from ecr_backup.coverage.reconcile import Source
 from ecr_backup.errors import EcrBackupError, ExitCode, InvalidInputError, RegistryError
-from ecr_backup.maintenance.reconcile import Source
+from ecr_backup.model import Action, ImageEvent
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.storage.provision import ensure_bucket
-from ecr_backup.storage.records import Action, ImageEvent
 
 
 def register(commands: Any) -> None:

@@ -10,13 +10,13 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.cli.schema import render
 from ecr_backup.composition import AwsServices, open_session
+from ecr_backup.model import parse_time
 from ecr_backup.oci.digest import Digest
 from ecr_backup.registry.tls import TlsOptions
-from ecr_backup.restore.catalog import Catalog
 from ecr_backup.settings import Settings
-from ecr_backup.storage.records import parse_time
 
 SHORT_DIGEST = 12  # hex characters in tables, as docker and crane show image ids
 TABLE_WIDTH = 100

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from ecr_backup.cli.common import emit, human_size
 from ecr_backup.errors import EcrBackupError, ExitCode, InvalidInputError
+from ecr_backup.model import Action
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.restore.target import parse_target
-from ecr_backup.storage.records import Action
 
 if TYPE_CHECKING:
     from ecr_backup.cli.restore import RestoreSession

@@ -16,9 +16,9 @@ from ecr_backup.cli.common import (
     when,
 )
 from ecr_backup.errors import InvalidInputError
+from ecr_backup.model import Action
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.reference import ImageRef, validate_repository
-from ecr_backup.storage.records import Action
 
 
 def register(commands: Any) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.cli import disaster
 from ecr_backup.cli.common import (
     add_catalog_options,
@@ -34,7 +35,6 @@ from ecr_backup.maintenance.rebuild import rebuild_index
 from ecr_backup.maintenance.verify import verify
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.progress import ProgressFactory
-from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.export import Format, export, split_destination
 from ecr_backup.restore.plan import RestorePlan, RestoreRequest, plan_restore
 from ecr_backup.restore.push import Restorer, RestoreReport

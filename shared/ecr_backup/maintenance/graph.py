@@ -6,9 +6,9 @@ from collections.abc import Iterable
 from typing import Protocol
 
 from ecr_backup.errors import NotFoundError
+from ecr_backup.model import ManifestRecord
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest, parse_manifest
-from ecr_backup.storage.records import ManifestRecord
 
 
 class ManifestSource(Protocol):

@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.objectlock import LockMode, ObjectLock
-from ecr_backup.storage.records import rfc3339
 
 Clock = Callable[[], datetime]
 

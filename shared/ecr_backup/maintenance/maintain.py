@@ -9,9 +9,9 @@ from ecr_backup.errors import BlobNotFoundError, ConfigurationError, EcrBackupEr
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.locks import LockCheck, LockKeeper
 from ecr_backup.maintenance.retention import HistorySource, RetentionRules, judge
+from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.ledger import Ledger
-from ecr_backup.storage.records import rfc3339
 
 
 @dataclass

@@ -39,10 +39,10 @@ from typing import Literal
 from ecr_backup.errors import BlobNotFoundError, ConfigurationError
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.retention import HistorySource, ImageVerdict, RetentionRules, judge
+from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.ledger import Ledger, ObjectState
 from ecr_backup.storage.objectlock import S3ObjectLocks
-from ecr_backup.storage.records import rfc3339
 
 PruneAction = Literal["mark", "delete", "locked", "in-use", "finished"]
 LEASE = timedelta(hours=6)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ecr_backup.errors import EcrBackupError
+from ecr_backup.model import Action, ImageEvent, ManifestRecord
 from ecr_backup.oci.closure import closure_total
 from ecr_backup.oci.digest import Digest, is_sha256_hex
 from ecr_backup.oci.manifest import Manifest
@@ -29,7 +30,6 @@ from ecr_backup.storage.blobstore import ObjectVersion, S3BlobStore
 from ecr_backup.storage.index import DynamoIndex, Location
 from ecr_backup.storage.pushrecords import EVENTS_DIR, read_push_records
 from ecr_backup.storage.reader import BucketReader
-from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from ecr_backup.model import Action, ImageEvent, TagState, rfc3339
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.ledger import Hold
-from ecr_backup.storage.records import Action, ImageEvent, TagState, rfc3339
 
 
 class HistorySource(Protocol):

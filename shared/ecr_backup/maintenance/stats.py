@@ -24,9 +24,9 @@ from datetime import datetime
 
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.retention import HistorySource, RetentionRules, judge
+from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.ledger import Ledger, ObjectState
-from ecr_backup.storage.records import rfc3339
 
 GB = 1024**3
 TB = 1024 * GB

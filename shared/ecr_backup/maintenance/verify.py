@@ -18,12 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.errors import EcrBackupError, StorageError
 from ecr_backup.oci.digest import Digest, is_sha256_hex
 from ecr_backup.oci.manifest import Descriptor, Manifest
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.progress import ProgressFactory, no_progress
-from ecr_backup.restore.catalog import Catalog
 from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.storage.blobstore import ObjectVersion
 from ecr_backup.storage.reader import BucketReader

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
+from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.errors import BlobNotFoundError, InvalidInputError, NotFoundError
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.closure import Closure, build_closure
@@ -31,7 +32,6 @@ from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
-from ecr_backup.restore.catalog import Catalog
 from ecr_backup.settings import MiB
 from ecr_backup.storage.reader import BucketReader
 

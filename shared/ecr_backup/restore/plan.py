@@ -8,19 +8,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ecr_backup.catalog.catalog import Catalog, Resolved
 from ecr_backup.errors import (
     BlobNotFoundError,
     InvalidInputError,
     NotFoundError,
 )
+from ecr_backup.model import Action, TagState, display_time, format_time
 from ecr_backup.oci.closure import Closure
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.restore.catalog import Catalog, Resolved
 from ecr_backup.restore.target import Target
 from ecr_backup.settings import DEFAULT_CONCURRENCY
-from ecr_backup.storage.records import Action, TagState, display_time, format_time
 
 if TYPE_CHECKING:
     pass

@@ -25,6 +25,16 @@ from ecr_backup.errors import (
     ConfigurationError,
     ObjectBeingPrunedError,
 )
+from ecr_backup.model import (
+    UNTAGGED,
+    Action,
+    ImageEvent,
+    ManifestRecord,
+    RepositoryState,
+    TagState,
+    format_time,
+    parse_time,
+)
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.dynamo import (
     BATCH_GET_LIMIT,
@@ -37,16 +47,6 @@ from ecr_backup.storage.dynamo import (
     text_attr,
 )
 from ecr_backup.storage.ledger import Ledger, ObjectState
-from ecr_backup.storage.records import (
-    UNTAGGED,
-    Action,
-    ImageEvent,
-    ManifestRecord,
-    RepositoryState,
-    TagState,
-    format_time,
-    parse_time,
-)
 from ecr_backup.storage.schema import create_table_arguments
 
 if TYPE_CHECKING:

@@ -24,9 +24,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ecr_backup.awserrors import error_code, translate
 from ecr_backup.errors import IndexStoreError, ObjectBeingPrunedError
+from ecr_backup.model import format_time, parse_time
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.dynamo import Item, text_attr
-from ecr_backup.storage.records import format_time, parse_time
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

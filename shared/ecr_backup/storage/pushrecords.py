@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ecr_backup.errors import InvalidInputError
+from ecr_backup.model import ImageEvent
 from ecr_backup.storage.blobstore import S3BlobStore
-from ecr_backup.storage.records import ImageEvent
 
 EVENTS_DIR = "/_events/"
 

@@ -8,13 +8,13 @@ import pytest
 
 from ecr_backup.backup.replicator import Replicator
 from ecr_backup.errors import BlobNotFoundError, DigestMismatchError, InvalidInputError
+from ecr_backup.model import Action, ImageEvent
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.settings import MAX_INDEX_DEPTH
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
-from ecr_backup.storage.records import Action, ImageEvent
 from tests.helpers import BUCKET, FakeRegistry, ProgressRecorder, descriptor
 
 REPO = "team/app"

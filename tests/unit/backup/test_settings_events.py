@@ -6,8 +6,8 @@ import pytest
 
 from ecr_backup.backup.events import parse_event
 from ecr_backup.errors import InvalidInputError
+from ecr_backup.model import Action
 from ecr_backup.settings import Settings
-from ecr_backup.storage.records import Action
 
 DIGEST = "sha256:" + "ab" * 32
 

@@ -20,12 +20,12 @@ import pytest
 from devkit.events import sqs_record
 from ecr_backup.composition import AwsServices
 from ecr_backup.errors import InvalidInputError
+from ecr_backup.model import Action
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.settings import DEADLINE_RESERVE_SECONDS, MiB, Settings
 from ecr_backup.storage.index import DynamoIndex
-from ecr_backup.storage.records import Action
 from tests.helpers import (
     ACCOUNT,
     BUCKET,

@@ -18,10 +18,10 @@ from ecr_backup.composition import AwsServices
 from ecr_backup.errors import ObjectBeingPrunedError
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.prune import Pruner
+from ecr_backup.model import Action, ImageEvent
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.settings import Settings
 from ecr_backup.storage.provision import ensure_bucket
-from ecr_backup.storage.records import Action, ImageEvent
 from tests.helpers import Backup
 from tests.unit.maintenance.conftest import MovableClock
 

@@ -6,15 +6,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.composition import AwsServices
+from ecr_backup.coverage.reconcile import Reconciler, Source
 from ecr_backup.maintenance.rebuild import rebuild_index
-from ecr_backup.maintenance.reconcile import Reconciler, Source
 from ecr_backup.maintenance.retention import judge
 from ecr_backup.maintenance.stats import s3_standard_monthly, stats
 from ecr_backup.maintenance.verify import verify
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
-from ecr_backup.restore.catalog import Catalog
 from ecr_backup.settings import Settings
 from tests.helpers import BUCKET, Backup, FakeEcr
 from tests.unit.maintenance.conftest import PREFIX, MovableClock

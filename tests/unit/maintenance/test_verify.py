@@ -7,11 +7,11 @@ from typing import Any
 import boto3
 import pytest
 
+from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.maintenance.rebuild import UNKNOWN_MEDIA_TYPE, rebuild_index
 from ecr_backup.maintenance.verify import verify
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.restore.catalog import Catalog
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex, Location
 from tests.helpers import BUCKET, TABLE, Backup, answers, drop_table, minutes

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.errors import DigestMismatchError, InvalidInputError, NotFoundError
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.export import REF_NAME, export, split_destination
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex

@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl
 import boto3
 import pytest
 
+from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.errors import (
     BlobNotFoundError,
     DigestMismatchError,
@@ -24,7 +25,6 @@ from ecr_backup.errors import (
 )
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.registry.auth import ChallengeCredentials, TokenCredentials
-from ecr_backup.restore.catalog import Catalog
 from ecr_backup.restore.plan import RestoreRequest, plan_restore
 from ecr_backup.restore.push import Restorer
 from ecr_backup.restore.target import (

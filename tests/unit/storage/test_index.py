@@ -6,9 +6,9 @@ from typing import Any
 import pytest
 
 from ecr_backup.errors import ConfigurationError, ExitCode
+from ecr_backup.model import Action, ImageEvent, ManifestRecord
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.index import DynamoIndex, Location
-from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -25,12 +25,12 @@ from ecr_backup.errors import (
     EcrBackupError,
     NotFoundError,
 )
+from ecr_backup.model import UNTAGGED, Action, ImageEvent, TagState, format_time
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.pushrecords import EVENTS_DIR, parse_record_name, read_push_records
 from ecr_backup.storage.reader import BucketReader
-from ecr_backup.storage.records import UNTAGGED, Action, ImageEvent, TagState, format_time
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from typing import Protocol
 
 from ecr_backup.backup.events import ecr_event_document
 from ecr_backup.backup.replicator import CopyReport
+from ecr_backup.coverage.reconcile import MissingImage, Reconciler, RepositoryDrift
 from ecr_backup.errors import EcrBackupError
-from ecr_backup.maintenance.reconcile import MissingImage, Reconciler, RepositoryDrift
+from ecr_backup.model import ImageEvent
 from ecr_backup.progress import ProgressFactory, no_progress
 from ecr_backup.settings import DEFAULT_IMAGE_CONCURRENCY
-from ecr_backup.storage.records import ImageEvent
 
 log = logging.getLogger(__name__)
 

@@ -9,15 +9,15 @@ from typing import Any
 import boto3
 import pytest
 
-from ecr_backup.backup.backfill import Backfill
 from ecr_backup.backup.events import parse_event
 from ecr_backup.backup.queue import MessageQueue
+from ecr_backup.coverage.backfill import Backfill
+from ecr_backup.coverage.reconcile import PUSH_FROM_ECR, Reconciler, Source
 from ecr_backup.errors import ExitCode
-from ecr_backup.maintenance.reconcile import PUSH_FROM_ECR, Reconciler, Source
+from ecr_backup.model import Action, ImageEvent
 from ecr_backup.progress import Progress
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
-from ecr_backup.storage.records import Action, ImageEvent
 from tests.helpers import Backup, FakeEcr, minutes
 
 REPO = "team/app"

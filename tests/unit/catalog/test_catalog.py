@@ -8,19 +8,19 @@ from typing import Any
 
 import pytest
 
+from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.errors import (
     DigestMismatchError,
     InvalidInputError,
     ManifestNotFoundError,
     NotFoundError,
 )
+from ecr_backup.model import Action
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.restore.catalog import Catalog
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.reader import BucketReader
-from ecr_backup.storage.records import Action
 from tests.helpers import BUCKET, Backup, answers, drop_table, minutes
 
 

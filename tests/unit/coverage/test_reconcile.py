@@ -7,13 +7,13 @@ from datetime import datetime
 
 import pytest
 
-from ecr_backup.maintenance.reconcile import OBSERVED, PUSH_FROM_ECR, Reconciler, Source
+from ecr_backup.coverage.reconcile import OBSERVED, PUSH_FROM_ECR, Reconciler, Source
+from ecr_backup.model import Action, ImageEvent, ManifestRecord
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.registry.ecr_listing import ImageStatus
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
-from ecr_backup.storage.records import Action, ImageEvent, ManifestRecord
 from tests.helpers import Backup, FakeEcr, minutes
 
 REPO = "team/app"

@@ -2,7 +2,7 @@
 
 Reading only: ECR's control plane (DescribeImages) and the index (one BatchGetItem per 100
 images, one Query per repository). What to do about the differences is decided here,
-as events; `ecr_backup.backup.backfill` copies, enqueues and records them.
+as events; `ecr_backup.coverage.backfill` copies, enqueues and records them.
 
 - an image ECR lists whose manifest the index lacks is *missing* (archived ones cannot be
   pulled: they are reported, not copied), unless retention pruned it from the backup and
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
+from ecr_backup.model import Action, ImageEvent, RepositoryState
 from ecr_backup.oci.digest import Digest
 from ecr_backup.registry.ecr_listing import EcrImage
-from ecr_backup.storage.records import Action, ImageEvent, RepositoryState
 
 _BATCH = 100  # keys per BatchGetItem call
 # event_id of what reconcile records: a push read from DescribeImages, or a change it saw.

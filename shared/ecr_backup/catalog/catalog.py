@@ -7,19 +7,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from ecr_backup.catalog.eventlog import EventLog, IndexLog, RecordLog, T, _tag_state
 from ecr_backup.errors import (
     IndexMissingError,
     InvalidInputError,
     NotFoundError,
 )
+from ecr_backup.model import Action, ImageEvent, TagState, display_time, format_time
 from ecr_backup.oci.closure import Closure
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.restore.eventlog import EventLog, IndexLog, RecordLog, T, _tag_state
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.reader import BucketReader
-from ecr_backup.storage.records import Action, ImageEvent, TagState, display_time, format_time
 
 # -- the catalog -------------------------------------------------------------------------
 
