@@ -27,7 +27,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     services = AwsServices(Settings.load(os.environ))
     services.claim_index()  # refuses an index of another bucket before writing
     report = maintain(
-        services.ledger, services.index, services.graph(), services.rules, services.keeper
+        services.ledger,
+        services.index,
+        services.graph(),
+        services.rules,
+        services.keeper,
+        surges=services.surges(),
     )
     metrics.add_metric("LocksExtended", MetricUnit.Count, len(report.extended))
     metrics.add_metric("LocksShort", MetricUnit.Count, len(report.short))

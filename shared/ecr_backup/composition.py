@@ -17,6 +17,7 @@ from ecr_backup.backup.ports import SourceRegistry
 from ecr_backup.backup.queue import MessageQueue
 from ecr_backup.backup.replicator import Replicator
 from ecr_backup.catalog.catalog import Catalog
+from ecr_backup.catalog.surges import Surge, SurgeBook, SurgeRules, SurgeWatch, read_surges
 from ecr_backup.errors import ConfigurationError, IndexMissingError, InvalidInputError
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.holds import Holds
@@ -42,6 +43,7 @@ from ecr_backup.settings import (
     Settings,
 )
 from ecr_backup.storage.blobstore import S3BlobStore
+from ecr_backup.storage.deletions import DynamoDeletionLog
 from ecr_backup.storage.index import DynamoIndex, Location
 from ecr_backup.storage.ledger import Ledger
 from ecr_backup.storage.objectlock import S3ObjectLocks
@@ -165,6 +167,7 @@ class AwsServices:
         self._lock = threading.Lock()
         self._location_claimed = False
         self.clock = clock  # injectable: tests move time to exercise locks and retention
+        self.surges_recorded: list[Surge] = []  # by this process, for the handlers' metric
 
     @property
     def session(self) -> boto3.Session:
@@ -286,8 +289,31 @@ class AwsServices:
     def pruner(self) -> Pruner:
         grace = timedelta(hours=self.settings.prune_grace_hours)
         return Pruner(
-            self.ledger, self.locks, self.index, self.graph(), self.rules, grace, self.clock
+            self.ledger,
+            self.locks,
+            self.index,
+            self.graph(),
+            self.rules,
+            grace,
+            self.surges,
+            self.clock,
         )
+
+    def surges(self) -> SurgeBook:
+        """Every recorded deletion surge and acknowledgement, read from the bucket now."""
+        return read_surges(self.store)
+
+    @cached_property
+    def surge_watch(self) -> SurgeWatch:
+        rules = SurgeRules(self.settings.surge_images, self.settings.surge_percent)
+        deletions = DynamoDeletionLog(self.index.table, client=self.client("dynamodb"))
+        return SurgeWatch(
+            deletions, self.index, self.store, rules, clock=self.clock, on_surge=self.on_surge
+        )
+
+    def on_surge(self, surge: Surge) -> None:
+        """Called once for each surge this process records; the handlers publish a metric."""
+        self.surges_recorded.append(surge)
 
     def holds(self) -> Holds:
         return Holds(self.ledger, self.locks, self.graph())
@@ -369,6 +395,7 @@ class AwsServices:
             clock=self.clock,
             locks=self.keeper,
             deadline=deadline,
+            deletions=self.surge_watch,
         )
 
     @cached_property

@@ -58,6 +58,17 @@ DEFAULT_PRUNE_GRACE_HOURS = 24
 DEFAULT_THROUGHPUT_FLOOR_MIBPS = 10.0
 # Seconds kept after the last copy: the manifest, index writes and the batch response.
 DEADLINE_RESERVE_SECONDS = 10.0
+# Deletion surges (catalog/surges.py): deletions within an hour, per account or repository,
+# above which retention holds the deleted images until a person acknowledges the surge; the
+# share of a repository's images counts only from a few deletions on, so that deleting one
+# of a repository's three images is not a surge.
+DEFAULT_SURGE_IMAGES = 50
+DEFAULT_SURGE_PERCENT = 20
+SURGE_MIN_IMAGES = 5
+# Restore drills (maintenance/drill.py): images whose whole closure each drill reads, and
+# the days in which the daily drills read every kept object once.
+DEFAULT_DRILL_SAMPLE = 3
+DEFAULT_SCRUB_DAYS = 90
 # DescribeRepositories and DescribeImages accept 1 to 1000 results per page.
 ECR_PAGE_SIZE = 1000
 # SQS SendMessageBatch takes at most 10 messages.
@@ -87,6 +98,9 @@ class Settings(BaseModel):
     keep_deleted_days: int = Field(default=DEFAULT_KEEP_DELETED_DAYS, ge=0, le=36500)
     keep_per_tag: int = Field(default=DEFAULT_KEEP_PER_TAG, ge=0, le=1000)
     prune_grace_hours: int = Field(default=DEFAULT_PRUNE_GRACE_HOURS, ge=1, le=24 * 365)
+    surge_images: int = Field(default=DEFAULT_SURGE_IMAGES, ge=1, le=1_000_000)
+    surge_percent: int = Field(default=DEFAULT_SURGE_PERCENT, ge=1, le=100)
+    scrub_days: int = Field(default=DEFAULT_SCRUB_DAYS, ge=1, le=3650)
     throughput_floor_mibps: float = Field(default=DEFAULT_THROUGHPUT_FLOOR_MIBPS, gt=0, le=10_000)
 
     @field_validator("bucket")

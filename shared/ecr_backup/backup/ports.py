@@ -48,6 +48,12 @@ class BackupIndex(Protocol):
     def claim(self, digest: Digest, now: datetime) -> ObjectState | None: ...
 
 
+class DeletionWatch(Protocol):
+    """Counts recorded deletions; records a deletion surge (catalog.surges.SurgeWatch)."""
+
+    def observe(self, event: ImageEvent) -> object: ...
+
+
 class BackupLocks(Protocol):
     """Keeps the lock of every object a backup relies on (maintenance.locks.LockKeeper)."""
 

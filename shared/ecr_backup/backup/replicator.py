@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from ecr_backup.backup.deadline import Deadline
-from ecr_backup.backup.ports import BackupIndex, BackupLocks, BlobStore, SourceRegistry
+from ecr_backup.backup.ports import (
+    BackupIndex,
+    BackupLocks,
+    BlobStore,
+    DeletionWatch,
+    SourceRegistry,
+)
 from ecr_backup.errors import BlobNotFoundError, InvalidInputError, NotFoundError, StorageError
 from ecr_backup.model import Action, ImageEvent, ManifestRecord
 from ecr_backup.oci.closure import build_closure, check_index_depth, closure_total
@@ -80,6 +86,7 @@ class Replicator:
         progress: ProgressFactory = no_progress,
         locks: BackupLocks | None = None,
         deadline: Deadline | None = None,
+        deletions: DeletionWatch | None = None,
     ) -> None:
         if concurrency < 1:
             raise InvalidInputError("concurrency must be at least 1")
@@ -91,6 +98,7 @@ class Replicator:
         self._progress = progress
         self._locks = locks
         self._deadline = deadline
+        self._deletions = deletions
 
     def backup_event(self, event: ImageEvent) -> CopyReport:
         """Back up what an ECR event names, then record the event: bucket first, index second."""
@@ -104,6 +112,9 @@ class Replicator:
         """Record an event: the bucket's record first (rebuild-index reads it), then the index."""
         self._store.put_record(event.record_name, event.to_json())
         self._index.record_event(event)
+        if self._deletions is not None:
+            # After the index holds the deletion: a surge counts the images still live.
+            self._deletions.observe(event)
 
     def replicate(
         self, repository: str, reference: str, report: CopyReport | None = None

@@ -72,7 +72,12 @@ def run_maintain(args: argparse.Namespace) -> int:
     services = services_from(args)
     services.claim_index()
     report = maintain(
-        services.ledger, services.index, services.graph(), services.rules, services.keeper
+        services.ledger,
+        services.index,
+        services.graph(),
+        services.rules,
+        services.keeper,
+        surges=services.surges(),
     )
     lines = [
         f"{report.images_kept} image(s) kept, {report.objects_checked} object(s) checked, "
@@ -113,6 +118,7 @@ def run_stats(args: argparse.Namespace) -> int:
         services.graph(),
         services.rules,
         services.clock(),
+        surges=services.surges(),
         aws_backup=args.aws_backup,
     )
     cost = answer.monthly_cost()

@@ -335,6 +335,10 @@ class PrunedImage(_Model):
     digest: DigestText
 
 
+class HeldBySurge(PrunedImage):
+    surge: str
+
+
 class Prune(_Model):
     dry_run: bool
     time: Time
@@ -342,6 +346,35 @@ class Prune(_Model):
     bytes_marked: Bytes
     objects: list[PruneObject]
     images_pruned: list[PrunedImage]
+    held_by_surge: list[HeldBySurge]
+
+
+class SurgeAcknowledgement(_Model):
+    by: str
+    reason: str
+    time: Time
+
+
+class Surge(_Model):
+    id: str
+    account: str
+    repository: str | None  # null: every repository of the account
+    start: Time
+    end: Time
+    deletions: int
+    rule: str
+    detected_at: Time
+    acknowledged: SurgeAcknowledgement | None
+
+
+class Surges(_Model):
+    surges: list[Surge]
+    holding: int
+    unreadable: list[str]
+
+
+class Acknowledged(SurgeAcknowledgement):
+    id: str
 
 
 class RepositoryStats(_Model):
@@ -442,6 +475,7 @@ SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "stats": TypeAdapter(Stats),
     "hold": TypeAdapter(Hold),
     "release": TypeAdapter(Hold),
+    "surges": TypeAdapter(Surges | Acknowledged),
 }
 
 

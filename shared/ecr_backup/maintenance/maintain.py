@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ecr_backup.catalog.surges import SurgeBook
 from ecr_backup.errors import BlobNotFoundError, ConfigurationError, EcrBackupError
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.locks import LockCheck, LockKeeper
@@ -50,11 +51,13 @@ def maintain(
     graph: ObjectGraph,
     rules: RetentionRules,
     keeper: LockKeeper,
+    *,
+    surges: SurgeBook,
 ) -> MaintainReport:
     """Extend the locks of the closure of every kept image whose lock ends too soon."""
     report = MaintainReport(keeper.clock())
     objects = ledger.objects()
-    verdicts = judge(index, ledger.holds(), rules, report.time)
+    verdicts = judge(index, ledger.holds(), rules, report.time, surges=surges)
     kept = [v.digest for v in verdicts if v.kept]
     report.images_kept = len(kept)
     # Foreign layers are in the closure but not in the bucket: only held objects count.

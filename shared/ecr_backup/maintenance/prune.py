@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from ecr_backup.catalog.surges import SurgeBook
 from ecr_backup.errors import BlobNotFoundError, ConfigurationError
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.retention import HistorySource, ImageVerdict, RetentionRules, judge
@@ -72,6 +73,8 @@ class PruneReport:
     time: datetime
     entries: list[PruneEntry] = field(default_factory=list)
     images_pruned: list[tuple[str, Digest]] = field(default_factory=list)
+    # (repository, digest, surge id): deleted images kept because a surge is unacknowledged
+    held_by_surge: list[tuple[str, Digest, str]] = field(default_factory=list)
 
     def of(self, action: PruneAction) -> list[PruneEntry]:
         return [e for e in self.entries if e.action == action]
@@ -88,6 +91,9 @@ class PruneReport:
             "bytes_marked": sum(e.size for e in self.of("mark")),
             "objects": [e.as_dict() for e in self.entries],
             "images_pruned": [{"repository": r, "digest": str(d)} for r, d in self.images_pruned],
+            "held_by_surge": [
+                {"repository": r, "digest": str(d), "surge": s} for r, d, s in self.held_by_surge
+            ],
         }
 
 
@@ -120,6 +126,7 @@ class Pruner:
     graph: ObjectGraph
     rules: RetentionRules
     grace: timedelta
+    surges: Callable[[], SurgeBook]  # read at each run: a new surge holds at once
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
 
     def run(self, *, dry_run: bool) -> PruneReport:
@@ -142,12 +149,13 @@ class Pruner:
     def _run(self, report: PruneReport, token: str) -> None:
         now, cutoff = report.time, report.time - self.grace
         objects = self.ledger.objects()
-        verdicts = judge(self.index, self.ledger.holds(), self.rules, now)
+        verdicts = judge(self.index, self.ledger.holds(), self.rules, now, surges=self.surges())
         kept = [v.digest for v in verdicts if v.kept]
         young = {d for d, o in objects.items() if _young(o, cutoff)}
         reach = self.graph.reach(kept, referrers=True) | young
         # A young complete manifest protects its closure too (only manifests are read).
         reach |= self.graph.reach([d for d in young if objects[d].complete], referrers=False)
+        report.held_by_surge = [(v.repository, v.digest, v.surge) for v in verdicts if v.surge]
         run = _Run(report, token, cutoff, reach, verdicts, self._owners(verdicts))
         if not report.dry_run:
             self._finish_interrupted(objects, run)

@@ -7,7 +7,9 @@ An image (repository, digest) is kept while any of these holds:
   it, moved its last tag away, or (never tagged) pushed it;
 - it is among the last KeepPerTag digests pushed to a tag the source still has (a removed
   tag keeps nothing by itself: KeepDeletedDays governs its images);
-- it is on hold (`ecr-backup hold`).
+- it is on hold (`ecr-backup hold`);
+- its deletion fell in a deletion surge nobody has acknowledged (catalog/surges.py): a mass
+  deletion is held, never swept, until a person says it was meant.
 Everything reachable from a kept image (child manifests, configs, layers, and the
 referrers of its manifests: signatures, SBOMs) is kept with it.
 """
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from ecr_backup.catalog.surges import SurgeBook
 from ecr_backup.model import Action, ImageEvent, TagState, rfc3339
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.ledger import Hold
@@ -50,6 +53,7 @@ class ImageVerdict:
     kept: bool = False
     reasons: list[str] = field(default_factory=list)
     last_live: datetime | None = None  # None: still tagged in the source
+    surge: str | None = None  # the unacknowledged surge its deletion fell in
 
     def why(self) -> str:
         return "; ".join(self.reasons)
@@ -62,6 +66,12 @@ class _Life:
     tagged_now: list[str] = field(default_factory=list)
     last_live: datetime | None = None
     deleted_at: datetime | None = None
+    deleted_by: str | None = None  # the account whose deletion event it was
+
+    def deleted(self, event: ImageEvent) -> None:
+        if self.deleted_at is None or event.time >= self.deleted_at:
+            self.deleted_at = event.time
+            self.deleted_by = event.source_account
 
     def saw(self, moment: datetime) -> None:
         if self.last_live is None or moment > self.last_live:
@@ -69,7 +79,12 @@ class _Life:
 
 
 def judge(
-    source: HistorySource, holds: list[Hold], rules: RetentionRules, now: datetime
+    source: HistorySource,
+    holds: list[Hold],
+    rules: RetentionRules,
+    now: datetime,
+    *,
+    surges: SurgeBook,
 ) -> list[ImageVerdict]:
     """A verdict for every image the index holds, kept or not, with its reasons."""
     held = {(h.repository, h.digest): h for h in holds}
@@ -80,12 +95,23 @@ def judge(
             life = lives.get(digest, _Life())
             verdict = ImageVerdict(repository, digest, last_live=life.last_live)
             _apply(verdict, life, recent.get(digest, []), rules, now)
+            _surge(verdict, life, surges)
             hold = held.get((repository, digest))
             if hold is not None:
                 verdict.kept = True
                 verdict.reasons.append(f"on hold since {rfc3339(hold.time)}")
             verdicts.append(verdict)
     return verdicts
+
+
+def _surge(verdict: ImageVerdict, life: _Life, surges: SurgeBook) -> None:
+    if life.deleted_at is None:
+        return
+    surge = surges.holding(life.deleted_by, verdict.repository, life.deleted_at)
+    if surge is not None:
+        verdict.kept = True
+        verdict.surge = surge.id
+        verdict.reasons.append(f"held by surge {surge.id} (deleted {rfc3339(life.deleted_at)})")
 
 
 def _apply(
@@ -124,7 +150,7 @@ def _lives(
         lives[event.digest].saw(event.time)
         if event.action is Action.DELETE:
             deleted[event.digest] = max(event.time, deleted.get(event.digest, event.time))
-            lives[event.digest].deleted_at = deleted[event.digest]
+            lives[event.digest].deleted(event)
     recent: dict[Digest, list[str]] = defaultdict(list)
     for state in source.tags(repository):
         events = source.history(repository, state.tag)
@@ -145,7 +171,7 @@ def _walk_tag(
         life = lives[event.digest]
         life.saw(event.time)
         if event.action is Action.DELETE:
-            life.deleted_at = event.time
+            life.deleted(event)
             continue
         if following is not None:
             life.saw(following.time)  # the tag moved away (or was removed) then

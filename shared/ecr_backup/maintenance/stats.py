@@ -22,6 +22,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ecr_backup.catalog.surges import SurgeBook
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.retention import HistorySource, RetentionRules, judge
 from ecr_backup.model import rfc3339
@@ -122,6 +123,7 @@ def stats(
     rules: RetentionRules,
     now: datetime,
     *,
+    surges: SurgeBook,
     aws_backup: bool = False,
 ) -> Stats:
     objects = ledger.objects()
@@ -131,7 +133,7 @@ def stats(
         _count_lock(answer, state, now)
     per_repo: dict[str, RepositoryStats] = {}
     held_by_repo: dict[str, set[Digest]] = defaultdict(set)
-    for verdict in judge(index, ledger.holds(), rules, now):
+    for verdict in judge(index, ledger.holds(), rules, now, surges=surges):
         repo = per_repo.setdefault(verdict.repository, RepositoryStats(verdict.repository))
         if not verdict.kept:
             continue

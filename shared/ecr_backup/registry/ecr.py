@@ -39,6 +39,15 @@ class EcrTokenSource:
         return data["authorizationToken"], data["expiresAt"]
 
 
+def caller_arn(session: boto3.Session) -> str:
+    """Who these credentials are (STS GetCallerIdentity's ARN): audit records name them."""
+    region = session.region_name or "us-east-1"
+    try:
+        return str(session.client("sts", region_name=region).get_caller_identity()["Arn"])
+    except (ClientError, BotoCoreError) as e:
+        raise translate(e, "find who these AWS credentials are", RegistryError) from e
+
+
 def caller_identity(session: boto3.Session) -> tuple[str, str]:
     """The account and region a boto3 session acts in (STS GetCallerIdentity)."""
     region = session.region_name or "us-east-1"

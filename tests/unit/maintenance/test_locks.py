@@ -21,7 +21,12 @@ LOCK = timedelta(days=35)
 
 def run_maintain(services: AwsServices) -> Any:
     return maintain(
-        services.ledger, services.index, services.graph(), services.rules, services.keeper
+        services.ledger,
+        services.index,
+        services.graph(),
+        services.rules,
+        services.keeper,
+        surges=services.surges(),
     )
 
 

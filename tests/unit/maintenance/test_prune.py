@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ecr_backup.catalog.catalog import Catalog
+from ecr_backup.catalog.surges import SurgeBook
 from ecr_backup.composition import AwsServices
 from ecr_backup.coverage.reconcile import Reconciler, Source
 from ecr_backup.maintenance.rebuild import rebuild_index
@@ -18,6 +19,8 @@ from ecr_backup.oci.manifest import Manifest
 from ecr_backup.settings import Settings
 from tests.helpers import BUCKET, Backup, FakeEcr
 from tests.unit.maintenance.conftest import PREFIX, MovableClock
+
+NONE = SurgeBook()  # no deletion surge recorded
 
 
 @dataclass
@@ -210,17 +213,21 @@ def test_retention_rules(kit: Backup, services: AwsServices, clock: MovableClock
     untagged = kit.image("web")
     kit.push("web", untagged, None, start + timedelta(days=3))
     clock.advance(days=60)
-    verdicts = {v.digest: v for v in judge(services.index, [], services.rules, clock())}
+    verdicts = {
+        v.digest: v for v in judge(services.index, [], services.rules, clock(), surges=SurgeBook())
+    }
     assert verdicts[third.digest].kept and "tagged v1" in verdicts[third.digest].why()
     assert verdicts[second.digest].kept  # moved away 59 days ago, within 90 days
     assert verdicts[untagged.digest].kept
     clock.advance(days=40)
-    verdicts = {v.digest: v for v in judge(services.index, [], services.rules, clock())}
+    verdicts = {
+        v.digest: v for v in judge(services.index, [], services.rules, clock(), surges=SurgeBook())
+    }
     assert verdicts[third.digest].kept
     assert not verdicts[second.digest].kept and not verdicts[first.digest].kept
     assert not verdicts[untagged.digest].kept
     wider = type(services.rules)(keep_deleted_days=90, keep_per_tag=2)
-    verdicts = {v.digest: v for v in judge(services.index, [], wider, clock())}
+    verdicts = {v.digest: v for v in judge(services.index, [], wider, clock(), surges=NONE)}
     assert verdicts[second.digest].kept and "last 2 of tag v1" in verdicts[second.digest].why()
     assert not verdicts[first.digest].kept
 
@@ -250,7 +257,14 @@ def test_stats_match_a_hand_count(
     def size(manifest: Manifest) -> int:
         return manifest.size + sum(b.size for b in manifest.blobs)
 
-    answer = stats(services.ledger, services.index, services.graph(), services.rules, clock())
+    answer = stats(
+        services.ledger,
+        services.index,
+        services.graph(),
+        services.rules,
+        clock(),
+        surges=SurgeBook(),
+    )
     everything = {world.kept.digest, world.gone.digest}
     everything |= {b.digest for m in (world.kept, world.gone) for b in m.blobs}
     assert answer.objects == len(everything)
@@ -265,7 +279,14 @@ def test_stats_match_a_hand_count(
 
     held = services.holds()
     held.hold("app", world.gone.digest, clock())
-    answer = stats(services.ledger, services.index, services.graph(), services.rules, clock())
+    answer = stats(
+        services.ledger,
+        services.index,
+        services.graph(),
+        services.rules,
+        clock(),
+        surges=SurgeBook(),
+    )
     assert answer.logical_bytes == size(world.kept) + size(world.gone)
     shared_size = objects[world.shared].size
     assert answer.kept_unique_bytes == size(world.kept) + size(world.gone) - shared_size
