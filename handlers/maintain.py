@@ -26,14 +26,18 @@ metrics = Metrics()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     services = AwsServices(Settings.load(os.environ))
     services.claim_index()  # refuses an index of another bucket before writing
+    surges = services.surges()
     report = maintain(
         services.ledger,
         services.index,
         services.graph(),
         services.rules,
         services.keeper,
-        surges=services.surges(),
+        surges=surges,
     )
+    # Daily, while a surge holds deleted images: a reminder that a person must look.
+    holding = len(surges.unacknowledged()) + len(surges.unreadable)
+    metrics.add_metric("SurgesHolding", MetricUnit.Count, holding)
     metrics.add_metric("LocksExtended", MetricUnit.Count, len(report.extended))
     metrics.add_metric("LocksShort", MetricUnit.Count, len(report.short))
     metrics.add_metric("ObjectsMissing", MetricUnit.Count, len(report.missing))

@@ -222,4 +222,6 @@ def handler(event: dict[str, Any], context: LambdaContext) -> Any:
         context=context,
     )
     metrics.add_metric("RepositoriesFailed", MetricUnit.Count, len(response["batchItemFailures"]))
+    # Reconcile records the images it finds gone: a mass deletion whose events were missed.
+    metrics.add_metric("DeletionSurge", MetricUnit.Count, len(services.take_surges_recorded()))
     return response

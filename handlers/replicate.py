@@ -116,4 +116,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailure
     )
     # Emitted every time (zero included) so that it can be alarmed on and graphed.
     metrics.add_metric("RecordsFailed", MetricUnit.Count, len(response["batchItemFailures"]))
+    metrics.add_metric("DeletionSurge", MetricUnit.Count, len(services.take_surges_recorded()))
     return response

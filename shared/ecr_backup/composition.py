@@ -315,6 +315,11 @@ class AwsServices:
         """Called once for each surge this process records; the handlers publish a metric."""
         self.surges_recorded.append(surge)
 
+    def take_surges_recorded(self) -> list[Surge]:
+        """The surges recorded since the last call (a warm Lambda reuses these services)."""
+        taken, self.surges_recorded = self.surges_recorded, []
+        return taken
+
     def holds(self) -> Holds:
         return Holds(self.ledger, self.locks, self.graph())
 

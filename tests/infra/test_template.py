@@ -445,8 +445,29 @@ def test_function_role_cannot_delete_unlock_or_reach_beyond_its_resources(
 
 
 def test_function_role_grants_exactly_what_the_engine_calls(transformed: dict[str, Any]) -> None:
-    granted = {a for s in function_role_statements(transformed) for a in listify(s["Action"])}
-    assert granted == FUNCTION_ACTIONS
+    assert granted(transformed, "ReplicateFunction") == FUNCTION_ACTIONS
+
+
+def test_no_function_role_may_acknowledge_a_deletion_surge(transformed: dict[str, Any]) -> None:
+    # An acknowledgement releases a mass deletion to prune: a person's decision, never a
+    # function's, whatever else the function's role allows on the bucket.
+    writers = [
+        name
+        for name, resource in transformed["Resources"].items()
+        if resource["Type"] == "AWS::Lambda::Function"
+        and "s3:PutObject" in granted(transformed, name)
+    ]
+    assert {"ReplicateFunction", "ReconcileFunction"} <= set(writers)
+    for function in writers:
+        denies = [
+            s
+            for s in function_role_statements(transformed, function)
+            if s["Effect"] == "Deny" and s.get("Sid") == "NoSurgeAcknowledgement"
+        ]
+        assert len(denies) == 1, function
+        assert listify(denies[0]["Action"]) == ["s3:PutObject"]
+        resource = denies[0]["Resource"]["Fn::Sub"][0]
+        assert resource == "arn:${AWS::Partition}:s3:::${Bucket}/${BucketPrefix}refs/_audit/*"
 
 
 def test_function_role_scopes_each_service_to_its_resource(transformed: dict[str, Any]) -> None:
@@ -616,7 +637,7 @@ DELETE_ACTIONS = frozenset({"s3:DeleteObject", "dynamodb:DeleteItem"})
 
 def granted(transformed: dict[str, Any], function_name: str) -> set[str]:
     statements = function_role_statements(transformed, function_name)
-    return {a for s in statements for a in listify(s["Action"])}
+    return {a for s in statements if s["Effect"] == "Allow" for a in listify(s["Action"])}
 
 
 def test_each_function_has_its_own_role(transformed: dict[str, Any]) -> None:
