@@ -101,6 +101,7 @@ class Settings(BaseModel):
     surge_images: int = Field(default=DEFAULT_SURGE_IMAGES, ge=1, le=1_000_000)
     surge_percent: int = Field(default=DEFAULT_SURGE_PERCENT, ge=1, le=100)
     scrub_days: int = Field(default=DEFAULT_SCRUB_DAYS, ge=1, le=3650)
+    drill_sample: int = Field(default=DEFAULT_DRILL_SAMPLE, ge=0, le=1000)
     throughput_floor_mibps: float = Field(default=DEFAULT_THROUGHPUT_FLOOR_MIBPS, gt=0, le=10_000)
 
     @field_validator("bucket")
