@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ecr_backup import __version__
-from ecr_backup.cli import backfill, backup, maintenance, queries, restore, surges
+from ecr_backup.cli import backfill, backup, drill, maintenance, queries, restore, surges
 from ecr_backup.cli.options import add_global_options, settle
 from ecr_backup.errors import EcrBackupError
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore.register(commands)
     maintenance.register(commands)
     surges.register(commands)
+    drill.register(commands)
     return parser
 
 

@@ -61,21 +61,8 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
-    values = {
-        name: getattr(args, name, None)
-        for name in (
-            "bucket",
-            "table",
-            "prefix",
-            "source_registry",
-            "source_auth",
-            "concurrency",
-            "lock_days",
-            "keep_deleted_days",
-            "keep_per_tag",
-            "prune_grace_hours",
-        )
-    }
+    # A flag whose dest is a setting's name sets it (a None flag leaves the environment's).
+    values = {name: getattr(args, name, None) for name in Settings.model_fields}
     return Settings.load(os.environ, **{**values, **overrides})
 
 

@@ -349,6 +349,26 @@ class Prune(_Model):
     held_by_surge: list[HeldBySurge]
 
 
+class SampledImage(_Model):
+    repository: str
+    digest: DigestText
+    objects: int
+    bytes: Bytes
+
+
+class Drill(_Model):
+    ok: bool
+    time: Time
+    images_kept: int
+    sampled: list[SampledImage]
+    scrub_slice: int
+    scrub_days: int
+    scrubbed_objects: int
+    objects_verified: int
+    bytes_read: Bytes
+    problems: list[Problem]
+
+
 class SurgeAcknowledgement(_Model):
     by: str
     reason: str
@@ -476,6 +496,7 @@ SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "hold": TypeAdapter(Hold),
     "release": TypeAdapter(Hold),
     "surges": TypeAdapter(Surges | Acknowledged),
+    "drill": TypeAdapter(Drill),
 }
 
 

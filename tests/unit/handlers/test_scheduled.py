@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -89,3 +90,26 @@ def test_prune_handler_keeps_a_tagged_image(prune_module: ModuleType, backed_up:
         "bytes_freed": 0,
         "counts": {"mark": 0, "delete": 0, "locked": 0, "in-use": 0},
     }
+
+
+@pytest.fixture(scope="module")
+def drill_module() -> Iterator[ModuleType]:
+    yield from load("drill")
+
+
+def test_drill_handler_reads_the_kept_image_back_and_publishes_its_metrics(
+    drill_module: ModuleType,
+    backed_up: Backup,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("ECR_BACKUP_SCRUB_DAYS", "1")  # today's slice is the whole backup
+    summary: dict[str, Any] = drill_module.handler({}, Context(function_name="drill"))
+    assert summary["ok"] is True and summary["problems"] == []
+    assert summary["images_kept"] == 1 and len(summary["sampled"]) == 1
+    assert summary["objects_verified"] == 4  # manifest, config, two layers
+    metrics = json.loads(
+        next(line for line in capsys.readouterr().out.splitlines() if "_aws" in line)
+    )
+    assert metrics["DrillObjectsVerified"] == [4.0] and metrics["DrillProblems"] == [0.0]
+    assert metrics["DrillCompleted"] == [1.0] and metrics["DrillBytesRead"] == [2802.0]
