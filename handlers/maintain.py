@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ecr_backup.composition import AwsServices
 from ecr_backup.maintenance.maintain import maintain
 from ecr_backup.settings import Settings
+from ecr_backup.status.runs import record_maintain
 
 logger = Logger()
 metrics = Metrics()
@@ -29,6 +30,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     report = maintain(
         services.ledger, services.index, services.graph(), services.rules, services.keeper
     )
+    record_maintain(services.run_log, report)  # for `ecr-backup status`
     metrics.add_metric("LocksExtended", MetricUnit.Count, len(report.extended))
     metrics.add_metric("LocksShort", MetricUnit.Count, len(report.short))
     metrics.add_metric("ObjectsMissing", MetricUnit.Count, len(report.missing))
