@@ -167,14 +167,27 @@ def document(status: Status) -> dict[str, object]:
     }
 
 
+_UNITS = ((86400, "d"), (3600, "h"), (60, "m"), (1, "s"))
+_STATE_ORDER = {"ALARM": 0, "INSUFFICIENT_DATA": 1, "OK": 2}
+
+
 def _ago(now: datetime, then: datetime) -> str:
+    """'2d 3h ago': the two largest units, enough to read at a glance."""
     seconds = int((now - then).total_seconds())
-    if seconds < 0:
+    if seconds <= 0:
         return "just now"
-    for size, unit in ((86400, "d"), (3600, "h"), (60, "m")):
-        if seconds >= size:
-            return f"{seconds // size}{unit} ago"
-    return f"{seconds}s ago"
+    parts: list[str] = []
+    for size, unit in _UNITS:
+        if seconds >= size and len(parts) < 2:
+            parts.append(f"{seconds // size}{unit}")
+            seconds %= size
+        elif parts:
+            break
+    return " ".join(parts) + " ago"
+
+
+def _n(count: int, word: str, plural: str | None = None) -> str:
+    return f"{count} {word if count == 1 else plural or word + 's'}"
 
 
 def _at(now: datetime, then: datetime | None) -> str:
@@ -196,7 +209,8 @@ def lines(args: argparse.Namespace, status: Status) -> list[str]:
         out.append(f"no stack read (--stack or {STACK_ENV}): alarms and queues not checked")
     else:
         out.append(f"stack {stack.name} ({stack.region}): {stack.status}")
-        rows = [[a.state, _at(now, a.since), a.logical_id or a.name] for a in stack.alarms]
+        alarms = sorted(stack.alarms, key=lambda a: (_STATE_ORDER[a.state], a.logical_id or a.name))
+        rows = [[a.state, _at(now, a.since), a.logical_id or a.name] for a in alarms]
         out += [f"  {line}" for line in table(rows, ["ALARM STATE", "SINCE", "ALARM"])]
         rows = [
             [q.logical_id, "yes" if q.dead_letter else "", str(q.visible), str(q.in_flight)]
@@ -221,9 +235,10 @@ def lines(args: argparse.Namespace, status: Status) -> list[str]:
         hidden = reconcile.missing_not_listed
         more = f" (+{hidden} not listed)" if hidden else ""
         out.append(
-            f"last reconcile: {_at(now, reconcile.time)}, {reconcile.repositories} "
-            f"repositories, {reconcile.images} images: {len(reconcile.missing)} still "
-            f"missing{more}, {reconcile.drifted} tags drifted, {reconcile.archived} archived"
+            f"last reconcile: {_at(now, reconcile.time)}, "
+            f"{_n(reconcile.repositories, 'repository', 'repositories')}, "
+            f"{_n(reconcile.images, 'image')}: {len(reconcile.missing)} still missing{more}, "
+            f"{_n(reconcile.drifted, 'tag')} drifted, {reconcile.archived} archived"
         )
         out += [
             f"  missing: {m.image.repository}@{short(args, m.image.digest)} pushed "
@@ -236,7 +251,8 @@ def lines(args: argparse.Namespace, status: Status) -> list[str]:
     else:
         out.append(
             f"last maintain: {_at(now, maintain.time)}, {'ok' if maintain.ok else 'NOT OK'}: "
-            f"{maintain.images_kept} images kept, {maintain.objects_checked} objects checked"
+            f"{_n(maintain.images_kept, 'image')} kept, "
+            f"{_n(maintain.objects_checked, 'object')} checked"
         )
         out.append(
             f"  locks: {maintain.extended} extended, {maintain.short} short, "

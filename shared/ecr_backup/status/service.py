@@ -213,7 +213,7 @@ def _reconcile_findings(reconcile: ReconcileSummary | None) -> list[Finding]:
             "problem",
             f"{len(late)} image(s) missing from the backup for over {reconcile.grace_minutes} "
             f"minutes (the oldest {first.repository}@{first.digest})",
-            first.pushed_at,
+            first.pushed_at + timedelta(minutes=reconcile.grace_minutes),  # a problem since
         )
     ]
 
