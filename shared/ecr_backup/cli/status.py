@@ -67,14 +67,14 @@ def _settings(args: argparse.Namespace, stack: Stack | None) -> Settings:
     lock_days = parameters.get("ObjectLockDays")
     return Settings.load(
         os.environ,
-        bucket=args.bucket or outputs.get("BucketName") or _required(args, "bucket"),
-        table=args.table or outputs.get("TableName") or _required(args, "table"),
+        bucket=args.bucket or outputs.get("BucketName") or _required("bucket"),
+        table=args.table or outputs.get("TableName") or _required("table"),
         prefix=args.prefix if args.prefix is not None else parameters.get("BucketPrefix"),
         lock_days=int(lock_days) if lock_days else None,
     )
 
 
-def _required(args: argparse.Namespace, name: str) -> str:
+def _required(name: str) -> str:
     value = os.environ.get(f"{ENV_PREFIX}{name.upper()}")
     if not value:
         raise ConfigurationError(

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ecr_backup.awserrors import error_code, translate
-from ecr_backup.errors import ConfigurationError, EcrBackupError, InvalidInputError
+from ecr_backup.errors import ConfigurationError, InvalidInputError, StackError
 
 ALARM = "AWS::CloudWatch::Alarm"
 QUEUE = "AWS::SQS::Queue"
@@ -26,10 +26,6 @@ QUEUE = "AWS::SQS::Queue"
 _STACK_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,127}|arn:aws[a-z-]*:cloudformation:.+")
 _ALARMS_PER_CALL = 100  # DescribeAlarms takes at most 100 names
 AlarmValue = Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
-
-
-class StackError(EcrBackupError):
-    """CloudFormation, CloudWatch or SQS refused or failed a read."""
 
 
 @dataclass(frozen=True)

@@ -142,12 +142,12 @@ def record_reconcile(
 
 def last_maintain(log: RunLogPort) -> MaintainRun | None:
     record = _last(log, MAINTAIN)
-    return None if record is None else _build(MaintainRun, record)
+    return None if record is None else _build(MaintainRun, record, record.summary)
 
 
 def last_prune(log: RunLogPort) -> PruneRun | None:
     record = _last(log, PRUNE)
-    return None if record is None else _build(PruneRun, record)
+    return None if record is None else _build(PruneRun, record, record.summary)
 
 
 def last_reconciles(log: RunLogPort) -> list[ReconcileRun]:
@@ -155,23 +155,16 @@ def last_reconciles(log: RunLogPort) -> list[ReconcileRun]:
     runs = []
     for record in log.runs(RECONCILE):
         account, region, repository = record.key.split("/", 2)
+        summary = dict(record.summary)
         try:
             missing = tuple(
                 MissingImage(repository, Digest.parse(m["digest"]), parse_time(m["pushed_at"]))
-                for m in record.summary.pop("missing")
+                for m in summary.pop("missing")
             )
         except (KeyError, TypeError, ValueError) as e:
             raise DataError(f"unreadable reconcile run record {record.key!r}: {e}") from e
-        runs.append(
-            _build(
-                ReconcileRun,
-                record,
-                account=account,
-                region=region,
-                repository=repository,
-                missing=missing,
-            )
-        )
+        fields = {**summary, "account": account, "region": region, "repository": repository}
+        runs.append(_build(ReconcileRun, record, {**fields, "missing": missing}))
     return runs
 
 
@@ -180,9 +173,9 @@ def _last(log: RunLogPort, job: str) -> RunRecord | None:
     return records[0] if records else None
 
 
-def _build(kind: Callable[..., T], record: RunRecord, **extra: Any) -> T:
+def _build(kind: Callable[..., T], record: RunRecord, fields: Mapping[str, Any]) -> T:
     try:
-        return kind(time=record.time, **record.summary, **extra)
+        return kind(time=record.time, **fields)
     except TypeError as e:  # a field missing or unknown: written by another version
         raise DataError(f"unreadable {record.job} run record {record.key!r}: {e}") from e
 
