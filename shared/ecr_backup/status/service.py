@@ -148,6 +148,11 @@ def summarize_reconciles(
 ) -> ReconcileSummary | None:
     if not runs:
         return None
+    # A repository no run reconciled for two intervals is no longer listed in ECR (with
+    # several source accounts, gone repositories are not reconciled): its last summary
+    # speaks for a repository that no longer exists.
+    newest = max(run.time for run in runs)
+    runs = [r for r in runs if r.time >= newest - timedelta(minutes=2 * r.grace_minutes)]
     listed = [m for run in runs for m in run.missing]
     backed_up = index.complete_manifests({m.digest for m in listed})
     grace = max(run.grace_minutes for run in runs)
@@ -158,7 +163,7 @@ def summarize_reconciles(
         if m.digest not in backed_up
     ]
     return ReconcileSummary(
-        time=max(run.time for run in runs),
+        time=newest,
         repositories=len(runs),
         images=sum(run.images for run in runs),
         missing=missing,

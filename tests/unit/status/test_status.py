@@ -26,6 +26,7 @@ from ecr_backup.status.runs import (
     record_prune,
     record_reconcile,
 )
+from ecr_backup.status.service import summarize_reconciles
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex, Location
 from ecr_backup.storage.runs import RunLog
@@ -372,3 +373,18 @@ def test_an_older_run_never_replaces_a_newer_one(index: DynamoIndex) -> None:
     log.record("prune", "last", now - timedelta(hours=1), {"n": 1})
     (record,) = log.runs("prune")
     assert record.summary == {"n": 2}
+
+
+def test_a_repository_no_longer_reconciled_does_not_count(index: DynamoIndex) -> None:
+    log = RunLog(index.table, client=boto3.client("dynamodb"))
+    now = datetime.now(UTC)
+    late = ecr_image(now - timedelta(days=9), "gone")
+    for repository, at, missing in (("gone", now - timedelta(days=3), [late]), ("live", now, [])):
+        drift = RepositoryDrift(repository, images=1)
+        for image in missing:
+            message = ImageEvent(repository, image.digest, Action.PUSH, image.pushed_at)
+            drift.missing.append(DriftMissing(image, (message,), message))
+        record_reconcile(log, drift, Source("123456789012", "us-east-1"), at, 1440)
+    summary = summarize_reconciles(last_reconciles(log), index, now)
+    assert summary is not None
+    assert (summary.repositories, summary.missing) == (1, [])
