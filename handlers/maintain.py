@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ecr_backup.composition import AwsServices
 from ecr_backup.maintenance.maintain import maintain
 from ecr_backup.settings import Settings
+from ecr_backup.status.runs import record_maintain
 
 logger = Logger()
 metrics = Metrics()
@@ -38,6 +39,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     # Daily, while a surge holds deleted images: a reminder that a person must look.
     holding = len(surges.unacknowledged()) + len(surges.unreadable)
     metrics.add_metric("SurgesHolding", MetricUnit.Count, holding)
+    record_maintain(services.run_log, report)  # for `ecr-backup status`
     metrics.add_metric("LocksExtended", MetricUnit.Count, len(report.extended))
     metrics.add_metric("LocksShort", MetricUnit.Count, len(report.short))
     metrics.add_metric("ObjectsMissing", MetricUnit.Count, len(report.missing))

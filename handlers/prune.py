@@ -14,6 +14,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ecr_backup.composition import AwsServices
 from ecr_backup.settings import Settings
+from ecr_backup.status.runs import record_prune
 
 logger = Logger()
 metrics = Metrics()
@@ -25,6 +26,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     services = AwsServices(Settings.load(os.environ))
     services.claim_index()  # refuses an index of another bucket before writing
     report = services.pruner().run(dry_run=False)
+    record_prune(services.run_log, report)  # for `ecr-backup status`
     counts = {action: len(report.of(action)) for action in ("mark", "delete", "locked", "in-use")}
     metrics.add_metric("ObjectsMarked", MetricUnit.Count, counts["mark"])
     metrics.add_metric("ObjectsDeleted", MetricUnit.Count, counts["delete"])

@@ -35,6 +35,7 @@ from ecr_backup.coverage.reconcile import Reconciler, RepositoryDrift, Source
 from ecr_backup.errors import EcrBackupError, InvalidInputError, RegistryError
 from ecr_backup.registry.source_account import source_role_arn
 from ecr_backup.settings import Settings, load_from_env
+from ecr_backup.status.runs import record_reconcile
 from sqs_batch import LoggedBatchProcessor
 
 # No X-Ray SDK (Powertools' Tracer), as in replicate.py: Lambda's active tracing records
@@ -178,6 +179,9 @@ def reconcile_record(
     recorded = settle(drift, services.replicator(task.account, task.region))
     enqueued = enqueue_missing(drift, services.queue(config.replicate_queue_url))
     _report(drift, enqueued, config)
+    record_reconcile(  # for `ecr-backup status`
+        services.run_log, drift, source, datetime.now(UTC), config.interval_minutes
+    )
     return {"repository": task.repository, "enqueued": enqueued, "recorded": recorded}
 
 

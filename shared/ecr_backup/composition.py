@@ -47,11 +47,14 @@ from ecr_backup.storage.deletions import DynamoDeletionLog
 from ecr_backup.storage.index import DynamoIndex, Location
 from ecr_backup.storage.ledger import Ledger
 from ecr_backup.storage.objectlock import S3ObjectLocks
+from ecr_backup.storage.runs import RunLog
 
 if TYPE_CHECKING:
     import boto3
     import urllib3
     from botocore.config import Config
+
+    from ecr_backup.stack.aws import StackReader
 
 
 @cache
@@ -430,3 +433,23 @@ class AwsServices:
 
     def queue(self, url: str) -> MessageQueue:
         return MessageQueue(self.client("sqs"), url)
+
+    @cached_property
+    def run_log(self) -> RunLog:
+        """The scheduled jobs' last runs, in the index table (status reads them)."""
+        return RunLog(self.index.table, client=self.client("dynamodb"))
+
+
+def stack_reader(session: boto3.Session) -> StackReader:
+    """The deployed stack (CloudFormation, CloudWatch, SQS) in the session's region."""
+    from ecr_backup.stack.aws import StackReader  # only `status` reads a stack
+
+    def client(service: str) -> Any:
+        try:
+            return session.client(service, config=client_config())  # type: ignore[call-overload]
+        except BotoCoreError as e:
+            raise translate(e, f"create the {service} client", ConfigurationError) from e
+
+    return StackReader(
+        client("cloudformation"), client("cloudwatch"), client("sqs"), str(session.region_name)
+    )

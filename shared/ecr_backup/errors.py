@@ -210,3 +210,7 @@ class ObjectBeingPrunedError(IndexStoreError):
 
 class QueueError(EcrBackupError):
     """SQS refused or failed an operation."""
+
+
+class StackError(EcrBackupError):
+    """CloudFormation, CloudWatch or SQS refused or failed a read of the deployed stack."""

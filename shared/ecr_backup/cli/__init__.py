@@ -7,7 +7,16 @@ import sys
 from collections.abc import Sequence
 
 from ecr_backup import __version__
-from ecr_backup.cli import backfill, backup, drill, maintenance, queries, restore, surges
+from ecr_backup.cli import (
+    backfill,
+    backup,
+    drill,
+    maintenance,
+    queries,
+    restore,
+    status,
+    surges,
+)
 from ecr_backup.cli.options import add_global_options, settle
 from ecr_backup.errors import EcrBackupError
 
@@ -27,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     maintenance.register(commands)
     surges.register(commands)
     drill.register(commands)
+    status.register(commands)
     return parser
 
 

@@ -9,6 +9,7 @@ from ecr_backup.cli.common import add_storage_options, emit, human_size, service
 from ecr_backup.maintenance.maintain import maintain
 from ecr_backup.maintenance.stats import stats
 from ecr_backup.oci.reference import ImageRef
+from ecr_backup.status.runs import record_maintain, record_prune
 
 
 def add_retention_options(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +80,7 @@ def run_maintain(args: argparse.Namespace) -> int:
         services.keeper,
         surges=services.surges(),
     )
+    record_maintain(services.run_log, report)
     lines = [
         f"{report.images_kept} image(s) kept, {report.objects_checked} object(s) checked, "
         f"{len(report.extended)} lock(s) extended",
@@ -97,6 +99,7 @@ def run_prune(args: argparse.Namespace) -> int:
     else:
         services.claim_index()
     report = services.pruner().run(dry_run=args.dry_run)
+    record_prune(services.run_log, report)
     rows = [
         [e.action, str(e.digest), human_size(e.size), e.reason]
         + ([f"locked until {e.lock_until:%Y-%m-%dT%H:%M:%SZ}"] if e.lock_until else [""])

@@ -475,6 +475,105 @@ class Backfill(_Model):
     events_recorded: int
 
 
+# -- status -------------------------------------------------------------------------------
+
+
+class StatusFinding(_Model):
+    severity: Literal["problem", "warning"]
+    what: str
+    since: Time | None
+
+
+class StatusAlarm(_Model):
+    name: str
+    logical_id: str | None
+    state: Literal["OK", "ALARM", "INSUFFICIENT_DATA"]
+    since: Time | None
+    reason: str
+
+
+class StatusQueue(_Model):
+    logical_id: str
+    url: str
+    dead_letter: bool
+    visible: int
+    in_flight: int
+
+
+class StatusStack(_Model):
+    name: str
+    status: str
+    alarms: list[StatusAlarm]
+    queues: list[StatusQueue]
+
+
+class StatusPush(_Model):
+    repository: str
+    tag: str | None
+    digest: DigestText
+    pushed_at: Time
+    backed_up_at: Time | None
+
+
+class StatusMissing(_Model):
+    repository: str
+    digest: DigestText
+    pushed_at: Time
+    past_grace: bool
+
+
+class StatusReconcile(_Model):
+    time: Time
+    repositories: int
+    images: int
+    missing: list[StatusMissing]
+    missing_not_listed: int
+    drifted: int
+    archived: int
+    grace_minutes: int
+
+
+class StatusMaintain(_Model):
+    time: Time
+    ok: bool
+    images_kept: int
+    objects_checked: int
+    extended: int
+    short: int
+    missing: int
+    not_checked: int
+
+
+class StatusPrune(_Model):
+    time: Time
+    marked: int
+    deleted: int
+    locked: int
+    in_use: int
+    bytes_freed: Bytes
+    images_pruned: int
+
+
+class StatusLocation(_Model):
+    bucket: str
+    prefix: str
+    table: str
+    region: str
+
+
+class Status(_Model):
+    healthy: bool
+    time: Time
+    since: Time | None
+    findings: list[StatusFinding]
+    stack: StatusStack | None
+    newest_push: StatusPush | None
+    reconcile: StatusReconcile | None
+    maintain: StatusMaintain | None
+    prune: StatusPrune | None
+    location: StatusLocation
+
+
 # Command name -> the shape of its --json document. tests/unit/cli/test_schema.py checks
 # that every command of the parser is here and that docs/json.md shows each one.
 SCHEMAS: dict[str, TypeAdapter[Any]] = {
@@ -497,6 +596,7 @@ SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "release": TypeAdapter(Hold),
     "surges": TypeAdapter(Surges | Acknowledged),
     "drill": TypeAdapter(Drill),
+    "status": TypeAdapter(Status),
 }
 
 

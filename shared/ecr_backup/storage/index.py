@@ -10,6 +10,7 @@ Items (pk / sk):
   REPO#<repo>     / HIST#<tag>#<time>#<digest>#<action>   every event of a tag ('@': untagged)
   REPO#<repo>     / IMAGE#<digest>    an image ever pushed to the repository
   INDEX           / LOCATION          the bucket and prefix this table indexes
+  RUN#<job>       / <key>             a scheduled job's last run (storage.runs)
 """
 
 from __future__ import annotations
@@ -377,6 +378,25 @@ class DynamoIndex(DynamoTable):
             Digest.parse(item["sk"]["S"].removeprefix("IMAGE#")): "gone" in item
             for item in self._query(f"REPO#{repository}", begins_with="IMAGE#")
         }
+
+    def newest_push(self, repository: str) -> ImageEvent | None:
+        """The repository's newest push the index records (one Query): the newer of the
+        newest first push of an image (IMAGE#) and the newest push of a tag (TAG#).
+        A push is recorded only once its image is complete, so it is backed up."""
+        newest: ImageEvent | None = None
+        for item in self._query(f"REPO#{repository}", between=("IMAGE#", "TAG#~")):
+            sort_key = item["sk"]["S"]
+            if sort_key.startswith("TAG#"):
+                if item["action"]["S"] != Action.PUSH:
+                    continue
+                digest, tag = Digest.parse(item["digest"]["S"]), sort_key.removeprefix("TAG#")
+            else:
+                digest, tag = Digest.parse(sort_key.removeprefix("IMAGE#")), None
+            time = parse_time(item["time"]["S"])
+            # At the same time, the tagged push names the image better.
+            if newest is None or (time, tag is not None) > (newest.time, newest.tag is not None):
+                newest = ImageEvent(repository, digest, Action.PUSH, time, tag)
+        return newest
 
 
 def _tag_state(repository: str, item: Item) -> TagState:

@@ -14,9 +14,11 @@ import pytest
 
 from ecr_backup.errors import RegistryError
 from ecr_backup.settings import Settings
+from ecr_backup.status.runs import last_reconciles
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
-from tests.helpers import Backup, reset_connections
+from ecr_backup.storage.runs import RunLog
+from tests.helpers import TABLE, Backup, reset_connections
 from tests.unit.handlers.test_replicate import Context, batch, captured_logs, log_lines
 from tests.unit.handlers.test_scheduled import BACKUP_ENV, load
 
@@ -171,3 +173,16 @@ def test_a_source_registry_that_cannot_be_listed_does_not_stop_the_others(
     ]
     (warning,) = [line for line in log_lines(logs) if line["level"] == "WARNING"]
     assert (warning["source_region"], warning["exception_name"]) == ("eu-west-1", "RegistryError")
+
+
+def test_each_repository_reconciled_leaves_its_run_summary_for_status(
+    handler: ModuleType, backed_up: Backup
+) -> None:
+    missed = push_to_ecr(backed_up, "missed", "v1")
+    event = batch(record("one", task("missed")))
+    response = handler.handler(event, Context(function_name="reconcile"))
+    assert response == {"batchItemFailures": []}
+    (run,) = last_reconciles(RunLog(TABLE, client=boto3.client("dynamodb")))
+    assert (run.account, run.region, run.repository) == (ACCOUNT, "us-east-1", "missed")
+    assert [str(m.digest) for m in run.missing] == [missed]
+    assert (run.images, run.missing_count, run.grace_minutes) == (1, 1, 1440)

@@ -12,10 +12,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import boto3
 import pytest
 
+from ecr_backup.status.runs import last_maintain, last_prune
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
+from ecr_backup.storage.runs import RunLog
 from tests.helpers import BUCKET, TABLE, Backup
 from tests.unit.handlers.test_replicate import Context
 
@@ -113,3 +116,15 @@ def test_drill_handler_reads_the_kept_image_back_and_publishes_its_metrics(
     )
     assert metrics["DrillObjectsVerified"] == [4.0] and metrics["DrillProblems"] == [0.0]
     assert metrics["DrillCompleted"] == [1.0] and metrics["DrillBytesRead"] == [2802.0]
+
+
+def test_maintain_and_prune_handlers_leave_their_run_summaries_for_status(
+    maintain_module: ModuleType, prune_module: ModuleType, backed_up: Backup
+) -> None:
+    maintain_module.handler({}, Context(function_name="maintain"))
+    prune_module.handler({}, Context(function_name="prune"))
+    log = RunLog(TABLE, client=boto3.client("dynamodb"))
+    maintained, pruned = last_maintain(log), last_prune(log)
+    assert maintained is not None and pruned is not None
+    assert (maintained.ok, maintained.images_kept, maintained.extended) == (True, 1, 4)
+    assert (pruned.marked, pruned.deleted, pruned.bytes_freed) == (0, 0, 0)

@@ -1,0 +1,1 @@
+"""The deployed stack as CloudFormation, CloudWatch and SQS describe it (read only)."""
