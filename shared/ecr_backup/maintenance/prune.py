@@ -38,11 +38,11 @@ from typing import Literal
 
 from ecr_backup.errors import BlobNotFoundError, ConfigurationError
 from ecr_backup.maintenance.graph import ObjectGraph
+from ecr_backup.maintenance.ports import PruneLedger, PruneLocks
 from ecr_backup.maintenance.retention import HistorySource, ImageVerdict, RetentionRules, judge
 from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.ledger import Ledger, ObjectState
-from ecr_backup.storage.objectlock import S3ObjectLocks
+from ecr_backup.storage.ledger import ObjectState
 
 PruneAction = Literal["mark", "delete", "locked", "in-use", "finished"]
 LEASE = timedelta(hours=6)
@@ -114,8 +114,8 @@ class _Run:
 
 @dataclass
 class Pruner:
-    ledger: Ledger
-    locks: S3ObjectLocks
+    ledger: PruneLedger
+    locks: PruneLocks
     index: HistorySource
     graph: ObjectGraph
     rules: RetentionRules
