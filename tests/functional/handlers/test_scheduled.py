@@ -15,8 +15,8 @@ import pytest
 
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
+from tests.functional.handlers.test_replicate import Context
 from tests.helpers import BUCKET, TABLE, Backup
-from tests.unit.handlers.test_replicate import Context
 
 HANDLERS = Path(__file__).resolve().parents[3] / "handlers"
 
