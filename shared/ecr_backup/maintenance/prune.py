@@ -7,7 +7,7 @@ run, at least one grace period after the tombstone: objects still unreachable, s
 tombstoned and no longer locked are deleted; locked ones are reported with their lock end.
 
 Why a backup running at the same time can never end with a complete manifest over a
-deleted object (the interleavings; tests/unit/maintenance/test_prune.py replays each):
+deleted object (the interleavings; tests/unit/maintenance/test_interleaving.py replays each):
 1. A backup claims every object under a manifest before marking it complete
    (backup.replicator). A claim removes the tombstone and fails while `sweeping` is set.
 2. Prune deletes an object only after `start_sweep`, a conditional write that needs the
