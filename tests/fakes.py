@@ -441,6 +441,7 @@ class FakeIndex:
             raise ConfigurationError(
                 f"index table {self.table} indexes {recorded}, not {here}",
                 code="IndexLocationMismatch",
+                hint="use that bucket and prefix, or another index table (ECR_BACKUP_TABLE)",
             )
 
     def claim_location(self, here: Location) -> None:

@@ -3,6 +3,8 @@ the ledger and the bucket: each Protocol holds only the calls its service makes.
 
 storage.ledger.Ledger, storage.objectlock.S3ObjectLocks, storage.index.DynamoIndex and
 storage.blobstore.S3BlobStore satisfy them in production; tests/fakes.py in the unit tests.
+Verify reads through the catalog, whose own Protocols (catalog.catalog.CatalogStore,
+catalog.eventlog.IndexReads) the same fakes satisfy.
 """
 
 from __future__ import annotations
