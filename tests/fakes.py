@@ -761,7 +761,6 @@ class FakeAws:
     the maintenance services wired over them as ecr_backup.composition wires the real ones."""
 
     clock: Clock = _now
-    prefix: str = "backup/"
     settings: Settings = field(
         default_factory=lambda: Settings(bucket="backup-bucket", table="backup-index")
     )
@@ -775,8 +774,8 @@ class FakeAws:
     def __post_init__(self) -> None:
         self.bucket = FakeBucket(self.settings.bucket, clock=self.clock)
         self.table = FakeTable(self.settings.table or "backup-index")
-        self.store = FakeBlobStore(self.bucket, self.prefix)
-        self.locks = FakeObjectLocks(self.bucket, self.prefix)
+        self.store = FakeBlobStore(self.bucket, self.settings.prefix)
+        self.locks = FakeObjectLocks(self.bucket, self.settings.prefix)
         self.index = FakeIndex(self.table)
         self.ledger = FakeLedger(self.table)
 

@@ -40,6 +40,7 @@ from ecr_backup.maintenance.ports import (
 from ecr_backup.maintenance.retention import HistorySource
 from ecr_backup.model import Action, ImageEvent, ManifestRecord
 from ecr_backup.oci.digest import Digest
+from ecr_backup.settings import Settings
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex, Location
 from ecr_backup.storage.ledger import Ledger
@@ -134,7 +135,7 @@ def _typed(side: Side) -> None:
 @pytest.fixture(params=["fake", "moto"])
 def side(request: pytest.FixtureRequest) -> Iterator[Side]:
     if request.param == "fake":
-        fake = FakeAws(prefix=PREFIX)
+        fake = FakeAws(settings=Settings(bucket=BUCKET, table=TABLE, prefix=PREFIX))
         yield Side("fake", fake.store, fake.locks, fake.index, fake.ledger, fake=fake)
         return
     s3 = request.getfixturevalue("s3")
