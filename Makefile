@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 # `sam build` looks for python3.13 on PATH.
 export PATH := $(abspath $(BIN)):$(dir $(shell scripts/find-python 2>/dev/null)):$(PATH)
 
-.PHONY: bootstrap demo test lint format typecheck unit integration bench build clean
+.PHONY: bootstrap demo test lint format typecheck unit functional integration bench build clean
 
 bootstrap:
 	@scripts/bootstrap
@@ -28,8 +28,13 @@ typecheck: bootstrap
 test: lint typecheck
 	$(BIN)/python -m pytest -q --cov --cov-report=term:skip-covered
 
+# In-process and on in-memory fakes (tests/fakes.py): no moto, no subprocess, no server.
 unit: bootstrap
 	$(BIN)/python -m pytest -q tests/unit tests/infra
+
+# The real adapters under moto's mock_aws, and the CLI run as a process.
+functional: bootstrap
+	$(BIN)/python -m pytest -q tests/functional
 
 integration: bootstrap
 	$(BIN)/python -m pytest -q tests/integration

@@ -1,5 +1,5 @@
 """Helpers shared by the tests: in-memory fakes of the ports (source and target
-registries) and a backup made by the real engine under moto."""
+registries) and a backup made by the real engine, under moto or on tests/fakes.py."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ from ecr_backup.registry.ecr_listing import EcrImage, ImageStatus
 from ecr_backup.restore.ports import TargetRegistry
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
+from tests.fakes import FakeBlobStore, FakeIndex
 
 BUCKET = "backup-bucket"
 TABLE = "backup-index"
@@ -111,8 +112,8 @@ def minutes(n: int) -> datetime:
 class Backup:
     """Pushes images into a fake source registry and backs them up with the real engine."""
 
-    store: S3BlobStore
-    index: DynamoIndex
+    store: S3BlobStore | FakeBlobStore
+    index: DynamoIndex | FakeIndex
     source: FakeRegistry = field(default_factory=FakeRegistry)
     seed: int = 0
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
-from ecr_backup.catalog.eventlog import EventLog, IndexLog, RecordLog, T, _tag_state
+from ecr_backup.catalog.eventlog import (
+    EventLog,
+    IndexLog,
+    IndexReads,
+    RecordLog,
+    RecordStore,
+    T,
+    _tag_state,
+)
 from ecr_backup.errors import (
     IndexMissingError,
     InvalidInputError,
@@ -17,9 +26,8 @@ from ecr_backup.model import Action, ImageEvent, TagState, display_time, format_
 from ecr_backup.oci.closure import Closure
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.storage.blobstore import S3BlobStore
-from ecr_backup.storage.index import DynamoIndex
-from ecr_backup.storage.reader import BucketReader
+from ecr_backup.storage.blobstore import ObjectVersion
+from ecr_backup.storage.reader import BucketReader, VersionedObjects
 
 # -- the catalog -------------------------------------------------------------------------
 
@@ -113,13 +121,20 @@ class ImageView:
         }
 
 
+class CatalogStore(VersionedObjects, RecordStore, Protocol):
+    """What the catalog, and verify through it, read in the bucket (storage.blobstore.
+    S3BlobStore in production)."""
+
+    def iter_blob_versions(self) -> Iterator[tuple[str, ObjectVersion]]: ...
+
+
 class Catalog:
     """Tag lookups from the index, or from the bucket's push records when the table is gone."""
 
     def __init__(
         self,
-        store: S3BlobStore,
-        index: DynamoIndex | None,
+        store: CatalogStore,
+        index: IndexReads | None,
         *,
         reader: BucketReader | None = None,
     ) -> None:

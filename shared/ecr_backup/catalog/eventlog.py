@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol, TypeVar
@@ -25,11 +26,14 @@ from ecr_backup.errors import (
     EcrBackupError,
     NotFoundError,
 )
-from ecr_backup.model import UNTAGGED, Action, ImageEvent, TagState, format_time
+from ecr_backup.model import UNTAGGED, Action, ImageEvent, ManifestRecord, TagState, format_time
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.blobstore import S3BlobStore
-from ecr_backup.storage.index import DynamoIndex
-from ecr_backup.storage.pushrecords import EVENTS_DIR, parse_record_name, read_push_records
+from ecr_backup.storage.pushrecords import (
+    EVENTS_DIR,
+    RecordSource,
+    parse_record_name,
+    read_push_records,
+)
 from ecr_backup.storage.reader import BucketReader
 
 log = logging.getLogger(__name__)
@@ -63,8 +67,37 @@ class EventLog(Protocol):
     def referrers(self, repository: str, subjects: set[Digest]) -> list[Digest]: ...
 
 
+class IndexReads(Protocol):
+    """What IndexLog asks of the index (storage.index.DynamoIndex in production)."""
+
+    @property
+    def table(self) -> str: ...
+
+    def repositories(self) -> list[str]: ...
+
+    def tags(self, repository: str) -> list[TagState]: ...
+
+    def tag(self, repository: str, tag: str) -> TagState | None: ...
+
+    def history(self, repository: str, tag: str | None) -> list[ImageEvent]: ...
+
+    def tag_at(self, repository: str, tag: str, at: datetime) -> ImageEvent | None: ...
+
+    def images(self, repository: str) -> list[Digest]: ...
+
+    def manifest(self, digest: Digest) -> ManifestRecord | None: ...
+
+    def referrers(self, subject: Digest) -> list[ManifestRecord]: ...
+
+
+class RecordStore(RecordSource, Protocol):
+    """Where RecordLog finds the push records (storage.blobstore.S3BlobStore in production)."""
+
+    def iter_record_names(self, under: str = "") -> Iterator[str]: ...
+
+
 class IndexLog:
-    def __init__(self, index: DynamoIndex) -> None:
+    def __init__(self, index: IndexReads) -> None:
         self.index = index
 
     def repositories(self) -> list[str]:
@@ -131,7 +164,7 @@ class _RepositoryRecords:
 class RecordLog:
     """Answers from the push records in the bucket: what rebuild-index writes back."""
 
-    def __init__(self, store: S3BlobStore, reader: BucketReader) -> None:
+    def __init__(self, store: RecordStore, reader: BucketReader) -> None:
         self._store = store
         self._reader = reader
         self._repositories: dict[str, _RepositoryRecords] = {}

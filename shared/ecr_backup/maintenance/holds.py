@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ecr_backup.maintenance.graph import ObjectGraph
+from ecr_backup.maintenance.ports import HoldLedger, LegalHolds
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.ledger import Ledger
-from ecr_backup.storage.objectlock import S3ObjectLocks
 
 
 @dataclass(frozen=True)
@@ -35,8 +34,8 @@ class HoldResult:
 
 @dataclass
 class Holds:
-    ledger: Ledger
-    locks: S3ObjectLocks
+    ledger: HoldLedger
+    locks: LegalHolds
     graph: ObjectGraph
 
     def hold(self, repository: str, digest: Digest, now: datetime) -> HoldResult:

@@ -9,10 +9,10 @@ from ecr_backup.catalog.surges import SurgeBook
 from ecr_backup.errors import BlobNotFoundError, ConfigurationError, EcrBackupError
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.locks import LockCheck, LockKeeper
+from ecr_backup.maintenance.ports import ObjectLedger
 from ecr_backup.maintenance.retention import HistorySource, RetentionRules, judge
 from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.ledger import Ledger
 
 
 @dataclass
@@ -46,7 +46,7 @@ class MaintainReport:
 
 
 def maintain(
-    ledger: Ledger,
+    ledger: ObjectLedger,
     index: HistorySource,
     graph: ObjectGraph,
     rules: RetentionRules,

@@ -7,7 +7,7 @@ run, at least one grace period after the tombstone: objects still unreachable, s
 tombstoned and no longer locked are deleted; locked ones are reported with their lock end.
 
 Why a backup running at the same time can never end with a complete manifest over a
-deleted object (the interleavings; tests/unit/maintenance/test_prune.py replays each):
+deleted object (the interleavings; tests/unit/maintenance/test_interleaving.py replays each):
 1. A backup claims every object under a manifest before marking it complete
    (backup.replicator). A claim removes the tombstone and fails while `sweeping` is set.
 2. Prune deletes an object only after `start_sweep`, a conditional write that needs the
@@ -39,11 +39,11 @@ from typing import Literal
 from ecr_backup.catalog.surges import SurgeBook
 from ecr_backup.errors import BlobNotFoundError, ConfigurationError
 from ecr_backup.maintenance.graph import ObjectGraph
+from ecr_backup.maintenance.ports import PruneLedger, PruneLocks
 from ecr_backup.maintenance.retention import HistorySource, ImageVerdict, RetentionRules, judge
 from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.ledger import Ledger, ObjectState
-from ecr_backup.storage.objectlock import S3ObjectLocks
+from ecr_backup.storage.ledger import ObjectState
 
 PruneAction = Literal["mark", "delete", "locked", "in-use", "finished"]
 LEASE = timedelta(hours=6)
@@ -120,8 +120,8 @@ class _Run:
 
 @dataclass
 class Pruner:
-    ledger: Ledger
-    locks: S3ObjectLocks
+    ledger: PruneLedger
+    locks: PruneLocks
     index: HistorySource
     graph: ObjectGraph
     rules: RetentionRules

@@ -21,13 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from ecr_backup.errors import EcrBackupError
+from ecr_backup.maintenance.ports import RebuildBucket, RebuiltIndex
 from ecr_backup.model import Action, ImageEvent, ManifestRecord
 from ecr_backup.oci.closure import closure_total
 from ecr_backup.oci.digest import Digest, is_sha256_hex
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.settings import DEFAULT_CONCURRENCY
-from ecr_backup.storage.blobstore import ObjectVersion, S3BlobStore
-from ecr_backup.storage.index import DynamoIndex, Location
+from ecr_backup.storage.blobstore import ObjectVersion
+from ecr_backup.storage.index import Location
 from ecr_backup.storage.pushrecords import EVENTS_DIR, read_push_records
 from ecr_backup.storage.reader import BucketReader
 
@@ -73,7 +74,7 @@ class _Stored:
     first_written: datetime
 
 
-def _listing(store: S3BlobStore) -> dict[Digest, _Stored]:
+def _listing(store: RebuildBucket) -> dict[Digest, _Stored]:
     versions: dict[str, list[ObjectVersion]] = defaultdict(list)
     for name, version in store.iter_blob_versions():
         if is_sha256_hex(name) and not version.deleted:
@@ -91,7 +92,7 @@ def _listing(store: S3BlobStore) -> dict[Digest, _Stored]:
 
 
 def _records(
-    store: S3BlobStore, report: RebuildReport, concurrency: int
+    store: RebuildBucket, report: RebuildReport, concurrency: int
 ) -> list[tuple[str, ImageEvent]]:
     names = [n for n in store.iter_record_names() if EVENTS_DIR in n]
     report.records = len(names)
@@ -139,8 +140,8 @@ class _Closures:
 
 
 def rebuild_index(
-    store: S3BlobStore,
-    index: DynamoIndex,
+    store: RebuildBucket,
+    index: RebuiltIndex,
     *,
     reader: BucketReader | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,

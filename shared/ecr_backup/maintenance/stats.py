@@ -24,10 +24,11 @@ from datetime import datetime
 
 from ecr_backup.catalog.surges import SurgeBook
 from ecr_backup.maintenance.graph import ObjectGraph
+from ecr_backup.maintenance.ports import ObjectLedger
 from ecr_backup.maintenance.retention import HistorySource, RetentionRules, judge
 from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.ledger import Ledger, ObjectState
+from ecr_backup.storage.ledger import ObjectState
 
 GB = 1024**3
 TB = 1024 * GB
@@ -117,7 +118,7 @@ def s3_standard_monthly(size: int) -> float:
 
 
 def stats(
-    ledger: Ledger,
+    ledger: ObjectLedger,
     index: HistorySource,
     graph: ObjectGraph,
     rules: RetentionRules,

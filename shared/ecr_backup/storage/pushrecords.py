@@ -10,12 +10,18 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from ecr_backup.errors import InvalidInputError
 from ecr_backup.model import ImageEvent
-from ecr_backup.storage.blobstore import S3BlobStore
 
 EVENTS_DIR = "/_events/"
+
+
+class RecordSource(Protocol):
+    def record_key(self, name: str) -> str: ...
+
+    def read_record(self, name: str) -> bytes: ...
 
 
 @dataclass
@@ -24,7 +30,7 @@ class PushRecords:
     invalid: list[str] = field(default_factory=list)  # "<key>: why"
 
 
-def read_push_records(store: S3BlobStore, names: list[str], workers: int) -> PushRecords:
+def read_push_records(store: RecordSource, names: list[str], workers: int) -> PushRecords:
     with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="records") as pool:
         bodies = list(pool.map(store.read_record, names))
     found = PushRecords()

@@ -8,7 +8,8 @@ import hashlib
 import logging
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
 
 from ecr_backup.awserrors import ACCESS_DENIED_CODES
 from ecr_backup.errors import (
@@ -21,9 +22,9 @@ from ecr_backup.errors import (
 from ecr_backup.oci.closure import Closure, build_closure
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest, parse_manifest
-from ecr_backup.oci.streams import VerifyingReader, read_full
+from ecr_backup.oci.streams import Readable, VerifyingReader, read_full
 from ecr_backup.settings import MAX_MANIFEST_SIZE, MiB
-from ecr_backup.storage.blobstore import ObjectVersion, S3BlobStore
+from ecr_backup.storage.blobstore import ObjectVersion
 
 # -- reading the bucket ----------------------------------------------------------------
 
@@ -44,10 +45,27 @@ class CheckedStream(VerifyingReader):
         return data
 
 
+class VersionedObjects(Protocol):
+    """What BucketReader reads through (storage.blobstore.S3BlobStore in production)."""
+
+    @property
+    def bucket(self) -> str: ...
+
+    def blob_key(self, digest: Digest) -> str: ...
+
+    def stat(self, digest: Digest) -> int | None: ...
+
+    def open(
+        self, digest: Digest, *, version_id: str | None = None
+    ) -> AbstractContextManager[Readable]: ...
+
+    def versions(self, digest: Digest) -> list[ObjectVersion]: ...
+
+
 class BucketReader:
     """Manifests and blobs out of the bucket, each verified against its digest."""
 
-    def __init__(self, store: S3BlobStore) -> None:
+    def __init__(self, store: VersionedObjects) -> None:
         self.store = store
         self._manifests: dict[Digest, Manifest] = {}
         self._located: dict[Digest, str | None] = {}

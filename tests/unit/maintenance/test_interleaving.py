@@ -11,19 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import boto3
-
 from ecr_backup.backup.replicator import Replicator
-from ecr_backup.composition import AwsServices
 from ecr_backup.errors import ObjectBeingPrunedError
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.prune import Pruner
 from ecr_backup.model import Action, ImageEvent
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.settings import Settings
-from ecr_backup.storage.provision import ensure_bucket
+from tests.fakes import FakeAws, MovableClock
 from tests.helpers import Backup
-from tests.unit.maintenance.conftest import MovableClock
 
 
 class PauseAt:
@@ -64,11 +60,9 @@ class _Forward:
 
 
 class World:
-    def __init__(self, name: str, clock: MovableClock, s3: Any) -> None:
+    def __init__(self, name: str, clock: MovableClock) -> None:
         settings = Settings(bucket=name, table=name, keep_deleted_days=90, keep_per_tag=1)
-        ensure_bucket(s3, name, region="us-east-1", tls_only=False)  # moto: no TLS
-        self.services = AwsServices(settings, boto3.Session(region_name="us-east-1"), clock=clock)
-        self.services.index.create_if_missing()
+        self.services = FakeAws(clock, settings=settings)
         self.clock = clock
         self.kit = Backup(self.services.store, self.services.index, clock=clock)
         self.kit.locks = self.services.keeper
@@ -132,10 +126,10 @@ class World:
         assert self.services.store.read(new.digest) == new.raw
 
 
-def test_prune_runs_whole_before_each_backup_step(s3: Any, index: object) -> None:
+def test_prune_runs_whole_before_each_backup_step() -> None:
     k, outcomes = 0, set()
     while True:
-        world = World(f"backup-paused-{k}", MovableClock(), s3)
+        world = World(f"backup-paused-{k}", MovableClock())
         checks: list[list[str]] = []
 
         def prune_now(world: World = world, checks: list[list[str]] = checks) -> None:
@@ -160,10 +154,10 @@ def test_prune_runs_whole_before_each_backup_step(s3: Any, index: object) -> Non
     assert outcomes == {True, False}
 
 
-def test_backup_runs_whole_before_each_prune_step(s3: Any, index: object) -> None:
+def test_backup_runs_whole_before_each_prune_step() -> None:
     k, outcomes, deferred = 0, set(), 0
     while True:
-        world = World(f"prune-paused-{k}", MovableClock(), s3)
+        world = World(f"prune-paused-{k}", MovableClock())
         outcome: list[bool] = []
 
         def back_up_now(world: World = world, outcome: list[bool] = outcome) -> None:

@@ -18,9 +18,9 @@ from ecr_backup.status.runs import last_reconciles
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.runs import RunLog
+from tests.functional.handlers.test_replicate import Context, batch, captured_logs, log_lines
+from tests.functional.handlers.test_scheduled import BACKUP_ENV, load
 from tests.helpers import TABLE, Backup, reset_connections
-from tests.unit.handlers.test_replicate import Context, batch, captured_logs, log_lines
-from tests.unit.handlers.test_scheduled import BACKUP_ENV, load
 
 ACCOUNT = "123456789012"  # moto's
 

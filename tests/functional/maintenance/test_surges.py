@@ -12,8 +12,8 @@ from ecr_backup.model import Action, ImageEvent
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.storage.deletions import DynamoDeletionLog
+from tests.fakes import MovableClock
 from tests.helpers import Backup
-from tests.unit.maintenance.conftest import MovableClock
 
 ACCOUNT = "123456789012"
 

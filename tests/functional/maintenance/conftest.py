@@ -4,7 +4,7 @@ and an Object Lock adapter that records every lock it read and every extension i
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
@@ -14,23 +14,10 @@ from ecr_backup.composition import AwsServices
 from ecr_backup.oci.digest import Digest
 from ecr_backup.settings import Settings
 from ecr_backup.storage.objectlock import LockMode, ObjectLock, S3ObjectLocks
+from tests.fakes import MovableClock
 from tests.helpers import BUCKET, TABLE, Backup
 
 PREFIX = "backup/"
-
-
-class MovableClock:
-    """Starts at the real time (S3 computes default retention from it) and moves on demand."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
 
 
 class RecordingLocks(S3ObjectLocks):

@@ -13,8 +13,8 @@ from ecr_backup.maintenance.retention import ImageVerdict
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.storage.reader import BucketReader
+from tests.fakes import MovableClock
 from tests.helpers import BUCKET, Backup
-from tests.unit.maintenance.conftest import MovableClock
 
 
 def run(services: AwsServices, clock: MovableClock, *, sample: int, scrub_days: int) -> DrillReport:

@@ -13,8 +13,9 @@ from ecr_backup.errors import ConfigurationError, StorageError
 from ecr_backup.maintenance.maintain import maintain
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.objectlock import ObjectLock
+from tests.fakes import MovableClock
+from tests.functional.maintenance.conftest import RecordingLocks, head_lock
 from tests.helpers import Backup
-from tests.unit.maintenance.conftest import MovableClock, RecordingLocks, head_lock
 
 LOCK = timedelta(days=35)
 

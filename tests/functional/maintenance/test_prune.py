@@ -17,8 +17,9 @@ from ecr_backup.maintenance.verify import verify
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.settings import Settings
+from tests.fakes import MovableClock
+from tests.functional.maintenance.conftest import PREFIX
 from tests.helpers import BUCKET, Backup, FakeEcr
-from tests.unit.maintenance.conftest import PREFIX, MovableClock
 
 NONE = SurgeBook()  # no deletion surge recorded
 

@@ -146,21 +146,21 @@ def run_jobs(capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
 
 
-def recorded_jobs(index: DynamoIndex) -> None:
+def recorded_jobs(index: object) -> None:
     """A good maintenance pass and prune an hour ago, as their handlers record them."""
-    log = RunLog(index.table, client=boto3.client("dynamodb"))
+    log = RunLog(TABLE, client=boto3.client("dynamodb"))
     an_hour_ago = datetime.now(UTC) - timedelta(hours=1)
     record_maintain(log, MaintainReport(an_hour_ago, images_kept=2, objects_checked=8))
     record_prune(log, PruneReport(dry_run=False, time=an_hour_ago))
 
 
-def reconciled(index: DynamoIndex, missing: list[EcrImage], *, grace_minutes: int = 60) -> None:
+def reconciled(index: object, missing: list[EcrImage], *, grace_minutes: int = 60) -> None:
     """A reconcile of team/api that found `missing` (as handlers/reconcile.py records it)."""
     drift = RepositoryDrift("team/api", images=len(missing) + 1)
     for image in missing:
         message = ImageEvent("team/api", image.digest, Action.PUSH, image.pushed_at, "v9")
         drift.missing.append(DriftMissing(image, (message,), message))
-    log = RunLog(index.table, client=boto3.client("dynamodb"))
+    log = RunLog(TABLE, client=boto3.client("dynamodb"))
     now = datetime.now(UTC)
     record_reconcile(log, drift, Source("123456789012", "us-east-1"), now, grace_minutes)
 
@@ -340,7 +340,7 @@ def test_a_reconcile_summary_keeps_the_first_missing_images_and_counts_the_rest(
     now = datetime.now(UTC)
     images = [ecr_image(now, str(n)) for n in range(MISSING_KEPT + 5)]
     reconciled(index, images)
-    (run,) = last_reconciles(RunLog(index.table, client=boto3.client("dynamodb")))
+    (run,) = last_reconciles(RunLog(TABLE, client=boto3.client("dynamodb")))
     assert (len(run.missing), run.missing_count) == (MISSING_KEPT, MISSING_KEPT + 5)
     assert (run.account, run.region, run.repository) == ("123456789012", "us-east-1", "team/api")
 
@@ -367,7 +367,7 @@ def test_short_locks_in_the_last_maintenance_pass_are_a_problem(
 
 
 def test_an_older_run_never_replaces_a_newer_one(index: DynamoIndex) -> None:
-    log = RunLog(index.table, client=boto3.client("dynamodb"))
+    log = RunLog(TABLE, client=boto3.client("dynamodb"))
     now = datetime.now(UTC)
     log.record("prune", "last", now, {"n": 2})
     log.record("prune", "last", now - timedelta(hours=1), {"n": 1})
@@ -376,7 +376,7 @@ def test_an_older_run_never_replaces_a_newer_one(index: DynamoIndex) -> None:
 
 
 def test_a_repository_no_longer_reconciled_does_not_count(index: DynamoIndex) -> None:
-    log = RunLog(index.table, client=boto3.client("dynamodb"))
+    log = RunLog(TABLE, client=boto3.client("dynamodb"))
     now = datetime.now(UTC)
     late = ecr_image(now - timedelta(days=9), "gone")
     for repository, at, missing in (("gone", now - timedelta(days=3), [late]), ("live", now, [])):

@@ -19,8 +19,8 @@ from ecr_backup.status.runs import last_maintain, last_prune
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.runs import RunLog
+from tests.functional.handlers.test_replicate import Context
 from tests.helpers import BUCKET, TABLE, Backup
-from tests.unit.handlers.test_replicate import Context
 
 HANDLERS = Path(__file__).resolve().parents[3] / "handlers"
 
