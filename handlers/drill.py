@@ -16,6 +16,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ecr_backup.composition import AwsServices
 from ecr_backup.maintenance.drill import drill
 from ecr_backup.settings import Settings
+from ecr_backup.status.runs import record_drill
 from ecr_backup.storage.reader import BucketReader
 
 logger = Logger()
@@ -40,6 +41,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
         scrub_days=settings.scrub_days,
         concurrency=settings.concurrency,
     )
+    record_drill(services.run_log, report)  # for `ecr-backup status` and `stats`
     metrics.add_metric("DrillObjectsVerified", MetricUnit.Count, report.objects_verified)
     metrics.add_metric("DrillBytesRead", MetricUnit.Bytes, report.bytes_read)
     metrics.add_metric("DrillProblems", MetricUnit.Count, len(report.problems))

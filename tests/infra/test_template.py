@@ -730,3 +730,25 @@ def test_scheduled_functions_get_the_retention_settings(resources: dict[str, Any
         assert event["Type"] == "Schedule"
     replicate = props(resources, "ReplicateFunction")["Environment"]["Variables"]
     assert replicate["ECR_BACKUP_LOCK_DAYS"] == {"Ref": "ObjectLockDays"}
+
+
+def test_drill_role_reads_and_writes_only_its_run_summary(transformed: dict[str, Any]) -> None:
+    statements = function_role_statements(transformed, "DrillFunction")
+    assert privilege_problems(statements) == []
+    assert granted(transformed, "DrillFunction") == {
+        "s3:GetObject",
+        "s3:ListBucket",
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+        "dynamodb:Scan",
+        "dynamodb:BatchGetItem",
+        "dynamodb:UpdateItem",
+        "kms:Decrypt",
+        "kms:DescribeKey",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    }
+    (writes,) = [s for s in statements if "dynamodb:UpdateItem" in listify(s["Action"])]
+    assert writes["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["RUN#*"]}}
+    schedule = props(transformed["Resources"], "DrillFunctionDaily")
+    assert schedule["ScheduleExpression"] == "rate(1 day)"

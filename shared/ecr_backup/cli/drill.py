@@ -9,6 +9,7 @@ from ecr_backup.cli.common import add_storage_options, emit, human_size, service
 from ecr_backup.cli.maintenance import add_retention_options
 from ecr_backup.maintenance.drill import DrillReport, drill
 from ecr_backup.settings import DEFAULT_DRILL_SAMPLE, DEFAULT_SCRUB_DAYS
+from ecr_backup.status.runs import record_drill
 from ecr_backup.storage.reader import BucketReader
 
 
@@ -82,6 +83,7 @@ def run_drill(args: argparse.Namespace) -> int:
         scrub_days=settings.scrub_days,
         concurrency=settings.concurrency,
     )
+    record_drill(services.run_log, report)
     lines = [
         f"{len(report.sampled)} of {report.images_kept} kept image(s) read whole; "
         f"scrub slice {report.scrub_slice} of {report.scrub_days}: "

@@ -5,11 +5,19 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ecr_backup.cli.common import add_storage_options, emit, human_size, services_from, table
+from ecr_backup.cli.common import (
+    add_storage_options,
+    emit,
+    human_size,
+    services_from,
+    table,
+    when,
+)
+from ecr_backup.maintenance.drill import DrillSummary
 from ecr_backup.maintenance.maintain import maintain
-from ecr_backup.maintenance.stats import stats
+from ecr_backup.maintenance.stats import Stats, stats
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.status.runs import record_maintain, record_prune
+from ecr_backup.status.runs import last_drill, record_maintain, record_prune
 
 
 def add_retention_options(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +130,7 @@ def run_stats(args: argparse.Namespace) -> int:
         services.rules,
         services.clock(),
         surges=services.surges(),
+        last_drill=last_drill(services.run_log),
         aws_backup=args.aws_backup,
     )
     cost = answer.monthly_cost()
@@ -136,6 +145,8 @@ def run_stats(args: argparse.Namespace) -> int:
         f"locked {human_size(answer.locked_bytes)}, unlocked {human_size(answer.unlocked_bytes)}"
         f", lock not recorded {human_size(answer.lock_unknown_bytes)}",
         f"estimated USD {cost['total']}/month (us-east-1 list prices read {cost['prices_read']})",
+        _surges_line(answer),
+        _drill_line(answer.last_drill),
     ]
     emit(args, answer.as_dict(), lines)
     return 0
@@ -157,3 +168,22 @@ def run_release(args: argparse.Namespace) -> int:
     result = services.holds().release(resolved.repository, resolved.digest)
     emit(args, result.as_dict(), [f"released {resolved}: {result.objects} object(s) lifted"])
     return 0
+
+
+def _surges_line(answer: Stats) -> str:
+    if answer.surges_holding:
+        return (
+            f"deletion surges: {answer.surges_holding} holding deleted images from prune "
+            "(`ecr-backup surges`)"
+        )
+    return f"deletion surges: {answer.surges_recorded} recorded, none holding"
+
+
+def _drill_line(drill: DrillSummary | None) -> str:
+    if drill is None:
+        return "last restore drill: none recorded (`ecr-backup drill`)"
+    verdict = "ok" if drill.ok else f"{drill.problems} PROBLEM(S)"
+    return (
+        f"last restore drill: {when(drill.time)}, {verdict}: {drill.objects_verified} "
+        f"object(s) verified, {human_size(drill.bytes_read)} read"
+    )

@@ -414,6 +414,15 @@ class MonthlyCost(_Model):
     sources: list[str]
 
 
+class LastDrill(_Model):
+    time: Time
+    ok: bool
+    images_sampled: int
+    objects_verified: int
+    bytes_read: Bytes
+    problems: int
+
+
 class Stats(_Model):
     time: Time
     objects: int
@@ -426,6 +435,9 @@ class Stats(_Model):
     lock_unknown_bytes: Bytes
     repositories: list[RepositoryStats]
     monthly_cost: MonthlyCost
+    surges_recorded: int
+    surges_holding: int
+    last_drill: LastDrill | None
 
 
 class Hold(_Model):

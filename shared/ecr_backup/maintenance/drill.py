@@ -58,6 +58,18 @@ class SampledImage:
     bytes: int
 
 
+@dataclass(frozen=True, slots=True)
+class DrillSummary:
+    """What `status` and `stats` show of the last drill (kept in the index's run log)."""
+
+    time: datetime
+    ok: bool
+    images_sampled: int
+    objects_verified: int
+    bytes_read: int
+    problems: int
+
+
 @dataclass
 class DrillReport:
     time: datetime
@@ -73,6 +85,16 @@ class DrillReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def summary(self) -> DrillSummary:
+        return DrillSummary(
+            self.time,
+            self.ok,
+            len(self.sampled),
+            self.objects_verified,
+            self.bytes_read,
+            len(self.problems),
+        )
 
 
 def scrub_slice(now: datetime, scrub_days: int) -> int:

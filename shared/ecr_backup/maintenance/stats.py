@@ -19,10 +19,11 @@ data transfer are not counted.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from ecr_backup.catalog.surges import SurgeBook
+from ecr_backup.maintenance.drill import DrillSummary
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.ports import ObjectLedger
 from ecr_backup.maintenance.retention import HistorySource, RetentionRules, judge
@@ -67,6 +68,9 @@ class Stats:
     lock_unknown_bytes: int = 0
     aws_backup: bool = False
     repositories: list[RepositoryStats] = field(default_factory=list)
+    surges_recorded: int = 0
+    surges_holding: int = 0  # unacknowledged: their deleted images are kept
+    last_drill: DrillSummary | None = None
 
     @property
     def dedup_ratio(self) -> float | None:
@@ -104,6 +108,9 @@ class Stats:
             "lock_unknown_bytes": self.lock_unknown_bytes,
             "repositories": [r.as_dict() for r in self.repositories],
             "monthly_cost": self.monthly_cost(),
+            "surges_recorded": self.surges_recorded,
+            "surges_holding": self.surges_holding,
+            "last_drill": None if self.last_drill is None else asdict(self.last_drill),
         }
 
 
@@ -125,10 +132,13 @@ def stats(
     now: datetime,
     *,
     surges: SurgeBook,
+    last_drill: DrillSummary | None = None,
     aws_backup: bool = False,
 ) -> Stats:
     objects = ledger.objects()
-    answer = Stats(now, objects=len(objects), aws_backup=aws_backup)
+    answer = Stats(now, objects=len(objects), aws_backup=aws_backup, last_drill=last_drill)
+    answer.surges_recorded = len(surges.surges)
+    answer.surges_holding = len(surges.unacknowledged()) + len(surges.unreadable)
     for state in objects.values():
         answer.unique_bytes += state.size
         _count_lock(answer, state, now)

@@ -13,13 +13,14 @@ from typing import Any, Protocol, TypeVar
 
 from ecr_backup.coverage.reconcile import RepositoryDrift, Source
 from ecr_backup.errors import DataError
+from ecr_backup.maintenance.drill import DrillReport, DrillSummary
 from ecr_backup.maintenance.maintain import MaintainReport
 from ecr_backup.maintenance.prune import PruneReport
 from ecr_backup.model import parse_time, rfc3339
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.runs import RunRecord
 
-MAINTAIN, PRUNE, RECONCILE = "maintain", "prune", "reconcile"
+MAINTAIN, PRUNE, RECONCILE, DRILL = "maintain", "prune", "reconcile", "drill"
 LAST = "last"
 # Missing images kept per repository in a reconcile summary: enough to name them in an
 # incident, and well inside DynamoDB's 400 KB item limit (about 100 bytes each).
@@ -138,6 +139,16 @@ def record_reconcile(
             "grace_minutes": grace_minutes,
         },
     )
+
+
+def record_drill(log: RunLogPort, report: DrillReport) -> None:
+    summary = asdict(report.summary())
+    log.record(DRILL, LAST, summary.pop("time"), summary)
+
+
+def last_drill(log: RunLogPort) -> DrillSummary | None:
+    record = _last(log, DRILL)
+    return None if record is None else _build(DrillSummary, record, record.summary)
 
 
 def last_maintain(log: RunLogPort) -> MaintainRun | None:

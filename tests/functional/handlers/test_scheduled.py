@@ -15,7 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
-from ecr_backup.status.runs import last_maintain, last_prune
+from ecr_backup.status.runs import last_drill, last_maintain, last_prune
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.runs import RunLog
@@ -116,6 +116,8 @@ def test_drill_handler_reads_the_kept_image_back_and_publishes_its_metrics(
     )
     assert metrics["DrillObjectsVerified"] == [4.0] and metrics["DrillProblems"] == [0.0]
     assert metrics["DrillCompleted"] == [1.0] and metrics["DrillBytesRead"] == [2802.0]
+    last = last_drill(RunLog(TABLE, client=boto3.client("dynamodb")))
+    assert last is not None and (last.ok, last.objects_verified, last.problems) == (True, 4, 0)
 
 
 def test_maintain_and_prune_handlers_leave_their_run_summaries_for_status(

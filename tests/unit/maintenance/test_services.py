@@ -10,8 +10,9 @@ from datetime import timedelta
 import pytest
 
 from ecr_backup.catalog.catalog import Catalog
-from ecr_backup.catalog.surges import SurgeBook
+from ecr_backup.catalog.surges import Acknowledgement, Surge, SurgeBook
 from ecr_backup.errors import ConfigurationError
+from ecr_backup.maintenance.drill import DrillSummary
 from ecr_backup.maintenance.maintain import maintain
 from ecr_backup.maintenance.prune import PruneEntry
 from ecr_backup.maintenance.rebuild import UNKNOWN_MEDIA_TYPE, rebuild_index
@@ -209,3 +210,27 @@ def test_rebuild_index_from_the_bucket_gives_the_same_answers(
     again = rebuild_index(aws.store, FakeIndex(table))
     assert not again.created_table
     assert answers(Catalog(aws.store, FakeIndex(table))) == before
+
+
+def test_stats_show_the_surges_and_the_last_drill(
+    kit: Backup, aws: FakeAws, clock: MovableClock
+) -> None:
+    kit.push("app", kit.image("app"), "v1", clock())
+    window = (clock(), clock() + timedelta(hours=1))
+    held = Surge.named("1", "app", window, deletions=9, rule="r", now=clock())
+    done = Surge.named("1", None, window, deletions=60, rule="r", now=clock())
+    book = SurgeBook([held, done], {done.id: Acknowledgement(done.id, "meant", "me", clock())})
+    drilled = DrillSummary(clock(), True, 3, 26, 61293127, 0)
+    answer = stats(
+        aws.ledger, aws.index, aws.graph(), aws.rules, clock(), surges=book, last_drill=drilled
+    )
+    assert (answer.surges_recorded, answer.surges_holding) == (2, 1)
+    assert answer.last_drill == drilled
+    assert answer.as_dict()["last_drill"] == {
+        "time": clock(),
+        "ok": True,
+        "images_sampled": 3,
+        "objects_verified": 26,
+        "bytes_read": 61293127,
+        "problems": 0,
+    }
