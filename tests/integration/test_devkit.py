@@ -7,9 +7,11 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import socket
 import tarfile
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,9 @@ from devkit import (
     write_random_layer,
 )
 from devkit.images import COSIGN_SIGNATURE_ARTIFACT, OCI_INDEX
+from devkit.moto_server import generated_chunks, generated_digest
+
+MiB = 1024 * 1024
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +97,52 @@ def test_servers_are_stopped_on_exit() -> None:
         with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
             pass
     assert not log_dir.exists()
+
+
+def deleted_open_files(pid: int) -> int:
+    """How many files the process holds open that are already deleted (temporary files)."""
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if "(deleted)" in str(fd.readlink()))
+
+
+def test_moto_listing_versions_leaves_no_temporary_files(moto_server: MotoServer) -> None:
+    # Plain moto 5 copies every stored version into a new temporary file on each
+    # ListObjectVersions and never frees the copies (devkit/moto_server.py says why).
+    s3 = moto_server.client("s3")
+    bucket = f"devkit-versions-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    big = os.urandom(8 * MiB)  # above moto's in-memory threshold: on disk
+    for body in (big, big[::-1]):
+        s3.put_object(Bucket=bucket, Key="blobs/big", Body=body)
+    assert moto_server.process is not None
+    before = deleted_open_files(moto_server.process.pid)
+    for _ in range(5):
+        listed = s3.list_object_versions(Bucket=bucket, Prefix="blobs/")
+        assert [v["Size"] for v in listed["Versions"]] == [8 * MiB, 8 * MiB]
+        assert [v["IsLatest"] for v in listed["Versions"]] == [True, False]
+    assert deleted_open_files(moto_server.process.pid) == before
+    # The listed versions still read back whole, both of them.
+    versions = [v["VersionId"] for v in listed["Versions"]]
+    bodies = [
+        s3.get_object(Bucket=bucket, Key="blobs/big", VersionId=v)["Body"].read() for v in versions
+    ]
+    assert bodies == [big[::-1], big]
+
+
+def test_moto_generated_object_serves_its_bytes(moto_server: MotoServer) -> None:
+    s3 = moto_server.client("s3")
+    bucket = f"devkit-generated-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    size = 3 * MiB + 5  # not a whole number of the generator's blocks
+    digest = moto_server.put_generated(bucket, "layer", size, seed=9)
+    assert digest == generated_digest(size, seed=9)
+    data = s3.get_object(Bucket=bucket, Key="layer")["Body"].read()
+    assert len(data) == size == s3.head_object(Bucket=bucket, Key="layer")["ContentLength"]
+    assert sha256_digest(data) == digest
+    assert data == b"".join(generated_chunks(size, seed=9))
+    ranged = s3.get_object(Bucket=bucket, Key="layer", Range=f"bytes={MiB - 2}-{MiB + 1}")
+    assert ranged["Body"].read() == data[MiB - 2 : MiB + 2]
 
 
 # --- images -------------------------------------------------------------------------
