@@ -14,6 +14,11 @@ copies are never freed: their deleted-but-open files fill the disk (73 GB in a l
 exports of a 1.5 GiB image). The listing only needs each version's attributes, so here a
 FakeKey's deep copy is a view sharing the original's bytes: no file, nothing tracked.
 
+**ECR's image size.** moto's DescribeImages reports an image's config size as
+imageSizeInBytes; ECR reports the image's size in the repository (its compressed
+layers), and for a manifest list the largest of its manifests (ImageDetail in the ECR API
+reference). Here it is the sum of the layer sizes, and the largest child's for an index.
+
 **Generated objects.** A PutObject with the metadata `devkit-generate: SIZE:SEED` stores
 `generated_bytes(SIZE, SEED)` without anyone sending them: the object serves them from a
 repeating pseudo-random block, so tests can have a 1 GiB layer in flight for the price of
@@ -129,8 +134,35 @@ def patch_moto() -> None:
     FakeKey.set_metadata = set_metadata_generating  # type: ignore[method-assign]
 
 
+def _layers_size(document: dict[str, Any]) -> int:
+    return sum(int(layer.get("size", 0)) for layer in document.get("layers", []))
+
+
+def patch_ecr_image_size() -> None:
+    import json
+
+    from moto.ecr.models import Image, ecr_backends
+
+    def image_size(self: Any) -> int | None:
+        document = json.loads(self.image_manifest)
+        if "layers" in document:
+            return _layers_size(document)
+        children = {m.get("digest") for m in document.get("manifests", [])}
+        sizes = [
+            _layers_size(json.loads(image.image_manifest))
+            for backend in ecr_backends[self.registry_id].values()
+            if self.repository_name in backend.repositories
+            for image in backend.repositories[self.repository_name].images
+            if image.image_digest in children
+        ]
+        return max(sizes, default=None)
+
+    Image.get_image_size_in_bytes = image_size  # type: ignore[method-assign]
+
+
 def main(argv: list[str]) -> None:
     patch_moto()
+    patch_ecr_image_size()
     from moto.server import main as moto_main
 
     moto_main(argv)
