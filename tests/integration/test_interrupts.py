@@ -73,10 +73,10 @@ def wait_until(process: subprocess.Popen[str], moving: Callable[[], bool]) -> No
         time.sleep(0.2)
 
 
-def interrupt(process: subprocess.Popen[str]) -> str:
-    """SIGINT, then the process must be gone with exit 130 within EXIT_WITHIN_S."""
+def interrupt(process: subprocess.Popen[str], signum: int = signal.SIGINT) -> str:
+    """Ctrl-C (or `signum`), then the process must be gone with exit 130 within EXIT_WITHIN_S."""
     sent = time.monotonic()
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     try:
         _, stderr = process.communicate(timeout=EXIT_WITHIN_S)
     except subprocess.TimeoutExpired:
@@ -99,7 +99,10 @@ def uploads(s3: Any, bucket: str, under: str = "") -> list[dict[str, Any]]:
 def parts_sent(s3: Any, bucket: str, under: str = "") -> bool:
     """A multipart upload under `under` has at least one part: bytes are moving."""
     for upload in uploads(s3, bucket, under):
-        parts = s3.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        try:
+            parts = s3.list_parts(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+        except s3.exceptions.NoSuchUpload:
+            continue  # completed (a small blob) or aborted since it was listed
         if parts.get("Parts"):
             return True
     return False
@@ -122,15 +125,17 @@ def cleanup_process() -> Iterator[list[subprocess.Popen[str]]]:
             process.communicate()
 
 
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_replicate_stops_at_once_and_leaves_no_upload(
     backup_target: BackupTarget,
     big_image: GeneratedImage,
     cleanup_process: list[subprocess.Popen[str]],
+    signum: int,
 ) -> None:
     process = start(backup_target, "replicate", f"{REPOSITORY}:v1")
     cleanup_process.append(process)
     wait_until(process, lambda: parts_sent(backup_target.s3, backup_target.settings.bucket))
-    interrupt(process)
+    interrupt(process, signum)
     assert_layer_not_backed_up(backup_target, big_image)
 
 
