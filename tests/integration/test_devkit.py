@@ -8,11 +8,13 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -506,6 +508,43 @@ def test_every_push_through_the_proxy_is_registered_with_ecrs_api(
     )
     assert deleted.status == 202
     assert gone not in ecr_images(registry, "devkit/registered")
+
+
+@pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
+def test_a_podman_push_is_registered_with_its_digest_and_size(
+    registry: EcrRegistry,
+    oci_images: OciLayoutBuilder,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    oci_images.simple_image(ref="pod", n_layers=2, layer_size=20_000, seed=1340)
+    registry.ensure_repository("devkit/podman")
+    # podman pushes from its own storage: a throwaway one, not the machine's (its runroot
+    # must be a short path).
+    runroot = Path(tempfile.mkdtemp(prefix="podman-"))
+    request.addfinalizer(lambda: shutil.rmtree(runroot, ignore_errors=True))
+    podman = ["podman", "--root", str(tmp_path / "root"), "--runroot", str(runroot)]
+    podman += ["--storage-driver", "vfs"]
+    pulled = subprocess.run(
+        [*podman, "pull", "-q", f"oci:{oci_images.path}:pod"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    pushed = subprocess.run(
+        [
+            *podman, "push", "--tls-verify=false", "--creds", f"AWS:{registry.password}",
+            pulled.stdout.strip(), f"docker://{registry.host}/devkit/podman:v1",
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    served = skopeo_inspect_raw(registry, "devkit/podman", "v1")
+    images = ecr_images(registry, "devkit/podman")
+    assert list(images) == [sha256_digest(served)]
+    detail = images[sha256_digest(served)]
+    assert detail["imageTags"] == ["v1"]
+    layers = json.loads(served)["layers"]
+    assert detail["imageSizeInBytes"] == sum(layer["size"] for layer in layers)
 
 
 def test_proxy_answers_the_referrers_api_as_ecr_does(
