@@ -305,7 +305,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         status, headers, answer = proxy.forward(self, path, body)
         target = _MANIFEST.match(path)
         if target is not None and manifest is not None and status == 201:
-            subject = proxy.registered(target["name"], target["reference"], manifest, self)
+            try:
+                subject = proxy.registered(target["name"], target["reference"], manifest, self)
+            except ClientError as e:  # loudly: a push ECR's API does not list misleads tests
+                return self._refuse(500, "UNKNOWN", f"registering with ECR's API: {e}", {})
             if subject:
                 headers["OCI-Subject"] = subject
         elif target is not None and self.command == "DELETE" and status == 202:
