@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -27,6 +28,8 @@ class EcrControlPlane:
 
     def __init__(self, moto: MotoServer) -> None:
         self._ecr: Any = moto.client("ecr")
+        # Registering reads the tag's image before moving it: one push at a time.
+        self._lock = threading.Lock()
 
     def ensure_repository(self, repository: str) -> None:
         try:
@@ -39,6 +42,31 @@ class EcrControlPlane:
         self, repository: str, manifest: bytes, media_type: str, tag: str | None = None
     ) -> str:
         """PutImage as ECR records a manifest PUT; returns the manifest digest."""
+        with self._lock:
+            return self._register(repository, manifest, media_type, tag)
+
+    def images(self, repository: str) -> list[dict[str, Any]]:
+        """Every image of `repository` as BatchGetImage gives it (manifest included)."""
+        try:
+            pages = self._ecr.get_paginator("describe_images").paginate(repositoryName=repository)
+            ids = [
+                {"imageDigest": detail["imageDigest"]}
+                for page in pages
+                for detail in page.get("imageDetails", [])
+            ]
+        except ClientError as e:
+            if e.response["Error"]["Code"] == "RepositoryNotFoundException":
+                return []
+            raise
+        images: list[dict[str, Any]] = []
+        for start in range(0, len(ids), 100):  # BatchGetImage takes 100 ids at most
+            answer = self._ecr.batch_get_image(
+                repositoryName=repository, imageIds=ids[start : start + 100]
+            )
+            images.extend(answer.get("images", []))
+        return images
+
+    def _register(self, repository: str, manifest: bytes, media_type: str, tag: str | None) -> str:
         self.ensure_repository(repository)
         digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
         displaced = self._tagged(repository, tag) if tag else None

@@ -29,6 +29,19 @@ and switchable in `EcrQuirks`:
   A stale one is refused with 403 DENIED "Your authorization token has expired", as ECR
   does (awslabs/amazon-ecr-credential-helper#7, deis/builder#426); 401 is the other choice.
 
+Besides, as ECR's API and registry agree:
+
+* every manifest pushed through the proxy (skopeo, podman, the devkit's helpers) is
+  registered with moto's ECR (PutImage with the exact bytes, digest and tag), so
+  DescribeImages, `backfill` and reconcile see it; a manifest DELETE removes the image;
+* the OCI referrers API (`GET /v2/<name>/referrers/<digest>`, distribution-spec 1.1),
+  which ECR has answered since June 2024 ("Amazon ECR supports OCI Image and
+  Distribution specification version 1.1", AWS What's New, 2024-06-27) and Debian's
+  distribution 2.8 lacks: an image index of the manifests whose `subject` is the digest,
+  from what ECR's API holds, filtered by `artifactType` (with `OCI-Filters-Applied`); a
+  manifest PUT with a subject is answered with `OCI-Subject`, as the spec asks of a
+  registry with the API.
+
 Point the AWS SDK's ECR client at `url` (AWS_ENDPOINT_URL_ECR) so tokens come from here.
 """
 
@@ -50,6 +63,9 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+from botocore.exceptions import ClientError
+
+from devkit.ecr_control import EcrControlPlane
 from devkit.servers import (
     LocalRegistry,
     LoggedRequest,
@@ -65,9 +81,12 @@ ACCOUNT = "123456789012"
 _HOP_BY_HOP = frozenset(
     {"connection", "keep-alive", "transfer-encoding", "content-length", "authorization", "te"}
 )
-_REPOSITORY = re.compile(r"^/v2/(?P<name>.+?)/(?:blobs|manifests|tags)/")
+_REPOSITORY = re.compile(r"^/v2/(?P<name>.+?)/(?:blobs|manifests|tags|referrers)/")
 _SESSION = re.compile(r"^/v2/.+/blobs/uploads/(?P<uuid>[^/?]+)")
-_MANIFEST = re.compile(r"^/v2/.+/manifests/[^/]+$")
+_MANIFEST = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<reference>[^/?]+)$")
+_REFERRERS = re.compile(r"^/v2/(?P<name>.+)/referrers/(?P<digest>sha256:[0-9a-f]{64})$")
+_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
 _EXPIRED = "Your authorization token has expired. Reauthenticate and try again."
 
 
@@ -184,6 +203,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass  # the proxy keeps its own request log
 
+    def handle(self) -> None:
+        # A client that goes away mid-request (an interrupted upload) is not the proxy's error.
+        with contextlib.suppress(ConnectionError):
+            super().handle()
+
     def _dispatch(self) -> None:
         if not self.path.startswith("/v2"):
             self._ecr_api()
@@ -268,6 +292,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._answer(status, headers)
                 return status
             body = self._measured(body, session)
+        referrers = _REFERRERS.match(urlsplit(path).path) if self.command == "GET" else None
+        if referrers is not None:
+            return self._referrers(referrers["name"], referrers["digest"])
+        manifest: bytes | None = None
         if self.command == "PUT" and _MANIFEST.match(path):
             manifest = b"".join(self._body_upto(quirks.max_manifest_size + 1))
             if len(manifest) > quirks.max_manifest_size:
@@ -275,6 +303,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._refuse(400, "MANIFEST_INVALID", message, {})
             body = iter([manifest])
         status, headers, answer = proxy.forward(self, path, body)
+        target = _MANIFEST.match(path)
+        if target is not None and manifest is not None and status == 201:
+            try:
+                subject = proxy.registered(target["name"], target["reference"], manifest, self)
+            except ClientError as e:  # loudly: a push ECR's API does not list misleads tests
+                return self._refuse(500, "UNKNOWN", f"registering with ECR's API: {e}", {})
+            if subject:
+                headers["OCI-Subject"] = subject
+        elif target is not None and self.command == "DELETE" and status == 202:
+            proxy.deregistered(target["name"], target["reference"])
         if self.command == "PATCH" and session is not None and status == 202:
             session.patches += 1
             session.location = headers.get("Location", session.location)
@@ -282,6 +320,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             status = 201 if quirks.patch_answers_201 else 202
         self._answer(status, headers, answer)
         return status
+
+    def _referrers(self, repository: str, digest: str) -> int:
+        wanted = dict(parse_qsl(urlsplit(self.path).query)).get("artifactType")
+        found = self.proxy.referrers(repository, digest)
+        headers = {"Content-Type": _OCI_INDEX}
+        if wanted is not None:
+            found = [d for d in found if d.get("artifactType") == wanted]
+            headers["OCI-Filters-Applied"] = "artifactType"
+        index = {"schemaVersion": 2, "mediaType": _OCI_INDEX, "manifests": found}
+        self._answer(200, headers, json.dumps(index).encode())
+        return 200
 
     def _session(self) -> _Session | None:
         match = _SESSION.match(self.path)
@@ -364,6 +413,7 @@ class EcrRegistry(RequestCounting):
             self.state.tokens = tokens.state.tokens
         self._served: ServedInThread | None = None
         self._ecr: Any = None
+        self._control: EcrControlPlane | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -371,6 +421,7 @@ class EcrRegistry(RequestCounting):
         self.upstream.__enter__()
         try:
             self._ecr = self.aws.client("ecr")
+            self._control = EcrControlPlane(self.aws)
             handler = type("Handler", (_Handler,), {"proxy": self})
             self._served = ServedInThread(handler, "ecr-proxy")
         except BaseException:
@@ -507,6 +558,56 @@ class EcrRegistry(RequestCounting):
             self.state.repositories.add(name)
         return True
 
+    # -- ECR's API kept in agreement with the registry -----------------------------------------
+
+    def registered(
+        self, repository: str, reference: str, manifest: bytes, request: _Handler
+    ) -> str:
+        """Register a pushed manifest with moto's ECR, as ECR records a push; the digest of
+        its subject, if it has one."""
+        document = _json_object(manifest)
+        media_type = request.headers.get("Content-Type") or str(document.get("mediaType", ""))
+        tag = None if reference.startswith("sha256:") else reference
+        self._control_plane().register(repository, manifest, media_type, tag)
+        subject = document.get("subject")
+        return str(subject.get("digest", "")) if isinstance(subject, dict) else ""
+
+    def _control_plane(self) -> EcrControlPlane:
+        assert self._control is not None, "the proxy is not running"
+        return self._control
+
+    def deregistered(self, repository: str, reference: str) -> None:
+        """A manifest deleted through the registry API leaves ECR's listing too."""
+        if reference.startswith("sha256:"):
+            with contextlib.suppress(ClientError):
+                self._control_plane().delete(repository, reference)
+
+    def referrers(self, repository: str, digest: str) -> list[dict[str, Any]]:
+        """Descriptors of the manifests in `repository` whose subject is `digest`, from
+        ECR's API (moto): what the referrers API lists."""
+        found: list[dict[str, Any]] = []
+        for image in self._control_plane().images(repository):
+            manifest = image["imageManifest"].encode()
+            document = _json_object(manifest)
+            subject = document.get("subject")
+            if not isinstance(subject, dict) or subject.get("digest") != digest:
+                continue
+            config = document.get("config")
+            descriptor: dict[str, Any] = {
+                "mediaType": document.get("mediaType") or image.get("imageManifestMediaType"),
+                "digest": image["imageId"]["imageDigest"],
+                "size": len(manifest),
+            }
+            artifact_type = document.get("artifactType") or (
+                config.get("mediaType") if isinstance(config, dict) else None
+            )
+            if artifact_type:
+                descriptor["artifactType"] = artifact_type
+            if document.get("annotations"):
+                descriptor["annotations"] = document["annotations"]
+            found.append(descriptor)
+        return found
+
     def forward(
         self, request: _Handler, path: str, body: Iterator[bytes], *, aws: bool = False
     ) -> tuple[int, dict[str, str], bytes]:
@@ -544,3 +645,11 @@ class EcrRegistry(RequestCounting):
             return response.status, kept, answer
         finally:
             connection.close()
+
+
+def _json_object(data: bytes) -> dict[str, Any]:
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}

@@ -471,7 +471,7 @@ def skopeo_push(
             ]
         )
         pushed = digestfile.read_text().strip()
-    ecr = control_plane(registry)
+    ecr = _registered_by_the_devkit(registry)
     if ecr is not None:
         _register_from_layout(layout_dir, pushed, ecr, repository, tag)
     return pushed
@@ -484,6 +484,13 @@ def control_plane(registry: Registry) -> EcrControlPlane | None:
 
     if isinstance(registry, EcrRegistry):
         return EcrControlPlane(registry.aws)
+    ecr: EcrControlPlane | None = getattr(registry, "ecr", None)
+    return ecr
+
+
+def _registered_by_the_devkit(registry: Registry) -> EcrControlPlane | None:
+    """The ECR API a push must be registered with by hand: a LocalRegistry's `ecr`. The
+    ECR proxy registers every push that goes through it itself."""
     ecr: EcrControlPlane | None = getattr(registry, "ecr", None)
     return ecr
 
@@ -566,7 +573,7 @@ def http_push_manifest(
         headers={**headers, "Content-Type": media_type},
     )
     _expect(put, 201, f"manifest PUT {repository}:{ref}")
-    ecr = control_plane(registry)
+    ecr = _registered_by_the_devkit(registry)
     if ecr is not None:
         ecr.register(repository, manifest, media_type, None if ref.startswith("sha256:") else ref)
     return put.headers["Docker-Content-Digest"]
@@ -591,3 +598,58 @@ def http_push(
     return http_push_manifest(
         registry, repository, tag or built.digest, built.manifest, built.media_type, blobs
     )
+
+
+@dataclass(frozen=True)
+class GeneratedImage:
+    """An image whose one layer is generated (devkit.moto_server): big, but never uploaded."""
+
+    digest: str
+    manifest: bytes
+    config: bytes
+    layer: Descriptor
+
+
+def push_generated_image(
+    registry: Registry, repository: str, tag: str, *, layer_size: int, seed: int
+) -> GeneratedImage:
+    """Push an image with a `layer_size`-byte layer that costs one hash, not an upload.
+
+    The layer is put straight into the registry's storage as distribution lays it out
+    (the blob's data, and the link that makes it part of `repository`); config and
+    manifest go through the registry API, which checks the layer is there. Through the
+    ECR proxy, the push is registered with moto's ECR like any other.
+    """
+    from devkit.moto_server import generated_digest
+
+    layer_digest = generated_digest(layer_size, seed)
+    hex_ = layer_digest.removeprefix("sha256:")
+    registry.storage.put_generated(
+        registry.storage_bucket, registry.blob_data_key(layer_digest), layer_size, seed
+    )
+    registry.storage.client("s3").put_object(
+        Bucket=registry.storage_bucket,
+        Key=f"docker/registry/v2/repositories/{repository}/_layers/sha256/{hex_}/link",
+        Body=layer_digest.encode(),
+    )
+    config = _canonical_json(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+        }
+    )
+    layer = Descriptor(OCI_LAYER_GZIP, layer_digest, layer_size)
+    config_descriptor = Descriptor(OCI_CONFIG, sha256_digest(config), len(config))
+    manifest = _canonical_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config_descriptor.to_json(),
+            "layers": [layer.to_json()],
+        }
+    )
+    digest = http_push_manifest(
+        registry, repository, tag, manifest, OCI_MANIFEST, {config_descriptor.digest: config}
+    )
+    return GeneratedImage(digest, manifest, config, layer)

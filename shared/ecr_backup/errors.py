@@ -23,6 +23,7 @@ class ExitCode(IntEnum):
     CONFIGURATION = 3  # credentials, profile, region, permissions, settings
     REMOTE = 4  # a registry or AWS service failed or could not be reached
     DATA = 5  # digest mismatch, missing blob or manifest, unsupported content
+    INTERRUPTED = 130  # Ctrl-C or SIGTERM: stopped, nothing half-written (128 + SIGINT)
 
 
 class EcrBackupError(Exception):

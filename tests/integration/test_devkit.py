@@ -7,10 +7,18 @@ import gzip
 import hashlib
 import io
 import json
+import os
+import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tarfile
+import tempfile
 import time
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 import urllib3
@@ -33,6 +41,10 @@ from devkit import (
     write_random_layer,
 )
 from devkit.images import COSIGN_SIGNATURE_ARTIFACT, OCI_INDEX
+from devkit.moto_server import generated_chunks, generated_digest
+from devkit.servers import local_client
+
+MiB = 1024 * 1024
 
 pytestmark = pytest.mark.integration
 
@@ -92,6 +104,52 @@ def test_servers_are_stopped_on_exit() -> None:
         with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
             pass
     assert not log_dir.exists()
+
+
+def deleted_open_files(pid: int) -> int:
+    """How many files the process holds open that are already deleted (temporary files)."""
+    fds = Path(f"/proc/{pid}/fd")
+    return sum(1 for fd in fds.iterdir() if "(deleted)" in str(fd.readlink()))
+
+
+def test_moto_listing_versions_leaves_no_temporary_files(moto_server: MotoServer) -> None:
+    # Plain moto 5 copies every stored version into a new temporary file on each
+    # ListObjectVersions and never frees the copies (devkit/moto_server.py says why).
+    s3 = moto_server.client("s3")
+    bucket = f"devkit-versions-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    big = os.urandom(8 * MiB)  # above moto's in-memory threshold: on disk
+    for body in (big, big[::-1]):
+        s3.put_object(Bucket=bucket, Key="blobs/big", Body=body)
+    assert moto_server.process is not None
+    before = deleted_open_files(moto_server.process.pid)
+    for _ in range(5):
+        listed = s3.list_object_versions(Bucket=bucket, Prefix="blobs/")
+        assert [v["Size"] for v in listed["Versions"]] == [8 * MiB, 8 * MiB]
+        assert [v["IsLatest"] for v in listed["Versions"]] == [True, False]
+    assert deleted_open_files(moto_server.process.pid) == before
+    # The listed versions still read back whole, both of them.
+    versions = [v["VersionId"] for v in listed["Versions"]]
+    bodies = [
+        s3.get_object(Bucket=bucket, Key="blobs/big", VersionId=v)["Body"].read() for v in versions
+    ]
+    assert bodies == [big[::-1], big]
+
+
+def test_moto_generated_object_serves_its_bytes(moto_server: MotoServer) -> None:
+    s3 = moto_server.client("s3")
+    bucket = f"devkit-generated-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    size = 3 * MiB + 5  # not a whole number of the generator's blocks
+    moto_server.put_generated(bucket, "layer", size, seed=9)
+    digest = generated_digest(size, seed=9)
+    data = s3.get_object(Bucket=bucket, Key="layer")["Body"].read()
+    assert len(data) == size == s3.head_object(Bucket=bucket, Key="layer")["ContentLength"]
+    assert sha256_digest(data) == digest
+    assert data == b"".join(generated_chunks(size, seed=9))
+    ranged = s3.get_object(Bucket=bucket, Key="layer", Range=f"bytes={MiB - 2}-{MiB + 1}")
+    assert ranged["Body"].read() == data[MiB - 2 : MiB + 2]
 
 
 # --- images -------------------------------------------------------------------------
@@ -400,3 +458,206 @@ def test_proxy_tokens_expire(registry: EcrRegistry) -> None:
         stale = get(f"{registry.url}/v2/", headers)
     assert stale.status == 403 and _codes(stale) == ["DENIED"]
     assert get(f"{registry.url}/v2/", registry.auth_headers).status == 200
+
+
+# --- the proxy keeps ECR's API in agreement, and answers the referrers API --------------
+
+
+def ecr_images(registry: EcrRegistry, repository: str) -> dict[str, dict[str, Any]]:
+    ecr = registry.aws.client("ecr")
+    details = ecr.describe_images(repositoryName=repository)["imageDetails"]
+    return {d["imageDigest"]: d for d in details}
+
+
+def layers_size(built: Any) -> int:
+    return sum(layer.descriptor.size for layer in built.layers)
+
+
+def test_every_push_through_the_proxy_is_registered_with_ecrs_api(
+    registry: EcrRegistry, oci_images: OciLayoutBuilder
+) -> None:
+    # skopeo itself, not a devkit helper that would register by hand.
+    index = oci_images.multi_arch_image(ref="multi", layer_size=70_000, seed=1310)
+    registry.ensure_repository("devkit/registered")
+    password = registry.password
+    run = subprocess.run(
+        [
+            "skopeo", "copy", "--quiet", "--all", "--preserve-digests",
+            "--dest-tls-verify=false", "--dest-creds", f"AWS:{password}",
+            f"oci:{oci_images.path}:multi", f"docker://{registry.host}/devkit/registered:v1",
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    images = ecr_images(registry, "devkit/registered")
+    assert set(images) == {index.digest, *(c.digest for c in index.children)}
+    assert images[index.digest]["imageTags"] == ["v1"]
+    # ECR's size: the compressed layers; for an index, its largest image.
+    for child in index.children:
+        assert images[child.digest]["imageSizeInBytes"] == layers_size(child)
+    largest = max(layers_size(child) for child in index.children)
+    assert images[index.digest]["imageSizeInBytes"] == largest
+
+    # A manifest deleted through the registry API leaves ECR's listing.
+    gone = index.children[0].digest
+    deleted = urllib3.request(
+        "DELETE",
+        f"{registry.url}/v2/devkit/registered/manifests/{gone}",
+        headers=registry.auth_headers,
+        retries=False,
+    )
+    assert deleted.status == 202
+    assert gone not in ecr_images(registry, "devkit/registered")
+
+
+@pytest.mark.skipif(shutil.which("podman") is None, reason="podman is not installed")
+def test_a_podman_push_is_registered_with_its_digest_and_size(
+    registry: EcrRegistry,
+    oci_images: OciLayoutBuilder,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    oci_images.simple_image(ref="pod", n_layers=2, layer_size=20_000, seed=1340)
+    registry.ensure_repository("devkit/podman")
+    # podman pushes from its own storage: a throwaway one, not the machine's (its runroot
+    # must be a short path).
+    runroot = Path(tempfile.mkdtemp(prefix="podman-"))
+    request.addfinalizer(lambda: shutil.rmtree(runroot, ignore_errors=True))
+    podman = ["podman", "--root", str(tmp_path / "root"), "--runroot", str(runroot)]
+    podman += ["--storage-driver", "vfs"]
+    pulled = subprocess.run(
+        [*podman, "pull", "-q", f"oci:{oci_images.path}:pod"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert pulled.returncode == 0, pulled.stderr
+    pushed = subprocess.run(
+        [
+            *podman, "push", "--tls-verify=false", "--creds", f"AWS:{registry.password}",
+            pulled.stdout.strip(), f"docker://{registry.host}/devkit/podman:v1",
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stderr
+    served = skopeo_inspect_raw(registry, "devkit/podman", "v1")
+    images = ecr_images(registry, "devkit/podman")
+    assert list(images) == [sha256_digest(served)]
+    detail = images[sha256_digest(served)]
+    assert detail["imageTags"] == ["v1"]
+    layers = json.loads(served)["layers"]
+    assert detail["imageSizeInBytes"] == sum(layer["size"] for layer in layers)
+
+
+def test_proxy_answers_the_referrers_api_as_ecr_does(
+    registry: EcrRegistry, oci_images: OciLayoutBuilder
+) -> None:
+    image = oci_images.simple_image(seed=1320)
+    signature = oci_images.artifact(image)
+    sbom = oci_images.artifact(
+        image, artifact_type="application/spdx+json", payload=b'{"spdxVersion":"SPDX-2.3"}'
+    )
+    skopeo_push(oci_images.path, image.ref, registry, "devkit/referred", "v1")
+    base = f"{registry.url}/v2/devkit/referred"
+    referrers = f"{base}/referrers/{image.digest}"
+    empty = get(referrers, registry.auth_headers)
+    assert empty.status == 200  # no referrers yet: an empty index, never 404
+    assert empty.headers["Content-Type"] == OCI_INDEX
+    assert json.loads(empty.data)["manifests"] == []
+
+    for artifact in (signature, sbom):
+        blobs = {b.digest: oci_images.read_blob(b.digest) for b in artifact.blobs}
+        http_push_manifest(
+            registry,
+            "devkit/referred",
+            artifact.digest,
+            artifact.manifest,
+            artifact.media_type,
+            blobs,
+        )
+    # A registry with the referrers API names the subject when a manifest has one.
+    put = urllib3.request(
+        "PUT",
+        f"{base}/manifests/{sbom.digest}",
+        body=sbom.manifest,
+        headers={**registry.auth_headers, "Content-Type": sbom.media_type},
+        retries=False,
+    )
+    assert put.status == 201
+    assert put.headers["OCI-Subject"] == image.digest
+
+    listed = json.loads(get(referrers, registry.auth_headers).data)
+    assert listed["mediaType"] == OCI_INDEX
+    by_digest = {d["digest"]: d for d in listed["manifests"]}
+    assert set(by_digest) == {signature.digest, sbom.digest}
+    assert by_digest[signature.digest]["artifactType"] == COSIGN_SIGNATURE_ARTIFACT
+    assert by_digest[sbom.digest]["artifactType"] == "application/spdx+json"
+    assert by_digest[sbom.digest]["size"] == len(sbom.manifest)
+
+    filtered = get(f"{referrers}?artifactType=application/spdx%2Bjson", registry.auth_headers)
+    assert filtered.headers["OCI-Filters-Applied"] == "artifactType"
+    assert [d["digest"] for d in json.loads(filtered.data)["manifests"]] == [sbom.digest]
+    unknown = get(
+        f"{registry.url}/v2/devkit/nowhere/referrers/{image.digest}", registry.auth_headers
+    )
+    assert unknown.status == 404  # an unknown repository, as ECR answers it
+
+
+# --- python -m devkit up ------------------------------------------------------------------
+
+
+def test_devkit_up_serves_until_interrupted_and_backfill_sees_a_skopeo_push(
+    oci_images: OciLayoutBuilder, tmp_path: Path
+) -> None:
+    env_file = tmp_path / "devkit.env"
+    repo_root = Path(__file__).resolve().parents[2]
+    up = subprocess.Popen(
+        [sys.executable, "-m", "devkit", "up", "--name", "devkit-up", "--env-file", str(env_file)],
+        cwd=repo_root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert up.stdout is not None
+        shown = ""
+        while "Ctrl-C stops everything" not in shown:
+            line = up.stdout.readline()
+            assert line, f"devkit up ended early:\n{shown}"
+            shown += line
+        exports = dict(
+            line.removeprefix("export ").split("=", 1) for line in env_file.read_text().splitlines()
+        )
+        assert f"export AWS_ENDPOINT_URL={exports['AWS_ENDPOINT_URL']}" in shown
+        env = {**os.environ, **exports}
+        env.pop("AWS_PROFILE", None)
+        # A person's push: the repository through ECR's API, the image with skopeo.
+        ecr = local_client("ecr", exports["AWS_ENDPOINT_URL_ECR"], exports["AWS_DEFAULT_REGION"])
+        ecr.create_repository(repositoryName="team/app")
+        token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+        host = exports["ECR_BACKUP_SOURCE_REGISTRY"].removeprefix("http://")
+        image = oci_images.simple_image(ref="app", seed=1330)
+        copy = subprocess.run(
+            [
+                "skopeo", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false",
+                "--dest-creds", base64.b64decode(token).decode(),
+                f"oci:{oci_images.path}:app", f"docker://{host}/team/app:v1",
+            ],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert copy.returncode == 0, copy.stderr
+        for args in (["setup", "--no-tls-policy"], ["backfill", "--json"]):
+            run = subprocess.run(
+                [sys.executable, "-m", "ecr_backup", *args],
+                env=env, capture_output=True, text=True, timeout=300, check=False,
+            )  # fmt: skip
+            assert run.returncode == 0, run.stderr
+        copied = json.loads(run.stdout)["copied"]
+        assert [(c["repository"], c["digest"]) for c in copied] == [("team/app", image.digest)]
+        ports = [int(url.rpartition(":")[2]) for url in (exports["AWS_ENDPOINT_URL"], host)]
+    finally:
+        up.send_signal(signal.SIGINT)
+        out, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, out
+    for port in ports:
+        with pytest.raises(ConnectionRefusedError), socket.create_connection(("127.0.0.1", port)):
+            pass

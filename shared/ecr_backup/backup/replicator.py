@@ -25,6 +25,7 @@ from ecr_backup.backup.ports import (
     DeletionWatch,
     SourceRegistry,
 )
+from ecr_backup.cancellation import check_cancelled
 from ecr_backup.errors import BlobNotFoundError, InvalidInputError, NotFoundError, StorageError
 from ecr_backup.model import Action, ImageEvent, ManifestRecord
 from ecr_backup.oci.closure import build_closure, check_index_depth, closure_total
@@ -121,6 +122,7 @@ class Replicator:
     ) -> CopyReport:
         """Copy a manifest (by tag or digest) and everything under it that we lack."""
         report = report if report is not None else CopyReport()
+        check_cancelled()
         if reference.startswith("sha256:"):
             digest = Digest.parse(reference)
             if self._index.manifest(digest) is not None and self._reclaim(digest):
@@ -188,6 +190,7 @@ class Replicator:
         )
         total = closure_total(manifest, child_totals)
 
+        check_cancelled()  # manifest last, and not at all once interrupted
         now = self._clock()
         self._store.put_bytes(manifest.digest, manifest.raw)
         self._index.record_blob(manifest.digest, manifest.size, manifest.media_type, now)
@@ -231,6 +234,7 @@ class Replicator:
     def _copy_blob(
         self, repository: str, blob: Descriptor, report: CopyReport, progress: Progress
     ) -> None:
+        check_cancelled()  # a copy still queued when the run is interrupted is not started
         stored_size = self._store.stat(blob.digest)
         if stored_size is None:
             self._check_time(blob.size, f"copy of {blob.digest} ({blob.size} bytes)")

@@ -17,8 +17,9 @@ from ecr_backup.cli import (
     status,
     surges,
 )
+from ecr_backup.cli.interrupts import interrupts_cancel
 from ecr_backup.cli.options import add_global_options, settle
-from ecr_backup.errors import EcrBackupError
+from ecr_backup.errors import EcrBackupError, ExitCode
 
 PROG = "ecr-backup"
 
@@ -44,13 +45,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = settle(parser.parse_args(argv))
     try:
-        code: int = args.run(args)
+        with interrupts_cancel():
+            code: int = args.run(args)
     except EcrBackupError as e:
         print(f"{PROG}: error: {e.one_line()}", file=sys.stderr)
         return int(e.exit_code)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+        # Cleanup ran on the way here: uploads aborted, sessions deleted, partial files gone.
+        print(f"{PROG}: interrupted; nothing was left half-written", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
     return code
 
 

@@ -5,6 +5,8 @@ Only the CLI imports this module (and rich): the Lambda's import path never does
 
 from __future__ import annotations
 
+import atexit
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -37,6 +39,9 @@ class RichProgress:
         self._task: TaskID = self._bar.add_task(label, total=total or None)
         self._total = total
         self._bar.start()
+        # An interrupted command never finishes its bar: stop it on the way out, so the
+        # terminal gets its cursor back.
+        atexit.register(self._bar.stop)
 
     @classmethod
     def factory(cls, console: Console | None = None) -> ProgressFactory:
@@ -52,3 +57,4 @@ class RichProgress:
 
     def finish(self) -> None:
         self._bar.stop()
+        atexit.unregister(self._bar.stop)

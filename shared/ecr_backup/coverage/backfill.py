@@ -12,6 +12,7 @@ from typing import Protocol
 
 from ecr_backup.backup.events import ecr_event_document
 from ecr_backup.backup.replicator import CopyReport
+from ecr_backup.cancellation import check_cancelled
 from ecr_backup.coverage.reconcile import MissingImage, Reconciler, RepositoryDrift
 from ecr_backup.errors import EcrBackupError
 from ecr_backup.model import ImageEvent
@@ -115,6 +116,7 @@ class Backfill:
         """Copy one image, then record its events; a failure is reported, not raised, so
         that one bad image does not stop the others."""
         image = missing.image
+        check_cancelled()  # an image still queued when the run is interrupted is not started
         try:
             self._copier.replicate(image.repository, str(image.digest))
             for event in missing.events:

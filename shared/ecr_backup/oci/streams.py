@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from typing import Protocol
 
+from ecr_backup.cancellation import check_cancelled
 from ecr_backup.errors import DigestMismatchError
 from ecr_backup.oci.digest import Digest
 
@@ -29,7 +30,8 @@ class VerifyingReader:
     """Wraps a stream; `verify()` after the last read raises if digest or size differ.
 
     Reading past the expected size fails at once, so a registry that serves too much
-    cannot make us buffer or upload unbounded data.
+    cannot make us buffer or upload unbounded data. Every blob copy reads through one, so
+    it is where an interrupted run stops streaming (ecr_backup.cancellation).
     """
 
     def __init__(self, source: Readable, digest: Digest, size: int) -> None:
@@ -40,7 +42,9 @@ class VerifyingReader:
         self.bytes_read = 0
 
     def read(self, amt: int = -1, /) -> bytes:
+        check_cancelled()
         data = self._source.read(amt) if amt >= 0 else self._source.read()
+        check_cancelled()  # a read cut short by the cancellation returns early
         self.bytes_read += len(data)
         if self.bytes_read > self.size:
             raise DigestMismatchError(

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from urllib.parse import urlencode, urljoin, urlsplit
@@ -17,6 +16,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
+from ecr_backup.cancellation import CANCELLATION, cancellable_sleep, check_cancelled
 from ecr_backup.errors import (
     BlobNotFoundError,
     DigestMismatchError,
@@ -50,7 +50,7 @@ class RegistryClient:
         *,
         http: urllib3.PoolManager | None = None,
         retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = cancellable_sleep,
     ) -> None:
         parts = urlsplit(base_url if "://" in base_url else f"https://{base_url}")
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -90,9 +90,11 @@ class RegistryClient:
     @contextmanager
     def open_blob(self, repository: str, digest: Digest) -> Iterator[Readable]:
         """Stream a blob; a connection dropped mid-body resumes where it stopped (Range)."""
+        check_cancelled()
         stream = _ResumingBody(self, repository, digest)
         try:
-            yield stream
+            with CANCELLATION.closing_on_cancel(stream.shut_down):
+                yield stream
         finally:
             stream.close()
 
@@ -185,6 +187,7 @@ class RegistryClient:
 
     def start_upload(self, repository: str, digest: Digest) -> str:
         """POST a new upload session; its absolute URL."""
+        check_cancelled()
         start = self._registry_request("POST", f"/v2/{repository}/blobs/uploads/", body=b"")
         if start.status == 404 and "NAME_UNKNOWN" in _error_codes(start):
             raise RepositoryNotFoundError(
@@ -300,6 +303,7 @@ class RegistryClient:
                     retries=False,
                 )
             except Urllib3Error as e:
+                check_cancelled()  # an interrupt, not a failure: never retried
                 if not resendable or attempt + 1 >= self._retry.attempts:
                     raise registry_unreachable(f"{method} {_safe(url)}", url, e) from e
                 log.warning("retrying %s %s after %s", method, _safe(url), type(e).__name__)
@@ -331,6 +335,7 @@ class RegistryClient:
                 )
                 response.drain_conn()
                 self._sleep(wait)
+                check_cancelled()
                 attempt += 1
                 continue
             return response
@@ -399,6 +404,7 @@ class _ResumingBody:
             try:
                 data = self._response.read(amt if amt >= 0 else None)
             except Urllib3Error as e:
+                check_cancelled()  # shut by an interrupt: no resuming
                 attempt += 1
                 if attempt >= self._client._retry.attempts:
                     what = f"GET blob {self._repository}@{self._digest}"
@@ -412,6 +418,10 @@ class _ResumingBody:
                 continue
             self._offset += len(data)
             return data
+
+    def shut_down(self) -> None:
+        """Shut the connection from another thread: a read blocked on it returns."""
+        self._response.shutdown()
 
     def close(self) -> None:
         self._response.release_conn()

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
+from ecr_backup.cancellation import check_cancelled
 from ecr_backup.errors import DigestMismatchError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.streams import Readable, read_full
@@ -68,6 +69,7 @@ def _upload_in_chunks(
     offset = 0
     chunk = read_full(source, min(chunk_size, size))
     while offset + len(chunk) < size:
+        check_cancelled()
         if not chunk:
             raise DigestMismatchError(digest, f"source ended at {offset} of {size} bytes")
         span = f"{offset}-{offset + len(chunk) - 1}"
@@ -119,6 +121,7 @@ def _stream_of(source: Readable, digest: Digest, size: int) -> Iterator[bytes]:
     """
     sent = 0
     while sent < size:
+        check_cancelled()  # raised mid-request: the session is never committed
         data = source.read(min(size - sent, UPLOAD_BUFFER_SIZE))
         if not data:
             raise DigestMismatchError(digest, f"source ended at {sent} of {size} bytes")

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Literal, cast
 
+from ecr_backup.cancellation import check_cancelled
 from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.errors import BlobNotFoundError, InvalidInputError, NotFoundError
 from ecr_backup.oci import mediatypes
@@ -247,6 +248,7 @@ def write_oci_dir(
         report.manifests += 1
     bar = progress(sum(b.size for b in contents), "export")
     for blob in contents:
+        check_cancelled()
         path = blobs_dir / blob.digest.hex
         report.blobs += 1
         if path.exists() and path.stat().st_size == blob.size:
@@ -268,6 +270,7 @@ def write_oci_dir(
             raise
         report.bytes += blob.size
     bar.finish()
+    check_cancelled()  # an interrupted export never names the image in index.json
     entries.append(_layout_entry(closure.root, report.ref_name))
     index_path.write_bytes(_index_json(entries))
 

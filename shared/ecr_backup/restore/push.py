@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ecr_backup.cancellation import cancellable_sleep, check_cancelled
 from ecr_backup.errors import (
     DigestMismatchError,
     InvalidInputError,
@@ -165,7 +166,7 @@ class Restorer:
         mount_from: Iterable[str] = (),
         progress: ProgressFactory = no_progress,
         retry: RetryPolicy | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = cancellable_sleep,
     ) -> None:
         """`chunk_size` None uploads each blob in one streamed request (what ECR needs);
         a size sends PATCHes of that size, for registries that refuse big requests."""
@@ -194,6 +195,7 @@ class Restorer:
         progress.finish()
         # 2. Manifests by digest, children first: untagged until everything is there.
         for manifest in plan.manifests:
+            check_cancelled()
             if self._registry.manifest_digest(repository, str(manifest.digest)) is not None:
                 report.manifests_present.append(manifest.digest)
                 continue
@@ -202,6 +204,7 @@ class Restorer:
         # 3. Tags, last.
         for root in plan.roots:
             if root.target_tag:
+                check_cancelled()
                 self._tag(repository, root.target_tag, root.closure.root, report)
         report.recovered_versions = {str(d): v for d, v in self._reader.recovered.items()}
         report.seconds = time.monotonic() - started
@@ -252,6 +255,7 @@ class Restorer:
     def _blob(
         self, repository: str, blob: Descriptor, report: RestoreReport, progress: Progress
     ) -> None:
+        check_cancelled()  # a blob still queued when the run is interrupted is not started
         if self._registry.blob_size(repository, blob.digest) is not None:
             report.blob("present", blob)
             progress.advance(blob.size)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import io
 import threading
 import zlib
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ecr_backup.awserrors import error_code, translate
+from ecr_backup.cancellation import CANCELLATION, check_cancelled
 from ecr_backup.errors import (
     BlobNotFoundError,
     DigestMismatchError,
@@ -120,8 +122,10 @@ class S3BlobStore:
                 ) from e
             raise _storage_error(e, f"GET {key}") from e
         try:
-            yield body
+            with CANCELLATION.closing_on_cancel(lambda: _shut_down(body)):
+                yield body
         except (BotoCoreError, Urllib3Error) as e:
+            check_cancelled()  # the connection was shut by an interrupt, not dropped
             # The body streams while the caller reads: a dropped connection surfaces here.
             raise _storage_error(e, f"read {key}") from e
         finally:
@@ -286,6 +290,7 @@ class S3BlobStore:
         try:
             number = 1
             while True:
+                check_cancelled()  # no new part once interrupted; the caller aborts
                 self._budget.acquire()
                 try:
                     data = reader.read_exactly(self.part_size)
@@ -319,7 +324,7 @@ class S3BlobStore:
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=data,
+                Body=_PartBody(data),
                 ChecksumAlgorithm="CRC32",
                 ChecksumCRC32=checksum,
             )
@@ -348,6 +353,22 @@ def _storage_error(error: ClientError | BotoCoreError | Urllib3Error, what: str)
             f"{what}: {type(error).__name__}", code=type(error).__name__, retryable=True
         )
     return translate(error, what, StorageError)
+
+
+class _PartBody(io.BytesIO):
+    """A part's bytes, as the HTTP client sends them (block by block): an interrupt stops
+    the send mid-part, so the part never lands and the abort that follows frees everything."""
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        check_cancelled()
+        return super().read(size)
+
+
+def _shut_down(body: Any) -> None:
+    """Shut the socket under a streaming GET, so a read blocked on it returns at once."""
+    shutdown = getattr(getattr(body, "_raw_stream", None), "shutdown", None)
+    if shutdown is not None:
+        shutdown()
 
 
 def _read_body(body: Any, key: str) -> bytes:
