@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from ecr_backup import __version__
 from ecr_backup.cli import backfill, backup, maintenance, queries, restore
 from ecr_backup.cli.options import add_global_options, settle
-from ecr_backup.errors import EcrBackupError
+from ecr_backup.errors import EcrBackupError, RefusedError
 
 PROG = "ecr-backup"
 
@@ -33,6 +33,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = settle(parser.parse_args(argv))
     try:
         code: int = args.run(args)
+    except RefusedError as e:
+        for line in e.details:
+            print(line, file=sys.stderr)
+        print(f"{PROG}: error: {e.one_line()}", file=sys.stderr)
+        return int(e.exit_code)
     except EcrBackupError as e:
         print(f"{PROG}: error: {e.one_line()}", file=sys.stderr)
         return int(e.exit_code)

@@ -144,6 +144,21 @@ class Plan(_Model):
     total_bytes: Bytes
 
 
+class TagMove(_Model):
+    repository: str
+    tag: str
+    from_: DigestText = Field(alias="from")
+    to: DigestText
+
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
+
+
+class TagCounts(_Model):
+    created: int
+    unchanged: int
+    moved: int
+
+
 class RestoredImage(_Model):
     digest: DigestText
     tag: str | None
@@ -162,9 +177,11 @@ class Report(_Model):
     bytes_uploaded: Bytes
     bytes_mounted: Bytes
     bytes_present: Bytes
-    tags_set: list[str]
+    tags_set: list[str]  # created or moved
+    tags_created: list[str]
     tags_unchanged: list[str]
-    tags_moved: dict[str, DigestText]
+    tags_moved: list[TagMove]
+    tag_counts: TagCounts
     recovered_versions: dict[str, str | None]
     seconds: float
 
@@ -179,6 +196,8 @@ class RepositoryRestore(_Model):
     target: str
     action: Literal["restored", "would restore", "skipped", "failed"]
     tags: list[str]
+    tags_moved: list[TagMove]
+    tag_counts: TagCounts
     bytes_uploaded: Bytes
     error: str | None
 
@@ -191,8 +210,15 @@ class RestoreAll(_Model):
     restored: int
     failed: int
     tags: int
+    tags_moved: list[TagMove]
+    tag_counts: TagCounts
     bytes_uploaded: Bytes
     seconds: float
+
+
+class RestoreRefused(_Model):
+    refused: str  # the reason, as the error line says it
+    tags_moved: list[TagMove]
 
 
 class Export(_Model):
@@ -433,7 +459,7 @@ SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "tags": TypeAdapter(list[TagRow]),
     "history": TypeAdapter(list[HistoryEvent]),
     "show": TypeAdapter(Show),
-    "restore": TypeAdapter(Restore | RestoreAll),
+    "restore": TypeAdapter(Restore | RestoreAll | RestoreRefused),
     "export": TypeAdapter(Export),
     "verify": TypeAdapter(Verify),
     "rebuild-index": TypeAdapter(RebuildIndex),

@@ -21,6 +21,7 @@ from typing import Literal
 from ecr_backup.errors import (
     DigestMismatchError,
     InvalidInputError,
+    RefusedError,
     RegistryError,
     RegistryThrottledError,
 )
@@ -94,6 +95,48 @@ class _ReadAhead:
         self._thread.join()
 
 
+# -- tags ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TagMove:
+    """A tag of the target that points at another digest than the one restored to it."""
+
+    repository: str
+    tag: str
+    current: Digest
+    restored: Digest
+
+    def line(self) -> str:
+        return f"{self.repository}:{self.tag} {self.current} -> {self.restored}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "repository": self.repository,
+            "tag": self.tag,
+            "from": str(self.current),
+            "to": str(self.restored),
+        }
+
+
+@dataclass
+class TagPlan:
+    """What setting the plan's tags does to the target's tags, as read before any push."""
+
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    moved: list[TagMove] = field(default_factory=list)
+
+
+def refuse_moves(moves: list[TagMove]) -> RefusedError:
+    return RefusedError(
+        f"{len(moves)} tag(s) of the target point at another digest: nothing was pushed; "
+        "pass --allow-tag-moves to move them",
+        details=tuple(m.line() for m in moves),
+        code="TAG_MOVES_REFUSED",
+    )
+
+
 # -- pushing ---------------------------------------------------------------------------------
 
 
@@ -111,9 +154,9 @@ class RestoreReport:
     bytes_uploaded: int = 0
     bytes_mounted: int = 0
     bytes_present: int = 0
-    tags_set: list[str] = field(default_factory=list)
+    tags_created: list[str] = field(default_factory=list)
     tags_unchanged: list[str] = field(default_factory=list)
-    tags_moved: dict[str, str] = field(default_factory=dict)  # tag -> digest it pointed at
+    tags_moved: list[TagMove] = field(default_factory=list)
     recovered_versions: dict[str, str | None] = field(default_factory=dict)
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -130,6 +173,19 @@ class RestoreReport:
                 self.blobs_present.append(blob.digest)
                 self.bytes_present += blob.size
 
+    @property
+    def tags_set(self) -> list[str]:
+        """Tags written: created or moved."""
+        return self.tags_created + [m.tag for m in self.tags_moved]
+
+    @property
+    def tag_counts(self) -> dict[str, int]:
+        return {
+            "created": len(self.tags_created),
+            "unchanged": len(self.tags_unchanged),
+            "moved": len(self.tags_moved),
+        }
+
     def as_dict(self) -> dict[str, object]:
         return {
             "target": self.target,
@@ -145,8 +201,10 @@ class RestoreReport:
             "bytes_mounted": self.bytes_mounted,
             "bytes_present": self.bytes_present,
             "tags_set": self.tags_set,
+            "tags_created": self.tags_created,
             "tags_unchanged": self.tags_unchanged,
-            "tags_moved": self.tags_moved,
+            "tags_moved": [m.as_dict() for m in self.tags_moved],
+            "tag_counts": self.tag_counts,
             "recovered_versions": self.recovered_versions,
             "seconds": round(self.seconds, 3),
         }
@@ -166,9 +224,12 @@ class Restorer:
         progress: ProgressFactory = no_progress,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        allow_tag_moves: bool = False,
     ) -> None:
         """`chunk_size` None uploads each blob in one streamed request (what ECR needs);
-        a size sends PATCHes of that size, for registries that refuse big requests."""
+        a size sends PATCHes of that size, for registries that refuse big requests.
+        Without `allow_tag_moves`, a tag of the target at another digest stops the restore
+        before anything is pushed."""
         if chunk_size is not None and chunk_size < MIN_PART_SIZE:
             raise InvalidInputError("upload chunks must be at least 5 MiB (ECR's minimum part)")
         if concurrency < 1:
@@ -181,12 +242,34 @@ class Restorer:
         self._progress = progress
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
+        self._allow_tag_moves = allow_tag_moves
+
+    def tag_plan(self, plan: RestorePlan) -> TagPlan:
+        """Each target tag's current digest, read now: which tags the restore creates,
+        leaves as they are, or moves."""
+        repository = plan.target.repository
+        tags = TagPlan()
+        for root in plan.roots:
+            if not root.target_tag:
+                continue
+            current = self._registry.manifest_digest(repository, root.target_tag)
+            if current is None:
+                tags.created.append(root.target_tag)
+            elif current == root.closure.digest:
+                tags.unchanged.append(root.target_tag)
+            else:
+                move = TagMove(repository, root.target_tag, current, root.closure.digest)
+                tags.moved.append(move)
+        return tags
 
     def run(self, plan: RestorePlan, report: RestoreReport | None = None) -> RestoreReport:
         started = time.monotonic()
         report = report or RestoreReport(str(plan.target))
         report.images = [(str(r.closure.digest), r.target_tag) for r in plan.roots]
         repository = plan.target.repository
+        moves = self.tag_plan(plan).moved
+        if moves and not self._allow_tag_moves:
+            raise refuse_moves(moves)
         progress = self._progress(plan.total_bytes, "restore")
         # 1. Blobs, concurrently; map() re-raises the first failure before any manifest.
         with ThreadPoolExecutor(self._concurrency, thread_name_prefix="restore") as pool:
@@ -229,15 +312,9 @@ class Restorer:
                 report.manifests_present.append(manifest.digest)
             else:
                 report.manifests_pushed.append(manifest.digest)
-        for root in plan.roots:
-            if root.target_tag:
-                current = self._registry.manifest_digest(repository, root.target_tag)
-                if current == root.closure.digest:
-                    report.tags_unchanged.append(root.target_tag)
-                else:
-                    report.tags_set.append(root.target_tag)
-                    if current is not None:
-                        report.tags_moved[root.target_tag] = str(current)
+        tags = self.tag_plan(plan)
+        report.tags_created, report.tags_unchanged = tags.created, tags.unchanged
+        report.tags_moved = tags.moved
         report.recovered_versions = {str(d): v for d, v in self._reader.recovered.items()}
         return report
 
@@ -309,11 +386,16 @@ class Restorer:
                 progress.advance(-counted.count)
 
     def _tag(self, repository: str, tag: str, manifest: Manifest, report: RestoreReport) -> None:
+        # Read again: someone may have moved the tag since the plan read it.
         current = self._registry.manifest_digest(repository, tag)
         if current == manifest.digest:
             report.tags_unchanged.append(tag)
             return
+        move = TagMove(repository, tag, current, manifest.digest) if current else None
+        if move is not None and not self._allow_tag_moves:
+            raise refuse_moves([move])
         self._registry.put_manifest(repository, tag, manifest)
-        report.tags_set.append(tag)
-        if current is not None:
-            report.tags_moved[tag] = str(current)
+        if move is None:
+            report.tags_created.append(tag)
+        else:
+            report.tags_moved.append(move)
