@@ -445,7 +445,11 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_rebuild_index(args: argparse.Namespace) -> int:
     services = services_from(args)
     report = rebuild_index(
-        services.store, services.index, concurrency=services.settings.concurrency
+        services.store,
+        services.index,
+        concurrency=services.settings.concurrency,
+        ledger=services.ledger,
+        locks=services.locks,
     )
     lines = [
         f"index {report.table} {'created and ' if report.created_table else ''}rebuilt from "
@@ -455,12 +459,17 @@ def run_rebuild_index(args: argparse.Namespace) -> int:
         f"  {report.manifests_complete} complete manifests, {report.blobs} blobs "
         f"({report.unreferenced_blobs} not referenced by any manifest)",
     ]
+    lines.append(f"  {report.holds} hold(s) in force, {report.locks} lock end(s) read from S3")
     lines += [f"  invalid record: {r}" for r in report.invalid_records]
     lines += [f"  incomplete: {m}" for m in report.manifests_incomplete]
+    lines += [f"  {kind}: {digest}: {why}" for kind, digest, why in report.problems]
     document = {
         "bucket": services.settings.bucket,
         "prefix": services.settings.prefix,
         **report.as_dict(),
     }
     emit(args, document, lines, summary=True)
-    return 0
+    if args.quiet and not args.json:  # problems are not a summary: -q still shows them
+        for kind, digest, why in report.problems:
+            print(f"{kind}: {digest}: {why}", file=sys.stderr)
+    return ExitCode.OK if report.ok else ExitCode.PROBLEMS

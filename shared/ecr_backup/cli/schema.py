@@ -268,6 +268,9 @@ class RebuildIndex(_Model):
     manifests_incomplete: list[str]
     blobs: int
     unreferenced_blobs: int
+    problems: list[Problem]  # kind "rewritten" (recorded from its intact version), "tampered"
+    holds: int  # holds in force per the bucket's hold records
+    locks: int  # objects whose lock end was read from S3
     seconds: float
 
 
@@ -405,7 +408,17 @@ class Hold(_Model):
     repository: str
     digest: DigestText
     held: bool
-    objects: int
+    reason: str | None
+    objects: int  # objects whose legal hold was set (hold) or turned off (release)
+    object_digests: list[DigestText]
+
+
+class HoldRow(_Model):
+    repository: str
+    digest: DigestText
+    objects: int | None  # null: placed by a version that did not count them
+    placed_at: Time
+    reason: str | None
 
 
 class BackfillImage(_Model):
@@ -468,6 +481,7 @@ SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "stats": TypeAdapter(Stats),
     "hold": TypeAdapter(Hold),
     "release": TypeAdapter(Hold),
+    "holds": TypeAdapter(list[HoldRow]),
 }
 
 
