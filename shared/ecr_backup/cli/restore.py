@@ -396,6 +396,14 @@ def run_export(args: argparse.Namespace) -> int:
         + (f", platform {report.platform}" if report.platform else ""),
     ]
     lines += [f"  foreign layer not in the backup, left out: {d}" for d in report.skipped_foreign]
+    lines += [f"  replaced a corrupt file the layout held: {d}" for d in report.replaced]
+    lines += [
+        f"  {digest}: current object version not intact, read version {version}"
+        for digest, version in report.recovered_versions.items()
+    ]
+    if not args.json:  # a warning is not a summary: -q still shows it
+        for warning in report.warnings:
+            print(f"ecr-backup: warning: {warning}", file=sys.stderr)
     if path == "-":
         # stdout carries the archive: the summary goes to stderr.
         if args.json:

@@ -233,6 +233,8 @@ class Export(_Model):
     bytes: Bytes
     skipped_foreign: list[DigestText]
     recovered_versions: dict[str, str | None]
+    replaced: list[DigestText]  # files an OCI layout held that did not hash to their name
+    warnings: list[str]
 
 
 class Problem(_Model):
