@@ -340,7 +340,17 @@ def describe(plan: RestorePlan, report: RestoreReport) -> list[str]:
         f"already there {len(report.manifests_present)}",
     ]
     if plan.referrers:
+        found = report.referrers
         lines.append(f"  referrers included: {len(plan.referrers)}")
+        if found.listed:
+            lines.append(f"  referrers listed by the target's referrers API: {len(found.listed)}")
+        lines += [f"  not listed by the target's referrers API: {d}" for d in found.unlisted]
+        if found.tags_updated:
+            lines.append(
+                f"  referrers tags {'to update' if dry else 'updated'} (no referrers API): "
+                + ", ".join(found.tags_updated)
+            )
+        lines += [f"  referrers tag not updated: {p}" for p in found.problems]
     if report.tags_set or report.tags_unchanged:
         lines += tag_lines(report)
     else:

@@ -183,6 +183,10 @@ class Report(_Model):
     tags_moved: list[TagMove]
     tag_counts: TagCounts
     recovered_versions: dict[str, str | None]
+    referrers_listed: list[DigestText]  # by the target's referrers API, checked after the push
+    referrers_unlisted: list[DigestText]  # pushed, yet the referrers API does not list them
+    referrers_tags_updated: list[str]  # referrers tag schema: sha256-<subject hex>
+    referrer_problems: list[str]
     seconds: float
 
 

@@ -31,6 +31,7 @@ from ecr_backup.oci.streams import Readable, read_full
 from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
 from ecr_backup.restore.plan import RestorePlan
 from ecr_backup.restore.ports import TargetRegistry
+from ecr_backup.restore.referrers import ReferrersOutcome, index_referrers
 from ecr_backup.retry import RetryPolicy
 from ecr_backup.settings import DEFAULT_CONCURRENCY, MIN_PART_SIZE, UPLOAD_BUFFER_SIZE
 from ecr_backup.storage.reader import BucketReader
@@ -158,6 +159,7 @@ class RestoreReport:
     tags_unchanged: list[str] = field(default_factory=list)
     tags_moved: list[TagMove] = field(default_factory=list)
     recovered_versions: dict[str, str | None] = field(default_factory=dict)
+    referrers: ReferrersOutcome = field(default_factory=ReferrersOutcome)
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -206,6 +208,10 @@ class RestoreReport:
             "tags_moved": [m.as_dict() for m in self.tags_moved],
             "tag_counts": self.tag_counts,
             "recovered_versions": self.recovered_versions,
+            "referrers_listed": [str(d) for d in self.referrers.listed],
+            "referrers_unlisted": [str(d) for d in self.referrers.unlisted],
+            "referrers_tags_updated": self.referrers.tags_updated,
+            "referrer_problems": self.referrers.problems,
             "seconds": round(self.seconds, 3),
         }
 
@@ -286,6 +292,9 @@ class Restorer:
         for root in plan.roots:
             if root.target_tag:
                 self._tag(repository, root.target_tag, root.closure.root, report)
+        # 4. Referrers findable from their subjects (the API, else the referrers tags).
+        referrers = [r.root for r in plan.referrers]
+        index_referrers(self._registry, repository, referrers, report.referrers, write=True)
         report.recovered_versions = {str(d): v for d, v in self._reader.recovered.items()}
         report.seconds = time.monotonic() - started
         return report
@@ -315,6 +324,8 @@ class Restorer:
         tags = self.tag_plan(plan)
         report.tags_created, report.tags_unchanged = tags.created, tags.unchanged
         report.tags_moved = tags.moved
+        referrers = [r.root for r in plan.referrers]
+        index_referrers(self._registry, repository, referrers, report.referrers, write=False)
         report.recovered_versions = {str(d): v for d, v in self._reader.recovered.items()}
         return report
 
