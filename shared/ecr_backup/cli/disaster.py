@@ -78,7 +78,7 @@ def run_all(args: argparse.Namespace, session: RestoreSession) -> int:
         "seconds": round(time.monotonic() - started, 3),
     }
     emit(args, document, _summary(document), summary=not failures)
-    verdict = session.dry_run_verdict([m for _, p, _ in outcomes if p for m in p.tags.moved])
+    verdict = session.dry_run_verdict(moves)
     # The worst failure decides: a data error (5) outranks an unreachable registry (4).
     return max([*failures, verdict], default=ExitCode.OK)
 
