@@ -30,7 +30,7 @@ from ecr_backup.oci.digest import Digest, is_sha256_hex
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.storage.blobstore import ObjectVersion, S3BlobStore
-from ecr_backup.storage.holdrecords import read_hold_records
+from ecr_backup.storage.holdrecords import HoldRecords, read_hold_records
 from ecr_backup.storage.index import DynamoIndex, Location
 from ecr_backup.storage.ledger import Hold, Ledger
 from ecr_backup.storage.objectlock import S3ObjectLocks
@@ -127,9 +127,9 @@ def _listing(
 
 
 def _records(
-    store: S3BlobStore, report: RebuildReport, concurrency: int
+    store: S3BlobStore, record_names: list[str], report: RebuildReport, concurrency: int
 ) -> list[tuple[str, ImageEvent]]:
-    names = [n for n in store.iter_record_names() if EVENTS_DIR in n]
+    names = [n for n in record_names if EVENTS_DIR in n]
     report.records = len(names)
     # A bucket of years of pushes holds many records: read them in parallel.
     records = read_push_records(store, names, workers=concurrency * 4)
@@ -199,7 +199,8 @@ def rebuild_index(
     index.claim_location(Location(store.bucket, store.prefix))
 
     stored = _listing(store, reader, report, concurrency)
-    events = _records(store, report, concurrency)
+    record_names = list(store.iter_record_names())  # push and hold records: one listing
+    events = _records(store, record_names, report, concurrency)
     closures = _Closures(reader, stored)
     for _, event in events:
         if event.action is Action.PUSH:
@@ -245,13 +246,14 @@ def rebuild_index(
     with ThreadPoolExecutor(max(concurrency, 1), thread_name_prefix="rebuild") as pool:
         list(pool.map(replay, by_repository.values()))
     if ledger is not None and locks is not None:
-        _retention(store, ledger, locks, list(stored), report=report, concurrency=concurrency)
+        holds = read_hold_records(store, record_names, workers=concurrency * 4)
+        _retention(holds, ledger, locks, list(stored), report=report, concurrency=concurrency)
     report.seconds = time.monotonic() - started
     return report
 
 
 def _retention(
-    store: S3BlobStore,
+    holds: HoldRecords,
     ledger: Ledger,
     locks: S3ObjectLocks,
     objects: list[Digest],
@@ -261,7 +263,6 @@ def _retention(
 ) -> None:
     """The holds the bucket's hold records leave in force, and every object's lock end as
     S3 reports it (HeadObject), after the blob items that carry it are written."""
-    holds = read_hold_records(store, workers=concurrency * 4)
     report.invalid_records.extend(holds.invalid)
     # A table that survived may still hold a hold released since (a fresh one holds none).
     for hold in ledger.holds():

@@ -79,9 +79,10 @@ def write_hold_record(store: S3BlobStore, record: HoldRecord) -> None:
     store.put_record(record.record_name, record.to_json())
 
 
-def read_hold_records(store: S3BlobStore, workers: int) -> HoldRecords:
-    """Every hold record, replayed in time order: the holds placed and not released since."""
-    names = sorted(n for n in store.iter_record_names() if HOLDS_DIR in n)
+def read_hold_records(store: S3BlobStore, record_names: list[str], workers: int) -> HoldRecords:
+    """The hold records among `record_names` (names under refs/), replayed in time order:
+    the holds placed and not released since."""
+    names = sorted(n for n in record_names if HOLDS_DIR in n)
     with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="holds") as pool:
         bodies = list(pool.map(store.read_record, names))
     found = HoldRecords()
