@@ -56,7 +56,8 @@ def run_all(args: argparse.Namespace, session: RestoreSession) -> int:
     # would move anywhere stops the whole restore while nothing has changed.
     outcomes = [_prepare(args, session, registry, r) for r in repositories]
     moves = [m for _, prepared, _ in outcomes if prepared for m in prepared.tags.moved]
-    session.refuse_moves(moves)
+    failed = tuple(f"failed {r['repository']}: {r['error']}" for r, _, code in outcomes if code)
+    session.refuse_moves(moves, failed)
     finished = [_push(args, session, *outcome) for outcome in outcomes]
     results = [result for result, _ in finished]
     failures = [code for _, code in finished if code is not None]

@@ -268,11 +268,11 @@ class RestoreSession:
         report = RestoreReport(str(target), created_repository=create)
         return Prepared(plan, restorer, report, restorer.tag_plan(plan), create)
 
-    def refuse_moves(self, moves: list[TagMove]) -> None:
+    def refuse_moves(self, moves: list[TagMove], notes: tuple[str, ...] = ()) -> None:
         """Stop before any push when tags would move and the person did not allow it."""
         if not moves or self.args.allow_tag_moves or self.args.dry_run:
             return
-        refusal = refuse_moves(moves)
+        refusal = refuse_moves(moves, notes)
         if self.args.json:
             document = {"refused": str(refusal), "tags_moved": [m.as_dict() for m in moves]}
             emit(self.args, document, [])

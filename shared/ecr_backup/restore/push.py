@@ -129,11 +129,12 @@ class TagPlan:
     moved: list[TagMove] = field(default_factory=list)
 
 
-def refuse_moves(moves: list[TagMove]) -> RefusedError:
+def refuse_moves(moves: list[TagMove], notes: tuple[str, ...] = ()) -> RefusedError:
+    """One line per move (then `notes`), and a last one saying how to allow them."""
     return RefusedError(
         f"{len(moves)} tag(s) of the target point at another digest: nothing was pushed; "
         "pass --allow-tag-moves to move them",
-        details=tuple(m.line() for m in moves),
+        details=tuple(m.line() for m in moves) + notes,
         code="TAG_MOVES_REFUSED",
     )
 
