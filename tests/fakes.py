@@ -403,7 +403,7 @@ class FakeTable:
         self.subjects: dict[Digest, set[Digest]] = {}
         self.repositories: dict[str, _Repository] = {}
         self.listed: set[str] = set()  # REPOS items
-        self.holds: dict[tuple[str, Digest], str] = {}
+        self.holds: dict[tuple[str, Digest], Hold] = {}
         self.lease: tuple[str, str] | None = None  # (owner, until)
         self.lock = threading.RLock()
 
@@ -702,22 +702,30 @@ class FakeLedger:
             if self.fake.lease is not None and self.fake.lease[0] == owner:
                 self.fake.lease = None
 
-    def add_hold(self, repository: str, digest: Digest, now: datetime) -> None:
+    def add_hold(self, hold: Hold) -> None:
         with self.fake.lock:
             self.fake.check()
-            self.fake.holds[(repository, digest)] = format_time(now)
+            # Stored as the item holds it: the time as text, to the microsecond.
+            stored = Hold(
+                hold.repository,
+                hold.digest,
+                parse_time(format_time(hold.time)),
+                hold.reason or None,
+                hold.objects,
+            )
+            self.fake.holds[(hold.repository, hold.digest)] = stored
 
-    def remove_hold(self, repository: str, digest: Digest) -> None:
+    def remove_hold(self, repository: str, digest: Digest) -> bool:
         with self.fake.lock:
             self.fake.check()
-            self.fake.holds.pop((repository, digest), None)
+            return self.fake.holds.pop((repository, digest), None) is not None
 
     def holds(self) -> list[Hold]:
         with self.fake.lock:
             self.fake.check()
             # The query returns them in sort-key order: "<repository>@<digest>".
             keys = sorted(self.fake.holds, key=lambda k: f"{k[0]}@{k[1]}")
-            return [Hold(r, d, parse_time(self.fake.holds[(r, d)])) for r, d in keys]
+            return [self.fake.holds[k] for k in keys]
 
 
 def _state(digest: Digest, blob: _Blob, *, complete: bool) -> ObjectState:
@@ -806,4 +814,4 @@ class FakeAws:
         )
 
     def holds(self) -> Holds:
-        return Holds(self.ledger, self.locks, self.graph())
+        return Holds(self.ledger, self.locks, self.graph(), self.store)

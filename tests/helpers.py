@@ -28,11 +28,12 @@ from ecr_backup.errors import BlobNotFoundError, ManifestNotFoundError, NotFound
 from ecr_backup.model import Action, ImageEvent
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
-from ecr_backup.oci.manifest import Manifest, parse_manifest
+from ecr_backup.oci.manifest import Descriptor, Manifest, parse_manifest
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.oci.streams import Readable, read_full
 from ecr_backup.registry.ecr_listing import EcrImage, ImageStatus
 from ecr_backup.restore.ports import TargetRegistry
+from ecr_backup.restore.referrers import referrer_descriptor
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from tests.fakes import FakeBlobStore, FakeIndex
@@ -253,6 +254,8 @@ class FakeTarget(TargetRegistry):
     # Raised, one per attempt, after an upload read its whole source (a drop at the end).
     upload_errors: dict[Digest, list[Exception]] = field(default_factory=dict)
     upload_attempts: Counter[Digest] = field(default_factory=Counter)
+    # The OCI 1.1 referrers API; without it (as CNCF distribution 2.x) GET answers 404.
+    referrers_api: bool = False
 
     def blob_size(self, repository: str, digest: Digest) -> int | None:
         self.requests["HEAD blob"] += 1
@@ -310,6 +313,23 @@ class FakeTarget(TargetRegistry):
     def manifest_digest(self, repository: str, reference: str) -> Digest | None:
         raw = self.manifests.get(repository, {}).get(reference)
         return parse_manifest(raw).digest if raw is not None else None
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
+        raw = self.manifests.get(repository, {}).get(reference)
+        if raw is None:
+            raise ManifestNotFoundError(f"manifest {repository}:{reference} not found")
+        return parse_manifest(raw)
+
+    def referrers(self, repository: str, subject: Digest) -> list[Descriptor] | None:
+        if not self.referrers_api:
+            return None
+        held = [parse_manifest(raw) for raw in self.manifests.get(repository, {}).values()]
+        found = {m.digest: m for m in held if m.subject is not None}
+        return [
+            Descriptor.model_validate(referrer_descriptor(m))
+            for _, m in sorted(found.items())
+            if m.subject is not None and m.subject.digest == subject
+        ]
 
     def tags(self, repository: str) -> dict[str, Digest]:
         return {

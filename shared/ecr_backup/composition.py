@@ -324,7 +324,7 @@ class AwsServices:
         return taken
 
     def holds(self) -> Holds:
-        return Holds(self.ledger, self.locks, self.graph())
+        return Holds(self.ledger, self.locks, self.graph(), self.store)
 
     def registry(self, account: str, region: str) -> RegistryClient:
         """The source registry of an event's account and region (or the configured override)."""

@@ -88,6 +88,17 @@ class DigestMismatchError(DataError):
         self.digest = digest
 
 
+class RefusedError(EcrBackupError):
+    """The command would do something a person must opt in to (move a live tag, lift a hold
+    that is not there): nothing was changed. `details` are the lines that say what exactly."""
+
+    exit_code = ExitCode.PROBLEMS
+
+    def __init__(self, message: str, *, details: tuple[str, ...] = (), code: str) -> None:
+        super().__init__(message, code=code)
+        self.details = details
+
+
 class NotFoundError(DataError):
     """Something named by the caller does not exist."""
 

@@ -43,7 +43,7 @@ from ecr_backup.oci.digest import Digest
 from ecr_backup.settings import Settings
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex, Location
-from ecr_backup.storage.ledger import Ledger
+from ecr_backup.storage.ledger import Hold, Ledger
 from ecr_backup.storage.objectlock import LockMode, S3ObjectLocks
 from tests.fakes import FakeAws, FakeBlobStore, FakeIndex, FakeLedger, FakeObjectLocks
 from tests.helpers import BUCKET, TABLE
@@ -392,14 +392,14 @@ def test_one_prune_lease_at_a_time(side: Side) -> None:
 
 def test_holds(side: Side) -> None:
     one, two = Digest.of(b"1"), Digest.of(b"2")
-    side.ledger.add_hold("b", one, T)
-    side.ledger.add_hold("a", two, T + timedelta(seconds=1))
-    assert [(h.repository, h.digest, h.time) for h in side.ledger.holds()] == [
-        ("a", two, T + timedelta(seconds=1)),
-        ("b", one, T),
+    side.ledger.add_hold(Hold("b", one, T, "incident 42", 4))
+    side.ledger.add_hold(Hold("a", two, T + timedelta(seconds=1)))
+    assert side.ledger.holds() == [
+        Hold("a", two, T + timedelta(seconds=1), None, None),
+        Hold("b", one, T, "incident 42", 4),
     ]
-    side.ledger.remove_hold("a", two)
-    side.ledger.remove_hold("a", two)  # twice: no error
+    assert side.ledger.remove_hold("a", two) is True
+    assert side.ledger.remove_hold("a", two) is False  # twice: no error, and no hold
     assert [h.digest for h in side.ledger.holds()] == [one]
 
 

@@ -15,6 +15,7 @@ from tests.infra.test_template import ROOT, listify, load, privilege_problems
 RESTORER_ACTIONS = {
     "s3:GetObject",  # GetObject and HeadObject
     "s3:GetObjectVersion",  # an older version when the current one does not hash to its name
+    "s3:GetObjectRetention",  # rebuild-index: the lock end HeadObject shows
     "s3:ListBucket",  # ListObjectsV2: push records, rebuild-index
     "s3:ListBucketVersions",  # ListObjectVersions: verify, rebuild-index
     "kms:Decrypt",
@@ -23,6 +24,7 @@ RESTORER_ACTIONS = {
     "dynamodb:UpdateContinuousBackups",  # point-in-time recovery on the table it creates
     "dynamodb:PutItem",
     "dynamodb:BatchWriteItem",
+    "dynamodb:UpdateItem",  # rebuild-index: lock ends
     "dynamodb:GetItem",
     "dynamodb:BatchGetItem",
     "dynamodb:Query",

@@ -239,7 +239,8 @@ def test_every_command_answers_json_in_its_schema_with_options_anywhere(
     assert answer("maintain")["ok"] is True
     assert answer("prune", "--dry-run")["objects"] == []  # everything is young and tagged
     assert answer("stats")["repositories"][0]["images_kept"] == 2
-    assert answer("hold", "json/app:v1")["held"] is True
+    assert answer("hold", "json/app:v1", "--reason", "audit")["held"] is True
+    assert [h["reason"] for h in answer("holds", "json/app")] == ["audit"]
     assert answer("release", "json/app:v1")["held"] is False
 
     assert seen == set(parser_commands()) == set(SCHEMAS)

@@ -224,7 +224,13 @@ def test_only_missing_layers_are_uploaded_and_siblings_are_mounted(
 
     restore(backup_target, target_registry, "inc/base:v1", "inc/target")
     before = uploads(target_registry, "inc/target")
-    report = restore(backup_target, target_registry, "inc/app:v1", "inc/target")["report"]
+    # v1 holds base there: moving it to app is asked for, and reported.
+    report = restore(
+        backup_target, target_registry, "inc/app:v1", "inc/target", "--allow-tag-moves"
+    )["report"]
+    assert report["tags_moved"] == [
+        {"repository": "inc/target", "tag": "v1", "from": base.digest, "to": app.digest}
+    ]
     # The repository holds the two base layers: only the new layer and the config go up.
     assert uploads(target_registry, "inc/target") - before == 2
     assert len(report["blobs_uploaded"]) == 2 and len(report["blobs_present"]) == 2

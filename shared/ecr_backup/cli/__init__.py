@@ -19,7 +19,7 @@ from ecr_backup.cli import (
 )
 from ecr_backup.cli.interrupts import interrupts_cancel
 from ecr_backup.cli.options import add_global_options, settle
-from ecr_backup.errors import EcrBackupError, ExitCode
+from ecr_backup.errors import EcrBackupError, ExitCode, RefusedError
 
 PROG = "ecr-backup"
 
@@ -47,6 +47,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with interrupts_cancel():
             code: int = args.run(args)
+    except RefusedError as e:
+        for line in e.details:
+            print(line, file=sys.stderr)
+        print(f"{PROG}: error: {e.one_line()}", file=sys.stderr)
+        return int(e.exit_code)
     except EcrBackupError as e:
         print(f"{PROG}: error: {e.one_line()}", file=sys.stderr)
         return int(e.exit_code)

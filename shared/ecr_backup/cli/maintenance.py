@@ -1,4 +1,4 @@
-"""Retention subcommands: maintain, prune, stats, hold, release."""
+"""Retention subcommands: maintain, prune, stats, hold, release, holds."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from ecr_backup.cli.common import (
     emit,
     human_size,
     services_from,
+    short,
     table,
     when,
 )
 from ecr_backup.maintenance.drill import DrillSummary
+from ecr_backup.maintenance.holds import hold_row
 from ecr_backup.maintenance.maintain import maintain
 from ecr_backup.maintenance.stats import Stats, stats
 from ecr_backup.oci.reference import ImageRef
@@ -73,8 +75,17 @@ def register(commands: Any) -> None:
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("image", metavar="REPOSITORY[:TAG|@DIGEST]")
+        if name == "hold":
+            command.add_argument("--reason", metavar="TEXT", help="why (shown by `holds`)")
         add_storage_options(command)
         command.set_defaults(run=run)
+
+    listing = commands.add_parser(
+        "holds", help="list the holds in force: image, objects, placed at, reason"
+    )
+    listing.add_argument("repository", nargs="?", metavar="REPOSITORY", help="only this one")
+    add_storage_options(listing)
+    listing.set_defaults(run=run_holds)
 
 
 def run_maintain(args: argparse.Namespace) -> int:
@@ -156,7 +167,9 @@ def run_hold(args: argparse.Namespace) -> int:
     services = services_from(args)
     services.claim_index()
     resolved = services.catalog().resolve(ImageRef.parse(args.image))
-    result = services.holds().hold(resolved.repository, resolved.digest, services.clock())
+    result = services.holds().hold(
+        resolved.repository, resolved.digest, services.clock(), args.reason
+    )
     emit(args, result.as_dict(), [f"held {resolved}: {result.objects} object(s)"])
     return 0
 
@@ -165,8 +178,30 @@ def run_release(args: argparse.Namespace) -> int:
     services = services_from(args)
     services.claim_index()
     resolved = services.catalog().resolve(ImageRef.parse(args.image))
-    result = services.holds().release(resolved.repository, resolved.digest)
-    emit(args, result.as_dict(), [f"released {resolved}: {result.objects} object(s) lifted"])
+    result = services.holds().release(resolved.repository, resolved.digest, services.clock())
+    lines = [
+        f"released {resolved}: legal hold turned off on {result.objects} object(s)",
+        *(f"  {d}" for d in result.changed),
+    ]
+    emit(args, result.as_dict(), lines)
+    return 0
+
+
+def run_holds(args: argparse.Namespace) -> int:
+    services = services_from(args)
+    services.checked_index()
+    held = services.holds().in_force(args.repository)
+    rows = [
+        [
+            f"{h.repository}@{short(args, h.digest)}",
+            "?" if h.objects is None else str(h.objects),
+            when(h.time),
+            h.reason or "",
+        ]
+        for h in held
+    ]
+    lines = table(rows, ["IMAGE", "OBJECTS", "PLACED AT", "REASON"]) if rows else ["no holds"]
+    emit(args, [hold_row(h) for h in held], lines)
     return 0
 
 

@@ -37,8 +37,8 @@ from ecr_backup.oci.reference import ImageRef
 from ecr_backup.progress import ProgressFactory
 from ecr_backup.restore.export import Format, export, split_destination
 from ecr_backup.restore.plan import RestorePlan, RestoreRequest, plan_restore
-from ecr_backup.restore.push import Restorer, RestoreReport
-from ecr_backup.restore.target import Target, parse_target
+from ecr_backup.restore.push import Restorer, RestoreReport, TagMove, TagPlan, refuse_moves
+from ecr_backup.restore.target import Target, ensure_ecr_repository, parse_target
 from ecr_backup.settings import DEFAULT_CONCURRENCY, ENV_PREFIX, MiB
 
 PASSWORD_ENV = f"{ENV_PREFIX}TARGET_PASSWORD"
@@ -73,6 +73,12 @@ def _register_restore(commands: Any) -> None:
         "--with-referrers", action="store_true", help="also signatures, SBOMs, attestations"
     )
     restore.add_argument("--dry-run", action="store_true", help="list what would be pushed")
+    restore.add_argument(
+        "--allow-tag-moves",
+        action="store_true",
+        help="move target tags that point at another digest (without it, such a restore "
+        "is refused before anything is pushed)",
+    )
     restore.add_argument(
         "--create-repository", action="store_true", help="create a missing ECR repository"
     )
@@ -183,14 +189,28 @@ def run_restore(args: argparse.Namespace) -> int:
         )
     ref = ImageRef.parse(args.image, default_tag=None if args.all_tags else "latest")
     target = parse_target(args.to, endpoint=args.to_endpoint)
-    plan, report = RestoreSession.start(args).restore(ref, target, all_tags=args.all_tags)
+    session = RestoreSession.start(args)
+    prepared = session.prepare(ref, target, all_tags=args.all_tags)
+    session.refuse_moves(prepared.tags.moved)
+    report = session.push(prepared)
     emit(
         args,
-        {"plan": plan.as_dict(), "report": report.as_dict()},
-        describe(plan, report),
+        {"plan": prepared.plan.as_dict(), "report": report.as_dict()},
+        describe(prepared.plan, report),
         summary=True,
     )
-    return 0
+    return session.dry_run_verdict(report.tags_moved)
+
+
+@dataclass
+class Prepared:
+    """One repository's restore, planned and checked against the target, nothing pushed."""
+
+    plan: RestorePlan
+    restorer: Restorer
+    report: RestoreReport
+    tags: TagPlan
+    create_repository: bool
 
 
 @dataclass
@@ -215,10 +235,9 @@ class RestoreSession:
     def at(self) -> datetime | None:
         return at_from(self.args)
 
-    def restore(
-        self, ref: ImageRef, target: Target, *, all_tags: bool
-    ) -> tuple[RestorePlan, RestoreReport]:
-        """Plan from the bucket (checked before the target is touched), then push."""
+    def prepare(self, ref: ImageRef, target: Target, *, all_tags: bool) -> Prepared:
+        """Plan from the bucket (checked before the target is touched), then read the
+        target's tags. Changes nothing: a missing ECR repository is created by `push`."""
         args, services = self.args, self.services
         concurrency = services.settings.concurrency
         request = RestoreRequest(ref, at_from(args), all_tags, args.with_referrers)
@@ -228,14 +247,14 @@ class RestoreSession:
         # registry) may still hold most layers: mounting them costs no upload.
         if ref.repository != target.repository and not args.no_mount:
             mount_from.append(ref.repository)
-        registry, created = services.target_registry(
+        registry, create = services.target_registry(
             target,
             auth=args.to_auth,
             username=args.to_username or os.environ.get(USERNAME_ENV),
             password=self.password,
             mount_from=mount_from,
             create_repository=args.create_repository,
-            dry_run=args.dry_run,
+            dry_run=True,
         )
         restorer = Restorer(
             self.catalog.reader,
@@ -244,10 +263,55 @@ class RestoreSession:
             concurrency=concurrency,
             mount_from=mount_from,
             progress=_naming(progress_for(args), ref.repository),
+            allow_tag_moves=args.allow_tag_moves,
         )
-        report = RestoreReport(str(target), created_repository=created)
-        report = restorer.preview(plan, report) if args.dry_run else restorer.run(plan, report)
-        return plan, report
+        report = RestoreReport(str(target), created_repository=create)
+        return Prepared(plan, restorer, report, restorer.tag_plan(plan), create)
+
+    def refuse_moves(self, moves: list[TagMove], notes: tuple[str, ...] = ()) -> None:
+        """Stop before any push when tags would move and the person did not allow it."""
+        if not moves or self.args.allow_tag_moves or self.args.dry_run:
+            return
+        refusal = refuse_moves(moves, notes)
+        if self.args.json:
+            document = {"refused": str(refusal), "tags_moved": [m.as_dict() for m in moves]}
+            emit(self.args, document, [])
+        raise refusal
+
+    def push(self, prepared: Prepared) -> RestoreReport:
+        plan, restorer, report = prepared.plan, prepared.restorer, prepared.report
+        if self.args.dry_run:
+            return restorer.preview(plan, report)
+        if prepared.create_repository:
+            ensure_ecr_repository(plan.target, self.services.target_session, create=True)
+        return restorer.run(plan, report)
+
+    def dry_run_verdict(self, moves: list[TagMove]) -> int:
+        """A dry run whose real run would be refused exits 1, saying why."""
+        if not (self.args.dry_run and moves and not self.args.allow_tag_moves):
+            return ExitCode.OK
+        print(
+            f"{len(moves)} tag(s) would move: the restore would refuse without --allow-tag-moves",
+            file=sys.stderr,
+        )
+        return ExitCode.PROBLEMS
+
+
+def tag_lines(report: RestoreReport) -> list[str]:
+    """Tags created, left alone and moved (each move on its own line, from -> to)."""
+    dry = report.dry_run
+    counts = report.tag_counts
+    lines = [
+        f"  tags: {counts['created']} {'to create' if dry else 'created'}, "
+        f"{counts['unchanged']} already in place, {counts['moved']} "
+        f"{'would move' if dry else 'moved'}"
+    ]
+    if report.tags_created:
+        lines.append(f"  {'to create' if dry else 'created'}: {', '.join(report.tags_created)}")
+    if report.tags_unchanged:
+        lines.append(f"  already in place: {', '.join(report.tags_unchanged)}")
+    lines += [f"  {'would move' if dry else 'moved'} {m.line()}" for m in report.tags_moved]
+    return lines
 
 
 def _naming(progress: ProgressFactory, repository: str) -> ProgressFactory:
@@ -276,14 +340,19 @@ def describe(plan: RestorePlan, report: RestoreReport) -> list[str]:
         f"already there {len(report.manifests_present)}",
     ]
     if plan.referrers:
+        found = report.referrers
         lines.append(f"  referrers included: {len(plan.referrers)}")
+        if found.listed:
+            lines.append(f"  referrers listed by the target's referrers API: {len(found.listed)}")
+        lines += [f"  not listed by the target's referrers API: {d}" for d in found.unlisted]
+        if found.tags_updated:
+            lines.append(
+                f"  referrers tags {'to update' if dry else 'updated'} (no referrers API): "
+                + ", ".join(found.tags_updated)
+            )
+        lines += [f"  referrers tag not updated: {p}" for p in found.problems]
     if report.tags_set or report.tags_unchanged:
-        if report.tags_set:
-            lines.append(f"  tags {'to set' if dry else 'set'}: {', '.join(report.tags_set)}")
-        if report.tags_unchanged:
-            lines.append(f"  tags already in place: {', '.join(report.tags_unchanged)}")
-        for tag, previous in report.tags_moved.items():
-            lines.append(f"  tag {tag} {'would move' if dry else 'moved'} from {previous}")
+        lines += tag_lines(report)
     else:
         lines.append("  no tag: pull by digest")
     for state in plan.removed_tags:
@@ -337,6 +406,14 @@ def run_export(args: argparse.Namespace) -> int:
         + (f", platform {report.platform}" if report.platform else ""),
     ]
     lines += [f"  foreign layer not in the backup, left out: {d}" for d in report.skipped_foreign]
+    lines += [f"  replaced a corrupt file the layout held: {d}" for d in report.replaced]
+    lines += [
+        f"  {digest}: current object version not intact, read version {version}"
+        for digest, version in report.recovered_versions.items()
+    ]
+    if not args.json:  # a warning is not a summary: -q still shows it
+        for warning in report.warnings:
+            print(f"ecr-backup: warning: {warning}", file=sys.stderr)
     if path == "-":
         # stdout carries the archive: the summary goes to stderr.
         if args.json:
@@ -386,7 +463,11 @@ def run_verify(args: argparse.Namespace) -> int:
 def run_rebuild_index(args: argparse.Namespace) -> int:
     services = services_from(args)
     report = rebuild_index(
-        services.store, services.index, concurrency=services.settings.concurrency
+        services.store,
+        services.index,
+        concurrency=services.settings.concurrency,
+        ledger=services.ledger,
+        locks=services.locks,
     )
     lines = [
         f"index {report.table} {'created and ' if report.created_table else ''}rebuilt from "
@@ -396,12 +477,17 @@ def run_rebuild_index(args: argparse.Namespace) -> int:
         f"  {report.manifests_complete} complete manifests, {report.blobs} blobs "
         f"({report.unreferenced_blobs} not referenced by any manifest)",
     ]
+    lines.append(f"  {report.holds} hold(s) in force, {report.locks} lock end(s) read from S3")
     lines += [f"  invalid record: {r}" for r in report.invalid_records]
     lines += [f"  incomplete: {m}" for m in report.manifests_incomplete]
+    lines += [f"  {kind}: {digest}: {why}" for kind, digest, why in report.problems]
     document = {
         "bucket": services.settings.bucket,
         "prefix": services.settings.prefix,
         **report.as_dict(),
     }
     emit(args, document, lines, summary=True)
-    return 0
+    if args.quiet and not args.json:  # problems are not a summary: -q still shows them
+        for kind, digest, why in report.problems:
+            print(f"{kind}: {digest}: {why}", file=sys.stderr)
+    return ExitCode.OK if report.ok else ExitCode.PROBLEMS

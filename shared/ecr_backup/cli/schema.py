@@ -144,6 +144,21 @@ class Plan(_Model):
     total_bytes: Bytes
 
 
+class TagMove(_Model):
+    repository: str
+    tag: str
+    from_: DigestText = Field(alias="from")
+    to: DigestText
+
+    model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
+
+
+class TagCounts(_Model):
+    created: int
+    unchanged: int
+    moved: int
+
+
 class RestoredImage(_Model):
     digest: DigestText
     tag: str | None
@@ -162,10 +177,16 @@ class Report(_Model):
     bytes_uploaded: Bytes
     bytes_mounted: Bytes
     bytes_present: Bytes
-    tags_set: list[str]
+    tags_set: list[str]  # created or moved
+    tags_created: list[str]
     tags_unchanged: list[str]
-    tags_moved: dict[str, DigestText]
+    tags_moved: list[TagMove]
+    tag_counts: TagCounts
     recovered_versions: dict[str, str | None]
+    referrers_listed: list[DigestText]  # by the target's referrers API, checked after the push
+    referrers_unlisted: list[DigestText]  # pushed, yet the referrers API does not list them
+    referrers_tags_updated: list[str]  # referrers tag schema: sha256-<subject hex>
+    referrer_problems: list[str]
     seconds: float
 
 
@@ -179,6 +200,8 @@ class RepositoryRestore(_Model):
     target: str
     action: Literal["restored", "would restore", "skipped", "failed"]
     tags: list[str]
+    tags_moved: list[TagMove]
+    tag_counts: TagCounts
     bytes_uploaded: Bytes
     error: str | None
 
@@ -191,8 +214,15 @@ class RestoreAll(_Model):
     restored: int
     failed: int
     tags: int
+    tags_moved: list[TagMove]
+    tag_counts: TagCounts
     bytes_uploaded: Bytes
     seconds: float
+
+
+class RestoreRefused(_Model):
+    refused: str  # the reason, as the error line says it
+    tags_moved: list[TagMove]
 
 
 class Export(_Model):
@@ -207,6 +237,8 @@ class Export(_Model):
     bytes: Bytes
     skipped_foreign: list[DigestText]
     recovered_versions: dict[str, str | None]
+    replaced: list[DigestText]  # files an OCI layout held that did not hash to their name
+    warnings: list[str]
 
 
 class Problem(_Model):
@@ -242,6 +274,9 @@ class RebuildIndex(_Model):
     manifests_incomplete: list[str]
     blobs: int
     unreferenced_blobs: int
+    problems: list[Problem]  # kind "rewritten" (recorded from its intact version), "tampered"
+    holds: int  # holds in force per the bucket's hold records
+    locks: int  # objects whose lock end was read from S3
     seconds: float
 
 
@@ -444,7 +479,17 @@ class Hold(_Model):
     repository: str
     digest: DigestText
     held: bool
-    objects: int
+    reason: str | None
+    objects: int  # objects whose legal hold was set (hold) or turned off (release)
+    object_digests: list[DigestText]
+
+
+class HoldRow(_Model):
+    repository: str
+    digest: DigestText
+    objects: int | None  # null: placed by a version that did not count them
+    placed_at: Time
+    reason: str | None
 
 
 class BackfillImage(_Model):
@@ -597,7 +642,7 @@ SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "tags": TypeAdapter(list[TagRow]),
     "history": TypeAdapter(list[HistoryEvent]),
     "show": TypeAdapter(Show),
-    "restore": TypeAdapter(Restore | RestoreAll),
+    "restore": TypeAdapter(Restore | RestoreAll | RestoreRefused),
     "export": TypeAdapter(Export),
     "verify": TypeAdapter(Verify),
     "rebuild-index": TypeAdapter(RebuildIndex),
@@ -609,6 +654,7 @@ SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "surges": TypeAdapter(Surges | Acknowledged),
     "drill": TypeAdapter(Drill),
     "status": TypeAdapter(Status),
+    "holds": TypeAdapter(list[HoldRow]),
 }
 
 

@@ -53,9 +53,9 @@ class PruneLedger(ObjectLedger, Protocol):
 
 
 class HoldLedger(ObjectLedger, Protocol):
-    def add_hold(self, repository: str, digest: Digest, now: datetime) -> None: ...
+    def add_hold(self, hold: Hold) -> None: ...
 
-    def remove_hold(self, repository: str, digest: Digest) -> None: ...
+    def remove_hold(self, repository: str, digest: Digest) -> bool: ...
 
 
 class PruneLocks(Protocol):
@@ -67,7 +67,15 @@ class PruneLocks(Protocol):
 
 
 class LegalHolds(Protocol):
+    def read(self, digest: Digest) -> ObjectLock: ...
+
     def set_legal_hold(self, digest: Digest, on: bool) -> None: ...
+
+
+class RecordWriter(Protocol):
+    """Where holds and releases are written as immutable records (storage/holdrecords.py)."""
+
+    def put_record(self, name: str, body: bytes) -> bool: ...
 
 
 class RebuildBucket(VersionedObjects, Protocol):

@@ -6,7 +6,10 @@ writes back, with the index's own methods, what the backup engine wrote:
     of the manifests that reference it; unreferenced objects as application/octet-stream),
   - every manifest reachable from a push record as complete when its whole closure is in the
     bucket, with the same total size the engine counted (this also indexes its referrers),
-  - every push record through record_event, in record-name (= time) order.
+  - every push record through record_event, in record-name (= time) order,
+  - every hold the hold records leave in force, and each object's lock end as S3 reports it.
+An object written over is recorded from the version that hashes to its name, as restore
+reads it, and reported; one with no such version is not recorded at all (a problem, exit 1).
 Writes are puts of the same items, so running it again changes nothing, and it can run over
 a table that still holds some items.
 """
@@ -28,7 +31,10 @@ from ecr_backup.oci.digest import Digest, is_sha256_hex
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.storage.blobstore import ObjectVersion
+from ecr_backup.storage.holdrecords import HoldRecords, read_hold_records
 from ecr_backup.storage.index import Location
+from ecr_backup.storage.ledger import Hold, Ledger
+from ecr_backup.storage.objectlock import S3ObjectLocks
 from ecr_backup.storage.pushrecords import EVENTS_DIR, read_push_records
 from ecr_backup.storage.reader import BucketReader
 
@@ -48,7 +54,14 @@ class RebuildReport:
     manifests_incomplete: list[str] = field(default_factory=list)
     blobs: int = 0
     unreferenced_blobs: int = 0
+    problems: list[tuple[str, Digest, str]] = field(default_factory=list)  # kind, digest, why
+    holds: int = 0
+    locks: int = 0
     seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -61,40 +74,63 @@ class RebuildReport:
             "manifests_incomplete": self.manifests_incomplete,
             "blobs": self.blobs,
             "unreferenced_blobs": self.unreferenced_blobs,
+            "problems": [
+                {"kind": kind, "subject": str(digest), "detail": detail}
+                for kind, digest, detail in self.problems
+            ],
+            "holds": self.holds,
+            "locks": self.locks,
             "seconds": round(self.seconds, 3),
         }
 
 
 @dataclass(frozen=True)
 class _Stored:
-    """What the listing says about one object: its live versions' sizes and first write."""
+    """One object as the index records it: its intact version's size, and its first write."""
 
-    sizes: frozenset[int]
-    current_size: int
+    size: int
     first_written: datetime
+    version_id: str | None
 
 
-def _listing(store: RebuildBucket) -> dict[Digest, _Stored]:
+def _listing(
+    store: RebuildBucket, reader: BucketReader, report: RebuildReport, concurrency: int
+) -> dict[Digest, _Stored]:
     versions: dict[str, list[ObjectVersion]] = defaultdict(list)
     for name, version in store.iter_blob_versions():
         if is_sha256_hex(name) and not version.deleted:
             versions[name].append(version)
-    stored: dict[Digest, _Stored] = {}
-    for name, live in versions.items():
-        # A delete marker on top hides the object, but restore still reads the versions below.
-        current = next((v for v in live if v.is_latest), live[0])
-        stored[Digest("sha256", name)] = _Stored(
-            frozenset(v.size for v in live),
-            current.size,
-            min(v.last_modified for v in live),
-        )
-    return stored
+
+    def intact(item: tuple[str, list[ObjectVersion]]) -> tuple[Digest, _Stored | None]:
+        name, live = item  # newest first, as S3 lists them
+        digest = Digest("sha256", name)
+        first = min(v.last_modified for v in live)
+        # One version is the one the engine wrote, checked as it streamed in. A delete
+        # marker on top (prune) hides it, but restore still reads the versions below.
+        if len(live) == 1:
+            return digest, _Stored(live[0].size, first, live[0].version_id)
+        # Written over: the bytes of a version decide, never its size.
+        if reader.hash_version(digest, live[0].version_id)[0] == digest:
+            return digest, _Stored(live[0].size, first, live[0].version_id)
+        for version in reversed(live[1:]):  # oldest first, as restore reads
+            if reader.hash_version(digest, version.version_id)[0] == digest:
+                why = f"current version not intact; recorded version {version.version_id}"
+                report.problems.append(("rewritten", digest, why))
+                return digest, _Stored(version.size, first, version.version_id)
+        why = f"no version of {reader.where(digest)} hashes to its name: not recorded"
+        report.problems.append(("tampered", digest, why))
+        return digest, None
+
+    with ThreadPoolExecutor(max(concurrency, 1), thread_name_prefix="intact") as pool:
+        found = list(pool.map(intact, versions.items()))
+    report.problems.sort(key=lambda p: str(p[1]))
+    return {digest: held for digest, held in found if held is not None}
 
 
 def _records(
-    store: RebuildBucket, report: RebuildReport, concurrency: int
+    store: RebuildBucket, record_names: list[str], report: RebuildReport, concurrency: int
 ) -> list[tuple[str, ImageEvent]]:
-    names = [n for n in store.iter_record_names() if EVENTS_DIR in n]
+    names = [n for n in record_names if EVENTS_DIR in n]
     report.records = len(names)
     # A bucket of years of pushes holds many records: read them in parallel.
     records = read_push_records(store, names, workers=concurrency * 4)
@@ -112,6 +148,7 @@ class _Closures:
         self.complete: list[tuple[Manifest, int]] = []  # children before parents
         self.media_types: dict[Digest, str] = {}
         self.incomplete: list[str] = []
+        self.wrong_size: set[Digest] = set()  # stored at another size than a manifest says
 
     def total(self, digest: Digest) -> int | None:
         if digest in self.totals:
@@ -129,8 +166,14 @@ class _Closures:
             self.media_types.setdefault(blob.digest, blob.media_type)
             held = self.stored.get(blob.digest)
             # Foreign layers the registry did not serve are recorded, not stored, by the engine.
-            if (held is None or blob.size not in held.sizes) and not blob.is_foreign:
+            if held is None and not blob.is_foreign:
                 self.incomplete.append(f"{digest}: blob {blob.digest} is not in the bucket")
+                complete = False
+            elif held is not None and held.size != blob.size:
+                self.incomplete.append(
+                    f"{digest}: blob {blob.digest} holds {held.size} bytes, not {blob.size}"
+                )
+                self.wrong_size.add(blob.digest)
                 complete = False
         total = closure_total(manifest, (t or 0 for t in child_totals)) if complete else None
         if total is not None:
@@ -145,20 +188,32 @@ def rebuild_index(
     *,
     reader: BucketReader | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
+    ledger: Ledger | None = None,
+    locks: S3ObjectLocks | None = None,
 ) -> RebuildReport:
+    """`ledger` and `locks` (the command line passes both) bring back the holds and each
+    object's lock end."""
     started = time.monotonic()
     reader = reader or BucketReader(store)
     report = RebuildReport(index.table)
     report.created_table = index.create_if_missing()
     index.claim_location(Location(store.bucket, store.prefix))
 
-    stored = _listing(store)
-    events = _records(store, report, concurrency)
+    stored = _listing(store, reader, report, concurrency)
+    record_names = list(store.iter_record_names())  # push and hold records: one listing
+    events = _records(store, record_names, report, concurrency)
     closures = _Closures(reader, stored)
     for _, event in events:
         if event.action is Action.PUSH:
             closures.total(event.digest)
     report.manifests_incomplete = closures.incomplete
+    # A lone version is the engine's own write; one whose size no manifest agrees with is
+    # hashed, and not recorded unless its bytes are its name.
+    for digest in sorted(closures.wrong_size):
+        if reader.hash_version(digest, stored[digest].version_id)[0] != digest:
+            why = f"{reader.where(digest)} does not hash to its name: not recorded"
+            report.problems.append(("tampered", digest, why))
+            del stored[digest]
 
     # Blobs first, then manifests, then events: the order the engine writes them in.
     def blob_rows() -> list[tuple[Digest, int, str, datetime]]:
@@ -167,9 +222,7 @@ def rebuild_index(
             media_type = closures.media_types.get(digest)
             if media_type is None:
                 report.unreferenced_blobs += 1
-            rows.append(
-                (digest, held.current_size, media_type or UNKNOWN_MEDIA_TYPE, held.first_written)
-            )
+            rows.append((digest, held.size, media_type or UNKNOWN_MEDIA_TYPE, held.first_written))
         return rows
 
     report.blobs = index.record_blobs(blob_rows())
@@ -193,5 +246,40 @@ def rebuild_index(
 
     with ThreadPoolExecutor(max(concurrency, 1), thread_name_prefix="rebuild") as pool:
         list(pool.map(replay, by_repository.values()))
+    if ledger is not None and locks is not None:
+        holds = read_hold_records(store, record_names, workers=concurrency * 4)
+        _retention(holds, ledger, locks, list(stored), report=report, concurrency=concurrency)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _retention(
+    holds: HoldRecords,
+    ledger: Ledger,
+    locks: S3ObjectLocks,
+    objects: list[Digest],
+    *,
+    report: RebuildReport,
+    concurrency: int,
+) -> None:
+    """The holds the bucket's hold records leave in force, and every object's lock end as
+    S3 reports it (HeadObject), after the blob items that carry it are written."""
+    report.invalid_records.extend(holds.invalid)
+    # A table that survived may still hold a hold released since (a fresh one holds none).
+    for hold in ledger.holds():
+        if (hold.repository, hold.digest) in holds.released:
+            ledger.remove_hold(hold.repository, hold.digest)
+    for record in holds.in_force.values():
+        ledger.add_hold(
+            Hold(record.repository, record.digest, record.time, record.reason, len(record.objects))
+        )
+    report.holds = len(holds.in_force)
+
+    def restore_lock(digest: Digest) -> bool:
+        until = locks.read(digest).until
+        if until is not None:
+            ledger.record_lock(digest, until)
+        return until is not None
+
+    with ThreadPoolExecutor(max(concurrency * 4, 1), thread_name_prefix="locks") as pool:
+        report.locks = sum(pool.map(restore_lock, objects))

@@ -30,7 +30,7 @@ from ecr_backup.errors import (
 )
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
-from ecr_backup.oci.manifest import Manifest, parse_manifest
+from ecr_backup.oci.manifest import Descriptor, Manifest, parse_manifest
 from ecr_backup.oci.streams import Readable
 from ecr_backup.registry.auth import Anonymous, Credentials
 from ecr_backup.registry.upload import upload_blob
@@ -150,6 +150,20 @@ class RegistryClient:
         if reference.startswith("sha256:"):
             return Digest.parse(reference)
         return self.get_manifest(repository, reference).digest
+
+    def referrers(self, repository: str, subject: Digest) -> list[Descriptor] | None:
+        """The referrers API's descriptors for `subject` (every page), or None when the
+        registry answers 404: it has no referrers API (distribution-spec 1.1)."""
+        found: list[Descriptor] = []
+        path: str | None = f"/v2/{repository}/referrers/{subject}"
+        while path is not None:
+            response = self._registry_request("GET", path, headers={"Accept": mediatypes.OCI_INDEX})
+            if response.status == 404:
+                return None
+            self._raise_for_status(response, f"GET referrers of {repository}@{subject}")
+            found += parse_manifest(response.data, mediatypes.OCI_INDEX).children
+            path = _next_page(response.headers.get("Link"))
+        return found
 
     # -- writing ---------------------------------------------------------------
 
@@ -425,6 +439,16 @@ class _ResumingBody:
 
     def close(self) -> None:
         self._response.release_conn()
+
+
+def _next_page(link: str | None) -> str | None:
+    """The path of RFC 5988's rel="next" link, if any."""
+    for part in (link or "").split(","):
+        target, _, params = part.partition(";")
+        if 'rel="next"' in params.replace(" ", "") and target.strip().startswith("<"):
+            parts = urlsplit(target.strip()[1:-1])
+            return f"{parts.path}?{parts.query}" if parts.query else parts.path
+    return None
 
 
 def _error_codes(response: urllib3.BaseHTTPResponse) -> list[str]:

@@ -6,18 +6,25 @@ stream from S3 straight into the output, checked against their digest on the way
 members are written with the sizes the descriptors give, so nothing is staged on disk.
 An archive is written under a temporary name and renamed when complete, so a failed
 export never leaves a plausible-looking file behind.
+
+The first byte goes out at once: each object's current version is read (one HEAD, in
+parallel, to find it), and versions are listed only for an object whose bytes do not hash
+to its name, as restore does. Nothing already on disk is trusted either: a blob an OCI
+layout already holds is hashed before it is kept.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
 import re
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,14 +33,19 @@ from typing import IO, Any, Literal, cast
 
 from ecr_backup.cancellation import check_cancelled
 from ecr_backup.catalog.catalog import Catalog
-from ecr_backup.errors import BlobNotFoundError, InvalidInputError, NotFoundError
+from ecr_backup.errors import (
+    BlobNotFoundError,
+    DigestMismatchError,
+    InvalidInputError,
+    NotFoundError,
+)
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.closure import Closure, build_closure
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
-from ecr_backup.settings import MiB
+from ecr_backup.settings import DEFAULT_CONCURRENCY, MiB
 from ecr_backup.storage.reader import BucketReader
 
 Format = Literal["oci", "oci-archive", "docker-archive"]
@@ -42,6 +54,7 @@ REF_NAME = "org.opencontainers.image.ref.name"
 _LAYOUT = b'{"imageLayoutVersion":"1.0.0"}'
 _COPY = MiB
 _IMAGE_CONFIGS = frozenset({mediatypes.OCI_CONFIG, mediatypes.DOCKER_CONFIG})
+_DOCKER_MANIFESTS = frozenset({mediatypes.DOCKER_MANIFEST, mediatypes.DOCKER_MANIFEST_LIST})
 # The image-spec's grammar for org.opencontainers.image.ref.name.
 _REF_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
 _REF_NAME = re.compile(rf"{_REF_COMPONENT}(?:/{_REF_COMPONENT})*")
@@ -73,6 +86,8 @@ class ExportReport:
     bytes: int = 0
     skipped_foreign: list[Digest] = field(default_factory=list)
     recovered_versions: dict[str, str | None] = field(default_factory=dict)
+    replaced: list[Digest] = field(default_factory=list)  # corrupt files an OCI layout held
+    warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -87,6 +102,8 @@ class ExportReport:
             "bytes": self.bytes,
             "skipped_foreign": [str(d) for d in self.skipped_foreign],
             "recovered_versions": self.recovered_versions,
+            "replaced": [str(d) for d in self.replaced],
+            "warnings": self.warnings,
         }
 
 
@@ -113,25 +130,73 @@ def export(
     name = ref_name or resolved.tag
     if fmt == "docker-archive":
         image = _pick_image(closure, platform)
-        report = ExportReport(fmt, path, name, str(resolved), image.digest, platform)
         tags = [f"{resolved.repository}:{name}"] if name else []
-        with _writing(path), _output(path) as out:
+
+        def docker_archive(out: IO[bytes], report: ExportReport) -> None:
             write_docker_archive(reader, image, tags, out, report, progress=progress)
+
+        report = _archive(
+            reader,
+            path,
+            lambda: ExportReport(fmt, path, name, str(resolved), image.digest, platform),
+            docker_archive,
+        )
     else:
         if platform is not None:
             image = _pick_image(closure, platform)
             closure = build_closure(image.digest, reader.manifest)
-        report = ExportReport(fmt, path, name, str(resolved), closure.digest, platform)
+
+        def start() -> ExportReport:
+            return ExportReport(fmt, path, name, str(resolved), closure.digest, platform)
+
         if fmt == "oci":
             if path == "-":
                 raise InvalidInputError("--oci needs a directory; use --oci-archive - for stdout")
+            report = start()
             with _writing(path):
                 write_oci_dir(reader, closure, Path(path), report, force=force, progress=progress)
         else:
-            with _writing(path), _output(path) as out:
+
+            def oci_archive(out: IO[bytes], report: ExportReport) -> None:
                 write_oci_archive(reader, closure, out, report, progress)
+
+            report = _archive(reader, path, start, oci_archive)
+        report.warnings += _docker_types_warning(closure, fmt)
     report.recovered_versions = {str(d): v for d, v in reader.recovered.items()}
     return report
+
+
+def _archive(
+    reader: BucketReader,
+    path: str,
+    start: Callable[[], ExportReport],
+    write: Callable[[IO[bytes], ExportReport], None],
+) -> ExportReport:
+    """Write an archive; one whose blob turned out not to hash to its name is written
+    again from the intact version (a file only: bytes sent to stdout cannot be taken back)."""
+    retried = False
+    while True:
+        report = start()
+        try:
+            with _writing(path), _output(path) as out:
+                write(out, report)
+            return report
+        except DigestMismatchError as e:
+            if retried or path == "-" or not isinstance(e.digest, Digest):
+                raise
+            reader.recover(e.digest)
+            retried = True
+
+
+def _docker_types_warning(closure: Closure, fmt: Format) -> list[str]:
+    """containers/image (skopeo, podman, buildah) reads only OCI media types from a layout."""
+    if not any(n.manifest.media_type in _DOCKER_MANIFESTS for n in closure.nodes):
+        return []
+    return [
+        f"{closure.digest} is a Docker v2 schema 2 image: the {fmt} layout keeps its media "
+        "types (and digests), which skopeo, podman and buildah do not read from a layout; "
+        "for them use --docker-archive, or restore into a registry"
+    ]
 
 
 def _pick_image(closure: Closure, platform: str | None) -> Manifest:
@@ -210,19 +275,33 @@ def _index_json(entries: list[dict[str, object]]) -> bytes:
     return json.dumps(index, indent=2).encode() + b"\n"
 
 
-def _contents(reader: BucketReader, closure: Closure, report: ExportReport) -> list[Descriptor]:
-    """The blobs to write: all of the closure's, minus foreign layers the bucket lacks."""
-    blobs: list[Descriptor] = []
-    for blob in closure.blobs:
+def _contents(
+    reader: BucketReader, blobs: tuple[Descriptor, ...], report: ExportReport
+) -> list[Descriptor]:
+    """The blobs to write: all of `blobs`, minus foreign layers the bucket lacks. One HEAD
+    each, in parallel; versions are listed only for a missing or wrongly sized object."""
+
+    def present(blob: Descriptor) -> bool:
         try:
-            reader.locate(blob.digest, size=blob.size, thorough=True)
+            reader.locate(blob.digest, size=blob.size)
         except BlobNotFoundError:
             if not blob.is_foreign:
                 raise
-            report.skipped_foreign.append(blob.digest)
-            continue
-        blobs.append(blob)
-    return blobs
+            return False
+        return True
+
+    with ThreadPoolExecutor(DEFAULT_CONCURRENCY * 2, thread_name_prefix="locate") as pool:
+        found = list(pool.map(present, blobs))
+    report.skipped_foreign += [b.digest for b, ok in zip(blobs, found, strict=True) if not ok]
+    return [b for b, ok in zip(blobs, found, strict=True) if ok]
+
+
+def _file_digest(path: Path) -> Digest:
+    hasher = hashlib.sha256()
+    with path.open("rb") as held:
+        while chunk := held.read(_COPY):
+            hasher.update(chunk)
+    return Digest.from_hash(hasher)
 
 
 def write_oci_dir(
@@ -240,39 +319,64 @@ def write_oci_dir(
     entries = _kept_entries(directory, closure.digest, report.ref_name, force=force)
     blobs_dir.mkdir(parents=True, exist_ok=True)
     (directory / "oci-layout").write_bytes(_LAYOUT)
-    contents = _contents(reader, closure, report)
+    bar = progress(sum(b.size for b in closure.blobs), "export")
+    contents = _contents(reader, closure.blobs, report)
     for node in closure.nodes:
         path = blobs_dir / node.manifest.digest.hex
+        if path.exists() and _file_digest(path) != node.manifest.digest:
+            report.replaced.append(node.manifest.digest)
+            path.unlink()
         if not path.exists():
             path.write_bytes(node.manifest.raw)
         report.manifests += 1
-    bar = progress(sum(b.size for b in contents), "export")
+    bar.grow(-sum(b.size for b in closure.blobs) + sum(b.size for b in contents))
     for blob in contents:
         check_cancelled()
         path = blobs_dir / blob.digest.hex
         report.blobs += 1
-        if path.exists() and path.stat().st_size == blob.size:
-            bar.advance(blob.size)
-            continue  # content-addressed: written before, by us or by skopeo
-        partial = blobs_dir / f".{blob.digest.hex}.partial"
-        try:
-            with (
-                reader.open_blob(blob.digest, blob.size, thorough=True) as stream,
-                partial.open("wb") as out,
-            ):
-                counted = Counted(stream, bar)
-                while chunk := counted.read(_COPY):
-                    out.write(chunk)
-            os.replace(partial, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                partial.unlink()
-            raise
+        if path.exists():
+            # Content-addressed, written before (by us, skopeo, anyone): kept if its bytes
+            # are its name, replaced (and reported) otherwise.
+            if path.stat().st_size == blob.size and _file_digest(path) == blob.digest:
+                bar.advance(blob.size)
+                continue
+            report.replaced.append(blob.digest)
+        _write_blob(reader, blob, blobs_dir, bar)
         report.bytes += blob.size
     bar.finish()
     check_cancelled()  # an interrupted export never names the image in index.json
     entries.append(_layout_entry(closure.root, report.ref_name))
     index_path.write_bytes(_index_json(entries))
+
+
+def _write_blob(reader: BucketReader, blob: Descriptor, blobs_dir: Path, bar: Progress) -> None:
+    """Into a partial file, renamed when its digest checked; one whose current version is
+    not intact is read again from the version that is, as restore does."""
+    partial = blobs_dir / f".{blob.digest.hex}.partial"
+    for attempt in (1, 2):
+        counted: Counted | None = None
+        try:
+            with (
+                reader.open_blob(blob.digest, blob.size) as stream,
+                partial.open("wb") as out,
+            ):
+                counted = Counted(stream, bar)
+                while chunk := counted.read(_COPY):
+                    out.write(chunk)
+            os.replace(partial, blobs_dir / blob.digest.hex)
+            return
+        except DigestMismatchError:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            if attempt == 2:
+                raise
+            reader.recover(blob.digest, blob.size)
+            if counted is not None:
+                bar.advance(-counted.count)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                partial.unlink()
+            raise
 
 
 def _kept_entries(
@@ -336,7 +440,7 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 def _add_blob(
     tar: tarfile.TarFile, reader: BucketReader, name: str, blob: Descriptor, bar: Progress
 ) -> None:
-    with reader.open_blob(blob.digest, blob.size, thorough=True) as stream:
+    with reader.open_blob(blob.digest, blob.size) as stream:
         tar.addfile(_member(name, blob.size), Counted(stream, bar))
 
 
@@ -347,8 +451,9 @@ def write_oci_archive(
     report: ExportReport,
     progress: ProgressFactory = no_progress,
 ) -> None:
-    contents = _contents(reader, closure, report)
-    bar = progress(sum(b.size for b in contents), "export")
+    bar = progress(sum(b.size for b in closure.blobs), "export")
+    contents = _contents(reader, closure.blobs, report)
+    bar.grow(-sum(b.size for b in closure.blobs) + sum(b.size for b in contents))
     with _tar(out) as tar:
         _add_bytes(tar, "oci-layout", _LAYOUT)
         entry = _layout_entry(closure.root, report.ref_name)
@@ -387,18 +492,14 @@ def write_docker_archive(
             "not a container image: export it with --oci or --oci-archive"
         )
     layers = list(image.blobs[1:])
+    bar = progress(sum({b.digest: b.size for b in [config, *layers]}.values()), "export")
+    held = _contents(reader, image.blobs, report)
     for layer in layers:
-        try:
-            reader.locate(layer.digest, size=layer.size, thorough=True)
-        except BlobNotFoundError as e:
+        if layer not in held:
             raise NotFoundError(
                 f"layer {layer.digest} is not in the backup"
-                + (
-                    " (a foreign layer: docker-archive needs every layer)"
-                    if layer.is_foreign
-                    else ""
-                )
-            ) from e
+                " (a foreign layer: docker-archive needs every layer)"
+            )
     manifest_json = [
         {
             "Config": f"blobs/sha256/{config.digest.hex}",
@@ -406,7 +507,6 @@ def write_docker_archive(
             "Layers": [f"blobs/sha256/{layer.digest.hex}" for layer in layers],
         }
     ]
-    bar = progress(sum({b.digest: b.size for b in [config, *layers]}.values()), "export")
     with _tar(out) as tar:
         tar.addfile(_member("blobs", 0, directory=True))
         tar.addfile(_member("blobs/sha256", 0, directory=True))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ecr_backup.oci.digest import Digest
-from ecr_backup.oci.manifest import Manifest
+from ecr_backup.oci.manifest import Descriptor, Manifest
 from ecr_backup.oci.streams import Readable
 
 
@@ -29,3 +29,11 @@ class TargetRegistry(Protocol):
         ...
 
     def put_manifest(self, repository: str, reference: str, manifest: Manifest) -> Digest: ...
+
+    def get_manifest(self, repository: str, reference: str) -> Manifest:
+        """ManifestNotFoundError when the reference is unknown."""
+        ...
+
+    def referrers(self, repository: str, subject: Digest) -> list[Descriptor] | None:
+        """The referrers API's list for `subject`; None when the registry has no such API."""
+        ...

@@ -22,6 +22,7 @@ from ecr_backup.cancellation import cancellable_sleep, check_cancelled
 from ecr_backup.errors import (
     DigestMismatchError,
     InvalidInputError,
+    RefusedError,
     RegistryError,
     RegistryThrottledError,
 )
@@ -31,6 +32,7 @@ from ecr_backup.oci.streams import Readable, read_full
 from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
 from ecr_backup.restore.plan import RestorePlan
 from ecr_backup.restore.ports import TargetRegistry
+from ecr_backup.restore.referrers import ReferrersOutcome, index_referrers
 from ecr_backup.retry import RetryPolicy
 from ecr_backup.settings import DEFAULT_CONCURRENCY, MIN_PART_SIZE, UPLOAD_BUFFER_SIZE
 from ecr_backup.storage.reader import BucketReader
@@ -95,6 +97,49 @@ class _ReadAhead:
         self._thread.join()
 
 
+# -- tags ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TagMove:
+    """A tag of the target that points at another digest than the one restored to it."""
+
+    repository: str
+    tag: str
+    current: Digest
+    restored: Digest
+
+    def line(self) -> str:
+        return f"{self.repository}:{self.tag} {self.current} -> {self.restored}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "repository": self.repository,
+            "tag": self.tag,
+            "from": str(self.current),
+            "to": str(self.restored),
+        }
+
+
+@dataclass
+class TagPlan:
+    """What setting the plan's tags does to the target's tags, as read before any push."""
+
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    moved: list[TagMove] = field(default_factory=list)
+
+
+def refuse_moves(moves: list[TagMove], notes: tuple[str, ...] = ()) -> RefusedError:
+    """One line per move (then `notes`), and a last one saying how to allow them."""
+    return RefusedError(
+        f"{len(moves)} tag(s) of the target point at another digest: nothing was pushed; "
+        "pass --allow-tag-moves to move them",
+        details=tuple(m.line() for m in moves) + notes,
+        code="TAG_MOVES_REFUSED",
+    )
+
+
 # -- pushing ---------------------------------------------------------------------------------
 
 
@@ -112,10 +157,11 @@ class RestoreReport:
     bytes_uploaded: int = 0
     bytes_mounted: int = 0
     bytes_present: int = 0
-    tags_set: list[str] = field(default_factory=list)
+    tags_created: list[str] = field(default_factory=list)
     tags_unchanged: list[str] = field(default_factory=list)
-    tags_moved: dict[str, str] = field(default_factory=dict)  # tag -> digest it pointed at
+    tags_moved: list[TagMove] = field(default_factory=list)
     recovered_versions: dict[str, str | None] = field(default_factory=dict)
+    referrers: ReferrersOutcome = field(default_factory=ReferrersOutcome)
     seconds: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -130,6 +176,19 @@ class RestoreReport:
             else:
                 self.blobs_present.append(blob.digest)
                 self.bytes_present += blob.size
+
+    @property
+    def tags_set(self) -> list[str]:
+        """Tags written: created or moved."""
+        return self.tags_created + [m.tag for m in self.tags_moved]
+
+    @property
+    def tag_counts(self) -> dict[str, int]:
+        return {
+            "created": len(self.tags_created),
+            "unchanged": len(self.tags_unchanged),
+            "moved": len(self.tags_moved),
+        }
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -146,9 +205,15 @@ class RestoreReport:
             "bytes_mounted": self.bytes_mounted,
             "bytes_present": self.bytes_present,
             "tags_set": self.tags_set,
+            "tags_created": self.tags_created,
             "tags_unchanged": self.tags_unchanged,
-            "tags_moved": self.tags_moved,
+            "tags_moved": [m.as_dict() for m in self.tags_moved],
+            "tag_counts": self.tag_counts,
             "recovered_versions": self.recovered_versions,
+            "referrers_listed": [str(d) for d in self.referrers.listed],
+            "referrers_unlisted": [str(d) for d in self.referrers.unlisted],
+            "referrers_tags_updated": self.referrers.tags_updated,
+            "referrer_problems": self.referrers.problems,
             "seconds": round(self.seconds, 3),
         }
 
@@ -167,9 +232,12 @@ class Restorer:
         progress: ProgressFactory = no_progress,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = cancellable_sleep,
+        allow_tag_moves: bool = False,
     ) -> None:
         """`chunk_size` None uploads each blob in one streamed request (what ECR needs);
-        a size sends PATCHes of that size, for registries that refuse big requests."""
+        a size sends PATCHes of that size, for registries that refuse big requests.
+        Without `allow_tag_moves`, a tag of the target at another digest stops the restore
+        before anything is pushed."""
         if chunk_size is not None and chunk_size < MIN_PART_SIZE:
             raise InvalidInputError("upload chunks must be at least 5 MiB (ECR's minimum part)")
         if concurrency < 1:
@@ -182,12 +250,34 @@ class Restorer:
         self._progress = progress
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
+        self._allow_tag_moves = allow_tag_moves
+
+    def tag_plan(self, plan: RestorePlan) -> TagPlan:
+        """Each target tag's current digest, read now: which tags the restore creates,
+        leaves as they are, or moves."""
+        repository = plan.target.repository
+        tags = TagPlan()
+        for root in plan.roots:
+            if not root.target_tag:
+                continue
+            current = self._registry.manifest_digest(repository, root.target_tag)
+            if current is None:
+                tags.created.append(root.target_tag)
+            elif current == root.closure.digest:
+                tags.unchanged.append(root.target_tag)
+            else:
+                move = TagMove(repository, root.target_tag, current, root.closure.digest)
+                tags.moved.append(move)
+        return tags
 
     def run(self, plan: RestorePlan, report: RestoreReport | None = None) -> RestoreReport:
         started = time.monotonic()
         report = report or RestoreReport(str(plan.target))
         report.images = [(str(r.closure.digest), r.target_tag) for r in plan.roots]
         repository = plan.target.repository
+        moves = self.tag_plan(plan).moved
+        if moves and not self._allow_tag_moves:
+            raise refuse_moves(moves)
         progress = self._progress(plan.total_bytes, "restore")
         # 1. Blobs, concurrently; map() re-raises the first failure before any manifest.
         with ThreadPoolExecutor(self._concurrency, thread_name_prefix="restore") as pool:
@@ -206,6 +296,9 @@ class Restorer:
             if root.target_tag:
                 check_cancelled()
                 self._tag(repository, root.target_tag, root.closure.root, report)
+        # 4. Referrers findable from their subjects (the API, else the referrers tags).
+        referrers = [r.root for r in plan.referrers]
+        index_referrers(self._registry, repository, referrers, report.referrers, write=True)
         report.recovered_versions = {str(d): v for d, v in self._reader.recovered.items()}
         report.seconds = time.monotonic() - started
         return report
@@ -232,15 +325,11 @@ class Restorer:
                 report.manifests_present.append(manifest.digest)
             else:
                 report.manifests_pushed.append(manifest.digest)
-        for root in plan.roots:
-            if root.target_tag:
-                current = self._registry.manifest_digest(repository, root.target_tag)
-                if current == root.closure.digest:
-                    report.tags_unchanged.append(root.target_tag)
-                else:
-                    report.tags_set.append(root.target_tag)
-                    if current is not None:
-                        report.tags_moved[root.target_tag] = str(current)
+        tags = self.tag_plan(plan)
+        report.tags_created, report.tags_unchanged = tags.created, tags.unchanged
+        report.tags_moved = tags.moved
+        referrers = [r.root for r in plan.referrers]
+        index_referrers(self._registry, repository, referrers, report.referrers, write=False)
         report.recovered_versions = {str(d): v for d, v in self._reader.recovered.items()}
         return report
 
@@ -313,11 +402,16 @@ class Restorer:
                 progress.advance(-counted.count)
 
     def _tag(self, repository: str, tag: str, manifest: Manifest, report: RestoreReport) -> None:
+        # Read again: someone may have moved the tag since the plan read it.
         current = self._registry.manifest_digest(repository, tag)
         if current == manifest.digest:
             report.tags_unchanged.append(tag)
             return
+        move = TagMove(repository, tag, current, manifest.digest) if current else None
+        if move is not None and not self._allow_tag_moves:
+            raise refuse_moves([move])
         self._registry.put_manifest(repository, tag, manifest)
-        report.tags_set.append(tag)
-        if current is not None:
-            report.tags_moved[tag] = str(current)
+        if move is None:
+            report.tags_created.append(tag)
+        else:
+            report.tags_moved.append(move)

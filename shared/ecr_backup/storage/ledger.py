@@ -54,6 +54,8 @@ class Hold:
     repository: str
     digest: Digest
     time: datetime
+    reason: str | None = None
+    objects: int | None = None  # objects put on legal hold (None: held before this was kept)
 
 
 def _key(digest: Digest, sk: str = "BLOB") -> Item:
@@ -226,23 +228,29 @@ class Ledger:
 
     # -- holds -----------------------------------------------------------------------
 
-    def add_hold(self, repository: str, digest: Digest, now: datetime) -> None:
-        self._put(
-            {
-                "pk": text_attr("HOLDS"),
-                "sk": text_attr(f"{repository}@{digest}"),
-                "time": text_attr(format_time(now)),
-            }
-        )
+    def add_hold(self, hold: Hold) -> None:
+        item: Item = {
+            "pk": text_attr("HOLDS"),
+            "sk": text_attr(f"{hold.repository}@{hold.digest}"),
+            "time": text_attr(format_time(hold.time)),
+        }
+        if hold.reason:
+            item["reason"] = text_attr(hold.reason)
+        if hold.objects is not None:
+            item["objects"] = {"N": str(hold.objects)}
+        self._put(item)
 
-    def remove_hold(self, repository: str, digest: Digest) -> None:
+    def remove_hold(self, repository: str, digest: Digest) -> bool:
+        """Forget a hold; False when there was none."""
         try:
-            self._db.delete_item(
+            answer = self._db.delete_item(
                 TableName=self.table,
                 Key={"pk": text_attr("HOLDS"), "sk": text_attr(f"{repository}@{digest}")},
+                ReturnValues="ALL_OLD",
             )
         except (ClientError, BotoCoreError) as e:
             raise translate(e, f"release {repository}@{digest}", IndexStoreError) from e
+        return "Attributes" in answer
 
     def holds(self) -> list[Hold]:
         answer = []
@@ -256,8 +264,15 @@ class Ledger:
             for page in pages:
                 for item in page.get("Items", []):
                     repository, digest = item["sk"]["S"].rsplit("@", 1)
+                    reason, objects = item.get("reason"), item.get("objects")
                     answer.append(
-                        Hold(repository, Digest.parse(digest), parse_time(item["time"]["S"]))
+                        Hold(
+                            repository,
+                            Digest.parse(digest),
+                            parse_time(item["time"]["S"]),
+                            reason["S"] if reason else None,
+                            int(objects["N"]) if objects else None,
+                        )
                     )
         except (ClientError, BotoCoreError) as e:
             raise translate(e, "list holds", IndexStoreError) from e

@@ -154,6 +154,8 @@ def test_restore_all_repositories_goes_on_past_a_failure_and_says_which(
             "target": "127.0.0.1:1/team/app",
             "action": "skipped",
             "tags": [],
+            "tags_moved": [],
+            "tag_counts": {"created": 0, "unchanged": 0, "moved": 0},
             "bytes_uploaded": 0,
             "error": "no live tags at that time",
         }

@@ -243,7 +243,7 @@ def test_hold_keeps_an_image_past_retention_with_s3_legal_holds(
     for digest in objects:
         assert services.locks.read(digest).legal_hold
     assert services.pruner().run(dry_run=False).entries == []
-    released = services.holds().release("app", world.gone.digest)
+    released = services.holds().release("app", world.gone.digest, clock())
     assert released.objects == len(objects)
     assert not any(services.locks.read(d).legal_hold for d in objects)
     assert digests(services.pruner().run(dry_run=False).of("mark")) == world.unshared()

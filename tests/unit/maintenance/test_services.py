@@ -122,7 +122,7 @@ def test_a_held_image_keeps_its_objects_under_legal_hold_until_released(
         assert digests(aws.pruner().run(dry_run=False).entries) & world.unshared == set()
         clock.advance(hours=25)
 
-    released = aws.holds().release("app", world.gone.digest)
+    released = aws.holds().release("app", world.gone.digest, clock())
     # The shared layer is not held by another hold: every legal hold of the image goes.
     assert released.objects == len(closure)
     assert not any(aws.locks.read(d).legal_hold for d in closure)
