@@ -134,7 +134,7 @@ def target_credentials(
         return TokenCredentials(EcrTokenSource(session, account, region))
     identity_token = None
     if not explicit:
-        login = login_finder(target.host)
+        login = login_finder(f"{target.host}/{target.repository}")
         if login is not None:
             username, password = login.username, login.password
             identity_token = login.identity_token
