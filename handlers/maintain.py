@@ -25,7 +25,6 @@ metrics = Metrics()
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     services = AwsServices(Settings.load(os.environ))
-    services.claim_index()  # refuses an index of another bucket before writing
     report = maintain(
         services.ledger, services.index, services.graph(), services.rules, services.keeper
     )

@@ -23,7 +23,6 @@ metrics = Metrics()
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     services = AwsServices(Settings.load(os.environ))
-    services.claim_index()  # refuses an index of another bucket before writing
     report = services.pruner().run(dry_run=False)
     counts = {action: len(report.of(action)) for action in ("mark", "delete", "locked", "in-use")}
     metrics.add_metric("ObjectsMarked", MetricUnit.Count, counts["mark"])

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from ecr_backup import __version__
 from ecr_backup.cli import backfill, backup, maintenance, queries, restore
 from ecr_backup.cli.options import add_global_options, settle
+from ecr_backup.composition import Adapters
 from ecr_backup.errors import EcrBackupError
 
 PROG = "ecr-backup"
@@ -28,9 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, adapters: Adapters | None = None) -> int:
+    """Run one command; `adapters` replace the AWS ones (tests pass fakes)."""
     parser = build_parser()
     args = settle(parser.parse_args(argv))
+    args.adapters = adapters
     try:
         code: int = args.run(args)
     except EcrBackupError as e:

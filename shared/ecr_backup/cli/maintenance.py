@@ -70,7 +70,6 @@ def register(commands: Any) -> None:
 
 def run_maintain(args: argparse.Namespace) -> int:
     services = services_from(args)
-    services.claim_index()
     report = maintain(
         services.ledger, services.index, services.graph(), services.rules, services.keeper
     )
@@ -87,10 +86,6 @@ def run_maintain(args: argparse.Namespace) -> int:
 
 def run_prune(args: argparse.Namespace) -> int:
     services = services_from(args)
-    if args.dry_run:
-        services.checked_index()
-    else:
-        services.claim_index()
     report = services.pruner().run(dry_run=args.dry_run)
     rows = [
         [e.action, str(e.digest), human_size(e.size), e.reason]
@@ -106,7 +101,6 @@ def run_prune(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     services = services_from(args)
-    services.checked_index()
     answer = stats(
         services.ledger,
         services.index,
@@ -134,7 +128,6 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_hold(args: argparse.Namespace) -> int:
     services = services_from(args)
-    services.claim_index()
     resolved = services.catalog().resolve(ImageRef.parse(args.image))
     result = services.holds().hold(resolved.repository, resolved.digest, services.clock())
     emit(args, result.as_dict(), [f"held {resolved}: {result.objects} object(s)"])
@@ -143,7 +136,6 @@ def run_hold(args: argparse.Namespace) -> int:
 
 def run_release(args: argparse.Namespace) -> int:
     services = services_from(args)
-    services.claim_index()
     resolved = services.catalog().resolve(ImageRef.parse(args.image))
     result = services.holds().release(resolved.repository, resolved.digest)
     emit(args, result.as_dict(), [f"released {resolved}: {result.objects} object(s) lifted"])
