@@ -74,7 +74,9 @@ def _register_restore(commands: Any) -> None:
     )
     restore.add_argument("--dry-run", action="store_true", help="list what would be pushed")
     restore.add_argument(
-        "--create-repository", action="store_true", help="create a missing ECR repository"
+        "--create-repository",
+        action="store_true",
+        help="create a missing repository through ECR's API (ECR hosts, or --to-auth ecr)",
     )
     restore.add_argument(
         "--to-auth",
