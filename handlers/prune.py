@@ -12,7 +12,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ecr_backup.composition import AwsServices
+from ecr_backup.composition import services_for
 from ecr_backup.settings import Settings
 
 logger = Logger()
@@ -22,7 +22,7 @@ metrics = Metrics()
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
-    services = AwsServices(Settings.load(os.environ))
+    services = services_for(Settings.load(os.environ))
     report = services.pruner().run(dry_run=False)
     counts = {action: len(report.of(action)) for action in ("mark", "delete", "locked", "in-use")}
     metrics.add_metric("ObjectsMarked", MetricUnit.Count, counts["mark"])

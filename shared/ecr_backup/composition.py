@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError
@@ -383,3 +383,11 @@ class AwsServices:
 
     def queue(self, url: str) -> MessageQueue:
         return MessageQueue(self.client("sqs"), url)
+
+
+@lru_cache(maxsize=1)
+def services_for(settings: Settings) -> AwsServices:
+    """The Lambda handlers' services: one per process (warm invocations keep connections,
+    ECR tokens and the checked index), keyed by settings so that a changed configuration
+    never reuses stale clients."""
+    return AwsServices(settings)
