@@ -10,7 +10,8 @@ The files, in order; the first that has a login for the image wins:
 3. `$XDG_CONFIG_HOME/containers/auth.json` (`~/.config/containers/auth.json`);
 4. `$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`;
 5. `~/.dockercfg` (docker's legacy format: the `auths` map alone, host keys only);
-6. for root, `/etc/containers/auth.json` (first when run by systemd, last otherwise).
+6. for root, `/etc/containers/auth.json` (first when run by systemd, last otherwise),
+   refused when group or others may read it, as podman refuses it.
 
 Inside one file: a `credHelpers` entry for the host, else docker's `credsStore`, else
 the most specific `auths` key (`host/ns/repo`, then `host/ns`, then `host`), else a key
@@ -104,12 +105,15 @@ def find_login(
     environ: Mapping[str, str] | None = None,
     *,
     runner: HelperRunner = run_helper,
+    uid: int | None = None,
 ) -> RegistryLogin | None:
     """The login for `key`: HOST[:PORT], or HOST[:PORT]/REPOSITORY to let a login for that
     repository or one of its namespaces win over the host's; from the first file that has
-    one, else None."""
+    one, else None. `uid` (default: ours) picks the per-user and root files."""
     environ = os.environ if environ is None else environ
-    for path in auth_files(environ):
+    for path in auth_files(environ, uid):
+        if path == SYSTEM_AUTH_FILE:
+            _refuse_if_shared(path)
         config = _load(path)
         if config is None:
             continue
@@ -120,6 +124,22 @@ def find_login(
             log.debug("registry login for %s from %s", key, login.source)
             return login
     return None
+
+
+def _refuse_if_shared(path: Path) -> None:
+    """The system-wide file holds root's logins: like podman, refuse it when others may
+    read it."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ConfigurationError(f"cannot read registry auth file {path}: {e.strerror}") from e
+    if mode & 0o044:
+        raise ConfigurationError(
+            f"refusing registry auth file {path}: readable by group or others",
+            hint=f"chmod 600 {path}",
+        )
 
 
 def _load(path: Path) -> dict[str, Any] | None:

@@ -84,6 +84,22 @@ def test_search_order_is_podmans(tmp_path: Path) -> None:
     assert "pw-1" not in repr(login)  # the password never reaches a log line
 
 
+def test_the_system_file_is_refused_when_others_may_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = write(tmp_path / "etc-auth.json", {"auths": {HOST: auth("root", "r")}})
+    monkeypatch.setattr("ecr_backup.registry.credentials.SYSTEM_AUTH_FILE", system)
+    env = {"HOME": str(tmp_path / "home"), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    assert auth_files(env, uid=0)[-1] == system
+    system.chmod(0o600)
+    login = find_login(HOST, env, uid=0)
+    assert login is not None and login.username == "root"
+    assert find_login(HOST, env, uid=1000) is None  # only root reads the system file
+    system.chmod(0o644)
+    with pytest.raises(ConfigurationError, match="readable by group or others"):
+        find_login(HOST, env, uid=0)
+
+
 def test_the_most_specific_key_wins(tmp_path: Path) -> None:
     env = {"REGISTRY_AUTH_FILE": str(tmp_path / "auth.json")}
     auths = {
