@@ -195,15 +195,17 @@ def test_a_throttled_token_call_is_retried(
     target_registry: EcrRegistry,
     oci_images: OciLayoutBuilder,
 ) -> None:
-    """The restore's GetAuthorizationToken answered ThrottlingException (HTTP 400, as ECR's
-    API throttles) is retried by botocore; the restore goes on."""
+    """The restore's calls to ECR's API answered ThrottlingException (HTTP 400, as ECR's
+    API throttles) are retried by botocore; the restore goes on. With every second call
+    throttled, the repository check (DescribeRepositories, asked of every target reached
+    with --to-auth ecr) and GetAuthorizationToken are each throttled once."""
     image = oci_images.simple_image(ref="tt", n_layers=1, layer_size=100_000, seed=841)
     push_and_back_up(backup_target, registry, oci_images, image, "ecr/token-throttled", "v1", at(1))
     ecr = registry.api_client()  # ECR's API for both registries (one account's tokens)
     before = registry.api_throttled
     with registry.quirks_changed(api_throttle_every=2):
-        ecr.describe_repositories()  # the first call passes: the restore's token call is next
+        ecr.describe_repositories()  # the first call passes: the restore's calls are next
         restore(backup_target, target_registry, "ecr/token-throttled:v1", "ecr/token-back")
-    assert registry.api_throttled == before + 1
+    assert registry.api_throttled == before + 2
     served = skopeo_inspect_raw(target_registry, "ecr/token-back", "v1")
     assert served == image.manifest
