@@ -28,7 +28,6 @@ metrics = Metrics()
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     settings = Settings.load(os.environ)
     services = AwsServices(settings)
-    services.checked_index()  # reads only: refuses an index of another bucket
     report = drill(
         services.ledger,
         services.index,

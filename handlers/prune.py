@@ -12,7 +12,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ecr_backup.composition import AwsServices
+from ecr_backup.composition import services_for
 from ecr_backup.settings import Settings
 from ecr_backup.status.runs import record_prune
 
@@ -23,8 +23,7 @@ metrics = Metrics()
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
-    services = AwsServices(Settings.load(os.environ))
-    services.claim_index()  # refuses an index of another bucket before writing
+    services = services_for(Settings.load(os.environ))
     report = services.pruner().run(dry_run=False)
     record_prune(services.run_log, report)  # for `ecr-backup status`
     counts = {action: len(report.of(action)) for action in ("mark", "delete", "locked", "in-use")}

@@ -15,7 +15,7 @@ import json
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ecr_backup.backup.events import first_problem, load_json
 from ecr_backup.backup.queue import MessageQueue
-from ecr_backup.composition import AwsServices
+from ecr_backup.composition import AwsServices, services_for
 from ecr_backup.coverage.backfill import enqueue_missing, settle
 from ecr_backup.coverage.reconcile import Reconciler, RepositoryDrift, Source
 from ecr_backup.errors import EcrBackupError, InvalidInputError, RegistryError
@@ -92,11 +92,6 @@ class ReconcileConfig(BaseModel):
 
 
 processor = LoggedBatchProcessor(logger)
-
-
-@lru_cache(maxsize=1)
-def services_for(settings: Settings) -> AwsServices:
-    return AwsServices(settings)
 
 
 def sources(services: AwsServices, config: ReconcileConfig) -> list[Source]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from functools import lru_cache, partial
+from functools import partial
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -26,7 +26,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ecr_backup.backup.deadline import Deadline
 from ecr_backup.backup.events import EcrEvent, parse_event
 from ecr_backup.backup.service import EventOutcome, handle_ecr_event
-from ecr_backup.composition import AwsServices
+from ecr_backup.composition import AwsServices, services_for
 from ecr_backup.settings import Settings
 from sqs_batch import LoggedBatchProcessor
 
@@ -43,13 +43,6 @@ copy_config_to_registered_loggers(source_logger=logger, include={"ecr_backup"})
 
 
 processor = LoggedBatchProcessor(logger)
-
-
-@lru_cache(maxsize=1)
-def services_for(settings: Settings) -> AwsServices:
-    """One set of clients per process (warm invocations keep connections and ECR tokens);
-    keyed by settings so that a changed configuration never reuses stale clients."""
-    return AwsServices(settings)
 
 
 def handle_record(

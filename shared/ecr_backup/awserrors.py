@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from http import HTTPStatus
+
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -71,6 +73,19 @@ def http_status(error: BaseException) -> int | None:
     return int(status) if status else None
 
 
+def describe_code(code: str, status: int | None) -> str:
+    """The service's error code for people: never a bare HTTP status (HEAD answers have no
+    body, so botocore's code for them is the status alone)."""
+    number = int(code) if code.isdigit() else None if code else status
+    if number is None:
+        return code or "error"
+    try:
+        phrase = HTTPStatus(number).phrase
+    except ValueError:
+        phrase = "unexpected answer"
+    return f"HTTP {number} {phrase}"
+
+
 def translate(  # noqa: PLR0911 (one return per kind of failure)
     error: BotoCoreError | ClientError, what: str, kind: type[EcrBackupError]
 ) -> EcrBackupError:
@@ -82,15 +97,17 @@ def translate(  # noqa: PLR0911 (one return per kind of failure)
     """
     if isinstance(error, ClientError):
         code, status = error_code(error), http_status(error)
-        if code in ACCESS_DENIED_CODES:
+        if code in ACCESS_DENIED_CODES or code == "403":
             return ConfigurationError(
-                f"{what}: {code}",
+                f"{what}: access denied ({describe_code(code, status)})",
                 code=code,
                 status=status,
                 hint="the AWS credentials in use lack the permission, or have expired",
             )
         retryable = code in THROTTLING_CODES or (status is not None and status >= 500)
-        return kind(f"{what}: {code or 'error'}", code=code, status=status, retryable=retryable)
+        return kind(
+            f"{what}: {describe_code(code, status)}", code=code, status=status, retryable=retryable
+        )
     if isinstance(error, NoCredentialsError | PartialCredentialsError):
         return ConfigurationError(
             f"{what}: no AWS credentials",

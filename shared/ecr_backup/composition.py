@@ -1,17 +1,26 @@
-"""Wiring: builds the S3, DynamoDB and registry adapters from settings, once per process."""
+"""Wiring: builds the S3, DynamoDB and registry adapters from settings, once per process.
+
+Every adapter is built on first use and kept for the life of the AwsServices (a CLI
+command, a warm Lambda). The index handed out has been checked against this bucket,
+prefix and region, and records them before its first write (storage.index), so no caller
+can read or write a misplaced index. Tests pass fakes as `Adapters`, as cosmicpython's
+`bootstrap` takes them, rather than overwriting attributes of a built AwsServices.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
-from functools import cache, cached_property
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, NoRegionError
+from botocore.exceptions import BotoCoreError
 
 from ecr_backup.awserrors import translate
+from ecr_backup.awssession import client_config, open_session
 from ecr_backup.backup.deadline import Deadline
 from ecr_backup.backup.ports import SourceRegistry
 from ecr_backup.backup.queue import MessageQueue
@@ -32,17 +41,17 @@ from ecr_backup.registry.ecr import EcrTokenSource, caller_identity, ecr_registr
 from ecr_backup.registry.ecr_listing import EcrListing
 from ecr_backup.registry.scoped import PerRepository
 from ecr_backup.registry.tls import TlsOptions
-from ecr_backup.restore.target import AuthMode, Target, ensure_ecr_repository, target_credentials
-from ecr_backup.settings import (
-    AWS_CONNECT_TIMEOUT_SECONDS,
-    AWS_MAX_ATTEMPTS,
-    AWS_READ_TIMEOUT_SECONDS,
-    ENV_PREFIX,
-    PART_BUFFER_BUDGET,
-    MiB,
-    Settings,
+from ecr_backup.restore.target import (
+    AuthMode,
+    Target,
+    ensure_ecr_repository,
+    preflight,
+    speaks_ecr,
+    target_credentials,
 )
+from ecr_backup.settings import ENV_PREFIX, PART_BUFFER_BUDGET, MiB, Settings
 from ecr_backup.storage.blobstore import S3BlobStore
+from ecr_backup.storage.bucket import bucket_region
 from ecr_backup.storage.deletions import DynamoDeletionLog
 from ecr_backup.storage.index import DynamoIndex, Location
 from ecr_backup.storage.ledger import Ledger
@@ -57,84 +66,6 @@ if TYPE_CHECKING:
     from ecr_backup.stack.aws import StackReader
 
 
-@cache
-def client_config() -> Config:
-    """Every AWS client's timeouts and retries (the budget is written next to the numbers in
-    settings.py): an unreachable endpoint fails in seconds, a throttled call is retried."""
-    # Imported here, not at module level: botocore.config pulls in most of botocore
-    # (about 150 ms), which the Lambda handler's cold import should not pay before the
-    # first invocation builds its clients.
-    from botocore.config import Config
-
-    return Config(
-        connect_timeout=AWS_CONNECT_TIMEOUT_SECONDS,
-        read_timeout=AWS_READ_TIMEOUT_SECONDS,
-        retries={"mode": "standard", "total_max_attempts": AWS_MAX_ATTEMPTS},
-    )
-
-
-ASSUMED_ROLE_SESSION = "ecr-backup-restore"
-
-
-def open_session(
-    profile: str | None = None,
-    region: str | None = None,
-    *,
-    role_arn: str | None = None,
-    base: boto3.Session | None = None,
-) -> boto3.Session:
-    """A session from the environment (profile, region, credentials chain), or the named
-    profile and region, whose clients all get client_config(). With `role_arn`, that role is
-    assumed with the profile's (or `base`'s) credentials and refreshed before it expires.
-    A missing region is refused here rather than guessed."""
-    import boto3
-    import botocore.session
-
-    try:
-        core = botocore.session.Session(profile=profile)
-        core.set_default_client_config(client_config())
-        if role_arn is not None:
-            source = (
-                base
-                if base is not None and profile is None
-                else boto3.Session(botocore_session=core)
-            )
-            region = region or source.region_name
-            _assume(core, source, role_arn, region)
-        session = boto3.Session(botocore_session=core, region_name=region)
-        if session.region_name is None:
-            raise NoRegionError()
-    except BotoCoreError as e:
-        raise translate(e, "open the AWS session", ConfigurationError) from e
-    return session
-
-
-def _assume(core: Any, source: boto3.Session, role_arn: str, region: str | None) -> None:
-    """Give `core` the role's credentials, refreshed by botocore before they expire."""
-    from botocore.credentials import RefreshableCredentials
-    from botocore.exceptions import ClientError
-
-    sts = source.client("sts", region_name=region or "us-east-1", config=client_config())
-
-    def refresh() -> dict[str, str]:
-        try:
-            answer = sts.assume_role(RoleArn=role_arn, RoleSessionName=ASSUMED_ROLE_SESSION)
-        except (BotoCoreError, ClientError) as e:
-            raise translate(e, f"assume {role_arn}", ConfigurationError) from e
-        creds = answer["Credentials"]
-        return {
-            "access_key": creds["AccessKeyId"],
-            "secret_key": creds["SecretAccessKey"],
-            "token": creds["SessionToken"],
-            "expiry_time": creds["Expiration"].isoformat(),
-        }
-
-    # botocore has no public setter for a session's credential provider.
-    core._credentials = RefreshableCredentials.create_from_metadata(
-        refresh(), refresh, "assume-role"
-    )
-
-
 def parts_in_flight(settings: Settings) -> int:
     """Multipart parts buffered at once. Part buffers are the copy's memory, so they are
     capped in bytes whatever the concurrency and part size: peak RSS stays near
@@ -143,12 +74,24 @@ def parts_in_flight(settings: Settings) -> int:
     return max(2, min(2 * settings.concurrency, PART_BUFFER_BUDGET // part_size))
 
 
+@dataclass(frozen=True)
+class Adapters:
+    """Adapters to use instead of the ones built from settings (tests pass fakes here).
+
+    `sources`: (account, region) -> what a backup reads from; `locks`: the bucket's object
+    locks."""
+
+    sources: Callable[[str, str], SourceRegistry] | None = None
+    locks: S3ObjectLocks | None = None
+
+
 class AwsServices:
     """Adapters built lazily and reused: a warm Lambda keeps its clients and ECR tokens.
 
     `session` reads and writes the backup (bucket, table) and reads ECR sources;
     `target_session` administers and authenticates to an ECR restore target, which may be
-    another account (defaults to `session`). Registry connections use `tls`.
+    another account (defaults to `session`). Registry connections use `tls`. S3 is called
+    in the bucket's own region, whatever the session's.
     """
 
     def __init__(
@@ -159,16 +102,18 @@ class AwsServices:
         target_session: boto3.Session | None = None,
         tls: TlsOptions | None = None,
         clock: Clock = system_clock,
+        adapters: Adapters | None = None,
     ) -> None:
         self.settings = settings
         self._session = session or open_session()
         self._target_session = target_session
         self.tls = tls or TlsOptions()
+        self.adapters = adapters or Adapters()
+        self._clients: dict[tuple[str, str | None], Any] = {}
         self._registries: dict[tuple[str, str], RegistryClient] = {}
-        self._scoped: dict[tuple[str, str], PerRepository] = {}
+        self._sources: dict[tuple[str, str], SourceRegistry] = {}
         self._listings: dict[tuple[str, str, str | None], EcrListing] = {}
-        self._lock = threading.Lock()
-        self._location_claimed = False
+        self._lock = threading.RLock()
         self.clock = clock  # injectable: tests move time to exercise locks and retention
         self.surges_recorded: list[Surge] = []  # by this process, for the handlers' metric
 
@@ -182,13 +127,38 @@ class AwsServices:
         """The boto3 session an ECR restore target is reached with."""
         return self._target_session or self._session
 
-    def client(self, service: str, config: Config | None = None) -> Any:
-        """A boto3 client with client_config() (merged with `config`)."""
-        merged = client_config().merge(config) if config else client_config()
+    def client(
+        self, service: str, config: Config | None = None, *, region: str | None = None
+    ) -> Any:
+        """A boto3 client with client_config() (merged with `config`), in `region` (else
+        the session's); kept, one per service and region, unless `config` is given."""
+        from botocore.config import Config  # kept off the handlers' cold import
+
+        region = region or self._session.region_name
+        merged = client_config().merge(Config(region_name=region))
+        if config is not None:
+            return self._new_client(service, merged.merge(config))
+        with self._lock:
+            client = self._clients.get((service, region))
+            if client is None:
+                client = self._clients[(service, region)] = self._new_client(service, merged)
+            return client
+
+    def _new_client(self, service: str, config: Config) -> Any:
         try:
-            return self._session.client(service, config=merged)  # type: ignore[call-overload]
+            return self._session.client(service, config=config)  # type: ignore[call-overload]
         except BotoCoreError as e:
             raise translate(e, f"create the {service} client", ConfigurationError) from e
+
+    @cached_property
+    def bucket_region(self) -> str | None:
+        """The bucket's own region (HeadBucket), None when it does not exist (yet)."""
+        return bucket_region(self.client("s3"), self.settings.bucket)
+
+    @cached_property
+    def region(self) -> str:
+        """Where the backup lives: its bucket's region, else (no bucket yet) the session's."""
+        return self.bucket_region or str(self._session.region_name)
 
     @cached_property
     def store(self) -> S3BlobStore:
@@ -198,7 +168,9 @@ class AwsServices:
         return S3BlobStore(
             self.settings.bucket,
             self.settings.prefix,
-            client=self.client("s3", Config(max_pool_connections=in_flight * 2)),
+            client=self.client(
+                "s3", Config(max_pool_connections=in_flight * 2), region=self.region
+            ),
             part_size=self.settings.part_size_mib * MiB,
             parts_in_flight=in_flight,
         )
@@ -208,34 +180,39 @@ class AwsServices:
         return self.settings.table is not None
 
     @cached_property
+    def location(self) -> Location:
+        """This backup's bucket, prefix and region (the bucket's: its index belongs there)."""
+        return Location(self.settings.bucket, self.settings.prefix, self.region)
+
+    @cached_property
     def index(self) -> DynamoIndex:
+        """The index, refused here if it indexes another bucket or prefix or sits in
+        another region than its backup; its first write records the location."""
         if self.settings.table is None:
             raise InvalidInputError(f"name the index table: --table or {ENV_PREFIX}TABLE")
-        return DynamoIndex(self.settings.table, client=self.client("dynamodb"))
-
-    @property
-    def location(self) -> Location:
-        return Location(self.settings.bucket, self.settings.prefix)
-
-    def checked_index(self) -> DynamoIndex:
-        """The index, once it is known to describe this bucket and prefix (for reading)."""
-        # A missing table is the catalog's to handle: it answers from the bucket, and says so.
+        index = DynamoIndex(
+            self.settings.table,
+            client=self.client("dynamodb"),
+            location=self.location,
+            account=lambda: self._identity[0],
+        )
+        # A table missing where it belongs is the catalog's to handle: it answers from the
+        # bucket, and says so; writes fail with the fix.
         with contextlib.suppress(IndexMissingError):
-            self.index.check_location(self.location)
-        return self.index
+            index.check_location()
+        return index
 
-    def claim_index(self) -> None:
-        """Record this bucket and prefix in the index, or refuse when it indexes another;
-        once per process, before anything is written."""
-        with self._lock:
-            if not self._location_claimed:
-                self.index.claim_location(self.location)
-                self._location_claimed = True
+    @cached_property
+    def _bucket_catalog(self) -> Catalog:
+        return Catalog(self.store, None)
+
+    @cached_property
+    def _index_catalog(self) -> Catalog:
+        return Catalog(self.store, self.index) if self.has_index else self._bucket_catalog
 
     def catalog(self, *, from_bucket: bool = False) -> Catalog:
         """Lookups from the index, or from the bucket's push records alone."""
-        use_index = self.has_index and not from_bucket
-        return Catalog(self.store, self.checked_index() if use_index else None)
+        return self._bucket_catalog if from_bucket else self._index_catalog
 
     def target_registry(
         self,
@@ -249,8 +226,10 @@ class AwsServices:
         dry_run: bool = False,
     ) -> tuple[RegistryClient, bool]:
         """A client for a restore target, and whether its ECR repository was (or, dry, would
-        be) created. ECR targets must have their repository before anything is pushed.
-        ECR targets are reached with `target_session`; every target with the TLS options."""
+        be) created. Targets that speak ECR's API must have their repository before
+        anything is pushed, and are administered with `target_session`; every target is
+        reached with the TLS options. A dry run checks first what the real run meets first
+        (restore.target.preflight)."""
         http = self.tls.pool_manager()
         credentials = target_credentials(
             target,
@@ -262,31 +241,42 @@ class AwsServices:
             http=http,
         )
         created = False
-        if target.is_ecr:
+        if speaks_ecr(target, auth):
             created = ensure_ecr_repository(
                 target, self.target_session, create=create_repository, dry_run=dry_run
             )
-        return RegistryClient(target.url, credentials, http=http), created
+        registry = RegistryClient(target.url, credentials, http=http)
+        if dry_run:
+            preflight(registry, target, created=created)
+        return registry, created
 
     @cached_property
     def ledger(self) -> Ledger:
-        return Ledger(self.index.table, client=self.client("dynamodb"))
+        index = self.index
+        return Ledger(
+            index.table, client=self.client("dynamodb"), before_write=index.claim_location
+        )
 
     @cached_property
     def locks(self) -> S3ObjectLocks:
-        return S3ObjectLocks(self.settings.bucket, self.settings.prefix, self.client("s3"))
+        if self.adapters.locks is not None:
+            return self.adapters.locks
+        s3 = self.client("s3", region=self.region)
+        return S3ObjectLocks(self.settings.bucket, self.settings.prefix, s3)
 
     @cached_property
     def keeper(self) -> LockKeeper:
         policy = LockPolicy(self.settings.lock_days, self.settings.lock_mode)
         return LockKeeper(self.locks, self.ledger, policy, self.clock)
 
-    @property
+    @cached_property
     def rules(self) -> RetentionRules:
         return RetentionRules(self.settings.keep_deleted_days, self.settings.keep_per_tag)
 
     def graph(self) -> ObjectGraph:
-        """A fresh cache of manifests for one maintenance run."""
+        """A fresh cache of manifests for one maintenance run: the one thing not kept, since
+        manifests it has not seen may arrive between runs. (Pruner and Holds are built per
+        call too, but only over the kept adapters.)"""
         return ObjectGraph(self.store, self.index)
 
     def pruner(self) -> Pruner:
@@ -350,8 +340,10 @@ class AwsServices:
     def _logged_in(
         self, url: str, repositories: Sequence[str], http: urllib3.PoolManager
     ) -> Credentials:
-        """A registry other than ECR, with the login docker, podman or skopeo saved."""
-        login = find_login(url.split("://", 1)[1])
+        """A registry other than ECR, with the login docker, podman or skopeo saved (for
+        one repository, the login kept for it or its namespace wins over the host's)."""
+        host = url.split("://", 1)[1]
+        login = find_login(f"{host}/{repositories[0]}" if len(repositories) == 1 else host)
         return ChallengeCredentials(
             url,
             login.username if login else None,
@@ -365,10 +357,12 @@ class AwsServices:
     def source(self, account: str, region: str) -> SourceRegistry:
         """What a backup reads from: with registry logins, one client (and bearer token)
         per repository, since token registries scope each token to repositories."""
+        if self.adapters.sources is not None:
+            return self.adapters.sources(account, region)
         if self.settings.source_auth != "config":
             return self.registry(account, region)
         with self._lock:
-            source = self._scoped.get((account, region))
+            source = self._sources.get((account, region))
             if source is None:
                 url, http = self._source_url(account, region), self.tls.pool_manager()
                 source = PerRepository(
@@ -376,7 +370,7 @@ class AwsServices:
                         url, self._logged_in(url, [repository], http), http=http
                     )
                 )
-                self._scoped[(account, region)] = source
+                self._sources[(account, region)] = source
             return source
 
     def replicator(
@@ -385,15 +379,8 @@ class AwsServices:
         region: str,
         progress: ProgressFactory = no_progress,
         deadline: Deadline | None = None,
-        *,
-        dry_run: bool = False,
     ) -> Replicator:
-        """The backup engine; a dry run (which copies nothing) only checks the index's
-        location, so that it writes nothing either."""
-        if dry_run:
-            self.checked_index()
-        else:
-            self.claim_index()
+        """The backup engine (a dry run writes nothing, so it records no location either)."""
         return Replicator(
             self.source(account, region),
             self.store,
@@ -421,9 +408,7 @@ class AwsServices:
             listing = self._listings.get((account, region, role_arn))
             if listing is None:
                 if role_arn is None:
-                    from botocore.config import Config  # kept off the handlers' cold import
-
-                    client = self.client("ecr", Config(region_name=region))
+                    client = self.client("ecr", region=region)
                 else:
                     session = open_session(region=region, role_arn=role_arn, base=self._session)
                     client = session.client("ecr")
@@ -453,3 +438,11 @@ def stack_reader(session: boto3.Session) -> StackReader:
     return StackReader(
         client("cloudformation"), client("cloudwatch"), client("sqs"), str(session.region_name)
     )
+
+
+@lru_cache(maxsize=1)
+def services_for(settings: Settings) -> AwsServices:
+    """The Lambda handlers' services: one per process (warm invocations keep connections,
+    ECR tokens and the checked index), keyed by settings so that a changed configuration
+    never reuses stale clients."""
+    return AwsServices(settings)

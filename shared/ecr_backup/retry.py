@@ -5,7 +5,7 @@ hitting a throttled registry spread out, and the server's `Retry-After` when it 
 The registry client retries requests it can send again; restore/push.py starts a streamed
 upload over with the same policy.
 
-AWS calls use botocore's own retry handler, configured once in composition.client_config():
+AWS calls use botocore's own retry handler, configured once in awssession.client_config():
 "standard" mode retries throttling (ThrottlingException, SlowDown, 429,
 RequestLimitExceeded...), 500/502/503/504, connection errors and read timeouts, with
 capped, jittered exponential backoff, within settings.AWS_MAX_ATTEMPTS. "adaptive" would

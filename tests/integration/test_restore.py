@@ -78,8 +78,7 @@ def ok(run: subprocess.CompletedProcess[str]) -> Any:
 
 def restore(target: BackupTarget, registry: Registry, ref: str, to: str, *args: str) -> Any:
     """`ecr-backup restore` into the local registry, authenticated the ECR way (a token from
-    ECR's API). The repository is created first, as ECR wants (--create-repository does
-    that only for ECR hosts)."""
+    ECR's API). The repository is created first, as ECR wants."""
     registry.ensure_repository(to.partition(":")[0])
     return ok(
         target.cli(

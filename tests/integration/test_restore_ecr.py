@@ -17,7 +17,7 @@ from ecr_backup.registry.client import RegistryClient
 from ecr_backup.registry.ecr import EcrTokenSource
 from ecr_backup.settings import MiB
 from tests.integration.conftest import BackupTarget
-from tests.integration.test_restore import ACCOUNT, REGION, at, push_and_back_up, restore
+from tests.integration.test_restore import ACCOUNT, REGION, at, ok, push_and_back_up, restore
 
 pytestmark = pytest.mark.integration
 
@@ -137,7 +137,7 @@ def test_a_missing_repository_fails_with_one_clear_line(
     )  # fmt: skip
     assert via_ecr.returncode != 0 and via_ecr.stdout == ""
     assert via_ecr.stderr.count("\n") == 1 and "pass --create-repository" in via_ecr.stderr
-    # A registry that is not named as ECR answers NAME_UNKNOWN to the push itself.
+    # A host not named as ECR but reached the ECR way is checked through ECR's API too.
     direct = backup_target.cli(
         "restore", "ecr/src-m:v1", "--to", f"{target_registry.host}/ecr/nowhere",
         "--to-auth", "ecr",
@@ -145,6 +145,48 @@ def test_a_missing_repository_fails_with_one_clear_line(
     assert direct.returncode != 0
     assert direct.stderr.count("\n") == 1, direct.stderr
     assert "ecr/nowhere does not exist" in direct.stderr
+    assert "pass --create-repository" in direct.stderr
+
+
+def repositories(moto_server: MotoServer) -> list[str]:
+    listed = moto_server.client("ecr").describe_repositories()["repositories"]
+    return [r["repositoryName"] for r in listed]
+
+
+def test_a_dry_run_checks_the_target_and_any_ecr_api_target_can_be_created(
+    backup_target: BackupTarget,
+    registry: EcrRegistry,
+    target_registry: EcrRegistry,
+    oci_images: OciLayoutBuilder,
+    moto_server: MotoServer,
+) -> None:
+    """--to-auth ecr on a host not named as ECR: the dry run refuses a missing repository
+    as the real run would, --create-repository creates it (only for real), and a dry
+    run into an existing repository opens an upload session there and cancels it."""
+    image = oci_images.simple_image(ref="d", n_layers=1, seed=851)
+    push_and_back_up(backup_target, registry, oci_images, image, "ecr/src-d", "v1", at(1))
+    to = ["--to", f"{target_registry.host}/ecr/dry-new:v1", "--to-auth", "ecr", "--json"]
+
+    refused = backup_target.cli("restore", "ecr/src-d:v1", *to, "--dry-run")
+    assert refused.returncode == 5 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "pass --create-repository" in refused.stderr
+    would = ok(
+        backup_target.cli("restore", "ecr/src-d:v1", *to, "--dry-run", "--create-repository")
+    )
+    assert would["report"]["dry_run"] and would["report"]["created_repository"] is True
+    assert "ecr/dry-new" not in repositories(moto_server)  # a dry run creates nothing
+    assert target_registry.count_requests("POST", r"^/v2/ecr/dry-new/") == 0
+
+    done = ok(backup_target.cli("restore", "ecr/src-d:v1", *to, "--create-repository"))
+    assert done["report"]["created_repository"] is True
+    assert "ecr/dry-new" in repositories(moto_server)
+    assert skopeo_inspect_raw(target_registry, "ecr/dry-new", "v1") == image.manifest
+
+    posts = target_registry.count_requests("POST", r"^/v2/ecr/dry-new/blobs/uploads/")
+    again = ok(backup_target.cli("restore", "ecr/src-d:v1", *to, "--dry-run"))
+    assert again["report"]["dry_run"] and again["report"]["created_repository"] is False
+    # The push was tried (and cancelled): the credentials may push there.
+    assert target_registry.count_requests("POST", r"^/v2/ecr/dry-new/blobs/uploads/") == posts + 1
 
 
 def test_a_throttled_token_call_is_retried(
@@ -153,15 +195,17 @@ def test_a_throttled_token_call_is_retried(
     target_registry: EcrRegistry,
     oci_images: OciLayoutBuilder,
 ) -> None:
-    """The restore's GetAuthorizationToken answered ThrottlingException (HTTP 400, as ECR's
-    API throttles) is retried by botocore; the restore goes on."""
+    """The restore's calls to ECR's API answered ThrottlingException (HTTP 400, as ECR's
+    API throttles) are retried by botocore; the restore goes on. With every second call
+    throttled, the repository check (DescribeRepositories, asked of every target reached
+    with --to-auth ecr) and GetAuthorizationToken are each throttled once."""
     image = oci_images.simple_image(ref="tt", n_layers=1, layer_size=100_000, seed=841)
     push_and_back_up(backup_target, registry, oci_images, image, "ecr/token-throttled", "v1", at(1))
     ecr = registry.api_client()  # ECR's API for both registries (one account's tokens)
     before = registry.api_throttled
     with registry.quirks_changed(api_throttle_every=2):
-        ecr.describe_repositories()  # the first call passes: the restore's token call is next
+        ecr.describe_repositories()  # the first call passes: the restore's calls are next
         restore(backup_target, target_registry, "ecr/token-throttled:v1", "ecr/token-back")
-    assert registry.api_throttled == before + 1
+    assert registry.api_throttled == before + 2
     served = skopeo_inspect_raw(target_registry, "ecr/token-back", "v1")
     assert served == image.manifest

@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from ecr_backup.composition import client_config
+from ecr_backup.awssession import client_config
 from ecr_backup.retry import RetryPolicy, parse_retry_after
 from ecr_backup.settings import AWS_MAX_ATTEMPTS
 
@@ -54,7 +54,7 @@ def test_retry_after_as_seconds_or_http_date(header: str | None, seconds: float 
 def test_aws_calls_retry_throttling_within_the_stated_budget(
     monkeypatch: pytest.MonkeyPatch, status: int, code: str
 ) -> None:
-    """botocore in standard mode, as composition.client_config() sets it: throttling is retried,
+    """botocore in standard mode, as awssession.client_config() sets it: throttling is retried,
     AWS_MAX_ATTEMPTS calls in all, with a jittered wait before each retry."""
     seen: list[str] = []
 

@@ -19,6 +19,7 @@ from ecr_backup.cli import (
 )
 from ecr_backup.cli.interrupts import interrupts_cancel
 from ecr_backup.cli.options import add_global_options, settle
+from ecr_backup.composition import Adapters
 from ecr_backup.errors import EcrBackupError, ExitCode, RefusedError
 
 PROG = "ecr-backup"
@@ -41,9 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, adapters: Adapters | None = None) -> int:
+    """Run one command; `adapters` replace the AWS ones (tests pass fakes)."""
     parser = build_parser()
     args = settle(parser.parse_args(argv))
+    args.adapters = adapters
     try:
         with interrupts_cancel():
             code: int = args.run(args)

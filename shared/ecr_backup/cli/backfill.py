@@ -98,7 +98,7 @@ def run_backfill(args: argparse.Namespace) -> int:
     )
     backfill = Backfill(
         reconciler,
-        services.replicator(source.account, source.region, dry_run=args.dry_run),
+        services.replicator(source.account, source.region),
         queue=services.queue(args.enqueue) if args.enqueue else None,
         image_concurrency=args.image_concurrency,
         progress=progress_for(args),

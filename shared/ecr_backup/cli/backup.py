@@ -82,7 +82,6 @@ def run_setup(args: argparse.Namespace) -> int:
         prefix=services.settings.prefix,
     )
     created_table = services.index.create_if_missing()
-    services.claim_index()
     bucket_action = "created" if created_bucket else "exists"
     table_action = "created" if created_table else "exists"
     encryption = ("aws:kms" if args.kms_key_id else "AES256") if created_bucket else None

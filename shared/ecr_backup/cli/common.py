@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from ecr_backup.awssession import open_session
 from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.cli.schema import render
-from ecr_backup.composition import AwsServices, open_session
+from ecr_backup.composition import AwsServices
 from ecr_backup.model import parse_time
 from ecr_backup.oci.digest import Digest
 from ecr_backup.registry.tls import TlsOptions
@@ -85,7 +86,11 @@ def services_from(args: argparse.Namespace, settings: Settings | None = None) ->
         else None
     )
     return AwsServices(
-        settings or settings_from(args), session, target_session=target, tls=tls_from(args)
+        settings or settings_from(args),
+        session,
+        target_session=target,
+        tls=tls_from(args),
+        adapters=getattr(args, "adapters", None),
     )
 
 

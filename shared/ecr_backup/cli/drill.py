@@ -69,7 +69,6 @@ def document(report: DrillReport) -> dict[str, object]:
 
 def run_drill(args: argparse.Namespace) -> int:
     services = services_from(args)
-    services.checked_index()
     settings = services.settings
     report = drill(
         services.ledger,

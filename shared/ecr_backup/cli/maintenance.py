@@ -90,7 +90,6 @@ def register(commands: Any) -> None:
 
 def run_maintain(args: argparse.Namespace) -> int:
     services = services_from(args)
-    services.claim_index()
     report = maintain(
         services.ledger,
         services.index,
@@ -113,10 +112,6 @@ def run_maintain(args: argparse.Namespace) -> int:
 
 def run_prune(args: argparse.Namespace) -> int:
     services = services_from(args)
-    if args.dry_run:
-        services.checked_index()
-    else:
-        services.claim_index()
     report = services.pruner().run(dry_run=args.dry_run)
     record_prune(services.run_log, report)
     rows = [
@@ -133,7 +128,6 @@ def run_prune(args: argparse.Namespace) -> int:
 
 def run_stats(args: argparse.Namespace) -> int:
     services = services_from(args)
-    services.checked_index()
     answer = stats(
         services.ledger,
         services.index,
@@ -165,7 +159,6 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def run_hold(args: argparse.Namespace) -> int:
     services = services_from(args)
-    services.claim_index()
     resolved = services.catalog().resolve(ImageRef.parse(args.image))
     result = services.holds().hold(
         resolved.repository, resolved.digest, services.clock(), args.reason
@@ -176,7 +169,6 @@ def run_hold(args: argparse.Namespace) -> int:
 
 def run_release(args: argparse.Namespace) -> int:
     services = services_from(args)
-    services.claim_index()
     resolved = services.catalog().resolve(ImageRef.parse(args.image))
     result = services.holds().release(resolved.repository, resolved.digest, services.clock())
     lines = [
@@ -189,7 +181,6 @@ def run_release(args: argparse.Namespace) -> int:
 
 def run_holds(args: argparse.Namespace) -> int:
     services = services_from(args)
-    services.checked_index()
     held = services.holds().in_force(args.repository)
     rows = [
         [

@@ -80,7 +80,9 @@ def _register_restore(commands: Any) -> None:
         "is refused before anything is pushed)",
     )
     restore.add_argument(
-        "--create-repository", action="store_true", help="create a missing ECR repository"
+        "--create-repository",
+        action="store_true",
+        help="create a missing repository through ECR's API (ECR hosts, or --to-auth ecr)",
     )
     restore.add_argument(
         "--to-auth",

@@ -12,8 +12,9 @@ import os
 from datetime import datetime
 from typing import Any
 
+from ecr_backup.awssession import open_session
 from ecr_backup.cli.common import add_storage_options, emit, human_size, short, table, when
-from ecr_backup.composition import AwsServices, open_session, stack_reader
+from ecr_backup.composition import AwsServices, stack_reader
 from ecr_backup.errors import ConfigurationError, ExitCode
 from ecr_backup.model import rfc3339
 from ecr_backup.settings import ENV_PREFIX, Settings
@@ -46,7 +47,7 @@ def run_status(args: argparse.Namespace) -> int:
     stack = stack_reader(session).read(name) if name else None
     settings = _settings(args, stack)
     services = AwsServices(settings, session)
-    index = services.checked_index()
+    index = services.index
     location = Location(settings.bucket, settings.prefix, index.table, str(session.region_name))
     status = gather(
         now=services.clock(),

@@ -199,9 +199,22 @@ class RegistryClient:
 
     # -- upload sessions: the protocol; registry/upload.py decides what is sent ----------
 
+    def ping(self) -> None:
+        """GET /v2/ with our credentials: the registry answers and accepts them."""
+        response = self._registry_request("GET", "/v2/")
+        self._raise_for_status(response, f"GET {self.host}/v2/")
+
+    def check_push(self, repository: str) -> None:
+        """Open an upload session in `repository` and cancel it: the registry answers, has
+        the repository and lets our credentials push there; nothing is left behind."""
+        self.cancel_upload(self._open_upload(repository, f"open an upload in {repository}"))
+
     def start_upload(self, repository: str, digest: Digest) -> str:
         """POST a new upload session; its absolute URL."""
         check_cancelled()
+        return self._open_upload(repository, f"start upload of {digest} to {repository}")
+
+    def _open_upload(self, repository: str, what: str) -> str:
         start = self._registry_request("POST", f"/v2/{repository}/blobs/uploads/", body=b"")
         if start.status == 404 and "NAME_UNKNOWN" in _error_codes(start):
             raise RepositoryNotFoundError(
@@ -210,7 +223,7 @@ class RegistryClient:
                 status=404,
                 hint="create it first; for an ECR target, restore with --create-repository",
             )
-        self._raise_for_status(start, f"start upload of {digest} to {repository}", expect=(202,))
+        self._raise_for_status(start, what, expect=(202,))
         return self._upload_location(start)
 
     def send_to_upload(

@@ -25,6 +25,7 @@ from ecr_backup.registry.auth import (
     Credentials,
     TokenCredentials,
 )
+from ecr_backup.registry.client import RegistryClient
 from ecr_backup.registry.credentials import RegistryLogin, find_login
 from ecr_backup.registry.ecr import EcrTokenSource, caller_identity
 
@@ -134,7 +135,7 @@ def target_credentials(
         return TokenCredentials(EcrTokenSource(session, account, region))
     identity_token = None
     if not explicit:
-        login = login_finder(target.host)
+        login = login_finder(f"{target.host}/{target.repository}")
         if login is not None:
             username, password = login.username, login.password
             identity_token = login.identity_token
@@ -153,6 +154,23 @@ def target_credentials(
         identity_token=identity_token,
         http=http,
     )
+
+
+def speaks_ecr(target: Target, auth: AuthMode) -> bool:
+    """Whether the target is administered through ECR's API: an ECR host (whatever
+    --to-endpoint the requests go to), or any host reached with --to-auth ecr."""
+    return target.is_ecr or auth == "ecr"
+
+
+def preflight(registry: RegistryClient, target: Target, *, created: bool) -> None:
+    """What a restore meets first, checked for a dry run without leaving anything behind:
+    the target answers and accepts the credentials for pushing into the repository,
+    which exists. A repository that --create-repository would create cannot be pushed
+    to yet: then only the registry and the credentials are checked."""
+    if created:
+        registry.ping()
+    else:
+        registry.check_push(target.repository)
 
 
 def ecr_identity(target: Target, session: boto3.Session) -> tuple[str, str]:

@@ -45,6 +45,7 @@ from ecr_backup.errors import (
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.streams import Readable, VerifyingReader
 from ecr_backup.settings import DEFAULT_PART_SIZE_MIB, MIN_PART_SIZE, MiB
+from ecr_backup.storage.bucket import s3_error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -97,6 +98,13 @@ class S3BlobStore:
     def record_key(self, name: str) -> str:
         return f"{self.prefix}refs/{name}"
 
+    def _error(
+        self, error: ClientError | BotoCoreError | Urllib3Error, operation: str, key: str
+    ) -> EcrBackupError:
+        if isinstance(error, Urllib3Error):
+            return _dropped(error, f"{operation} s3://{self.bucket}/{key}")
+        return s3_error(error, operation, self.bucket, self._s3, key)
+
     # -- reading -------------------------------------------------------------------
 
     def stat(self, digest: Digest) -> int | None:
@@ -106,7 +114,7 @@ class S3BlobStore:
         except (ClientError, BotoCoreError) as e:
             if error_code(e) in _MISSING:
                 return None
-            raise _storage_error(e, f"HEAD {self.blob_key(digest)}") from e
+            raise self._error(e, "HEAD", self.blob_key(digest)) from e
         return int(head["ContentLength"])
 
     @contextmanager
@@ -120,14 +128,14 @@ class S3BlobStore:
                 raise BlobNotFoundError(
                     f"{digest} is not in s3://{self.bucket}/{key}", code=error_code(e)
                 ) from e
-            raise _storage_error(e, f"GET {key}") from e
+            raise self._error(e, "GET", key) from e
         try:
             with CANCELLATION.closing_on_cancel(lambda: _shut_down(body)):
                 yield body
         except (BotoCoreError, Urllib3Error) as e:
             check_cancelled()  # the connection was shut by an interrupt, not dropped
             # The body streams while the caller reads: a dropped connection surfaces here.
-            raise _storage_error(e, f"read {key}") from e
+            raise self._error(e, "read", key) from e
         finally:
             body.close()
 
@@ -145,7 +153,7 @@ class S3BlobStore:
             try:
                 body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
             except (ClientError, BotoCoreError) as e:
-                raise _storage_error(e, f"GET {key}") from e
+                raise self._error(e, "GET", key) from e
             yield key, _read_body(body, key)
 
     def versions(self, digest: Digest) -> list[ObjectVersion]:
@@ -174,7 +182,7 @@ class S3BlobStore:
         try:
             body = self._s3.get_object(Bucket=self.bucket, Key=key)["Body"]
         except (ClientError, BotoCoreError) as e:
-            raise _storage_error(e, f"GET {key}") from e
+            raise self._error(e, "GET", key) from e
         return _read_body(body, key)
 
     def _list_versions(self, prefix: str) -> Iterator[tuple[str, ObjectVersion]]:
@@ -204,7 +212,7 @@ class S3BlobStore:
                         ),
                     )
         except (ClientError, BotoCoreError) as e:
-            raise _storage_error(e, f"list versions under s3://{self.bucket}/{prefix}") from e
+            raise self._error(e, "list versions under", prefix) from e
 
     # -- writing -------------------------------------------------------------------
 
@@ -247,7 +255,7 @@ class S3BlobStore:
         except (ClientError, BotoCoreError) as e:
             if error_code(e) in _ALREADY_THERE:
                 return False
-            raise _storage_error(e, f"PUT {key}") from e
+            raise self._error(e, "PUT", key) from e
         return True
 
     def _put_multipart(self, reader: VerifyingReader) -> bool:
@@ -260,7 +268,7 @@ class S3BlobStore:
                 ContentType="application/octet-stream",
             )["UploadId"]
         except (ClientError, BotoCoreError) as e:
-            raise _storage_error(e, f"start multipart upload of {key}") from e
+            raise self._error(e, "start multipart upload of", key) from e
         completed = False
         try:
             parts = self._upload_parts(reader, key, upload_id)
@@ -276,7 +284,7 @@ class S3BlobStore:
             except (ClientError, BotoCoreError) as e:
                 if error_code(e) in _ALREADY_THERE:
                     return False
-                raise _storage_error(e, f"complete multipart upload of {key}") from e
+                raise self._error(e, "complete multipart upload of", key) from e
             completed = True
             return True
         finally:
@@ -329,7 +337,7 @@ class S3BlobStore:
                 ChecksumCRC32=checksum,
             )
         except (ClientError, BotoCoreError) as e:
-            raise _storage_error(e, f"upload part {number} of {key}") from e
+            raise self._error(e, f"upload part {number} of", key) from e
         return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC32": checksum}
 
     def _abort(self, key: str, upload_id: str) -> None:
@@ -344,15 +352,13 @@ class S3BlobStore:
                 for item in page.get("Contents", []):
                     yield item["Key"], int(item["Size"])
         except (ClientError, BotoCoreError) as e:
-            raise _storage_error(e, f"list s3://{self.bucket}/{prefix}") from e
+            raise self._error(e, "list", prefix) from e
 
 
-def _storage_error(error: ClientError | BotoCoreError | Urllib3Error, what: str) -> EcrBackupError:
-    if isinstance(error, Urllib3Error):
-        return StorageError(
-            f"{what}: {type(error).__name__}", code=type(error).__name__, retryable=True
-        )
-    return translate(error, what, StorageError)
+def _dropped(error: Urllib3Error, what: str) -> EcrBackupError:
+    return StorageError(
+        f"{what}: {type(error).__name__}", code=type(error).__name__, retryable=True
+    )
 
 
 class _PartBody(io.BytesIO):
@@ -376,5 +382,9 @@ def _read_body(body: Any, key: str) -> bytes:
         with body:
             data: bytes = body.read()
     except (BotoCoreError, Urllib3Error) as e:
-        raise _storage_error(e, f"read {key}") from e
+        raise (
+            _dropped(e, f"read {key}")
+            if isinstance(e, Urllib3Error)
+            else translate(e, f"read {key}", StorageError)
+        ) from e
     return data

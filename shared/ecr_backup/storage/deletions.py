@@ -17,7 +17,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ecr_backup.model import format_time
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.dynamo import DynamoTable, condition_failed, index_error, text_attr
+from ecr_backup.storage.dynamo import DynamoTable, condition_failed, text_attr
 
 
 class DynamoDeletionLog(DynamoTable):
@@ -32,7 +32,7 @@ class DynamoDeletionLog(DynamoTable):
         except (ClientError, BotoCoreError) as e:
             if condition_failed(e):
                 return False
-            raise index_error(e, f"count the deletion of {repository}@{digest}") from e
+            raise self._error(e, f"count the deletion of {repository}@{digest}") from e
         # Written after the account's item: a crash between the two undercounts the
         # repository by one, never double-counts a replay.
         self._put({**self._key(f"DELETIONS#{account}#{repository}", f"{when}#{digest}")})
@@ -61,5 +61,5 @@ class DynamoDeletionLog(DynamoTable):
             for page in self._db.get_paginator("query").paginate(**arguments):  # type: ignore[arg-type]
                 total += int(page.get("Count", 0))
         except (ClientError, BotoCoreError) as e:
-            raise index_error(e, f"count deletions of {pk}") from e
+            raise self._error(e, f"count deletions of {pk}") from e
         return total

@@ -36,6 +36,9 @@ class DynamoTable:
         self.table = table
         self._db = client  # built by the composition root, with its timeouts and retries
 
+    def _error(self, error: ClientError | BotoCoreError, what: str) -> EcrBackupError:
+        return index_error(error, what, self.table, str(self._db.meta.region_name))
+
     @staticmethod
     def _key(pk: str, sk: str) -> Item:
         return {"pk": text_attr(pk), "sk": text_attr(sk)}
@@ -46,14 +49,14 @@ class DynamoTable:
                 TableName=self.table, Key=self._key(pk, sk), ConsistentRead=True
             )
         except (ClientError, BotoCoreError) as e:
-            raise index_error(e, what or f"read {pk}") from e
+            raise self._error(e, what or f"read {pk}") from e
         return answer.get("Item")
 
     def _put(self, item: Item) -> None:
         try:
             self._db.put_item(TableName=self.table, Item=item)
         except (ClientError, BotoCoreError) as e:
-            raise index_error(e, f"write {item['pk']['S']}") from e
+            raise self._error(e, f"write {item['pk']['S']}") from e
 
     def _put_if_absent(self, item: Item) -> None:
         try:
@@ -62,7 +65,7 @@ class DynamoTable:
             )
         except (ClientError, BotoCoreError) as e:
             if not condition_failed(e):
-                raise index_error(e, f"write {item['pk']['S']}") from e
+                raise self._error(e, f"write {item['pk']['S']}") from e
 
     def _batch_put(self, items: list[Item]) -> int:
         pending: list[Any] = [{"PutRequest": {"Item": item}} for item in items]
@@ -71,7 +74,7 @@ class DynamoTable:
             try:
                 answer = self._db.batch_write_item(RequestItems={self.table: pending})
             except (ClientError, BotoCoreError) as e:
-                raise index_error(e, "batch write blobs") from e
+                raise self._error(e, "batch write blobs") from e
             pending = list((answer.get("UnprocessedItems") or {}).get(self.table, []))
             if pending:
                 # Throttled writes come back unprocessed: back off before sending them again.
@@ -86,7 +89,7 @@ class DynamoTable:
             try:
                 answer = self._db.batch_get_item(RequestItems=pending)
             except (ClientError, BotoCoreError) as e:
-                raise index_error(e, "batch read blobs") from e
+                raise self._error(e, "batch read blobs") from e
             yield from answer.get("Responses", {}).get(self.table, [])
             pending = dict(answer.get("UnprocessedKeys") or {})
             if pending:
@@ -129,19 +132,27 @@ class DynamoTable:
                     if limit is not None and returned >= limit:
                         return
         except (ClientError, BotoCoreError) as e:
-            raise index_error(e, f"query {pk}") from e
+            raise self._error(e, f"query {pk}") from e
 
 
 def condition_failed(error: ClientError | BotoCoreError) -> bool:
     return error_code(error) == "ConditionalCheckFailedException"
 
 
-def index_error(error: ClientError | BotoCoreError, what: str) -> EcrBackupError:
+def index_error(
+    error: ClientError | BotoCoreError, what: str, table: str, region: str
+) -> EcrBackupError:
+    """One of our errors for DynamoDB's, naming the table and its region. The table being
+    asked for in this region, the fix for a missing one makes it here (a table in another
+    region is caught before: storage.index.DynamoIndex.check_location)."""
+    if table not in what:
+        what = f"{what} in table {table}"
     if error_code(error) == "ResourceNotFoundException":
         return IndexMissingError(
-            f"{what}: index table not found",
+            f"{what}: index table {table} not found in {region}",
             code="ResourceNotFoundException",
             status=http_status(error),
-            hint="run `ecr-backup setup` or `ecr-backup rebuild-index`",
+            hint="create it with `ecr-backup setup` (or deploy template.yaml), then "
+            "`ecr-backup rebuild-index` to fill it from the bucket",
         )
     return translate(error, what, IndexStoreError)

@@ -9,13 +9,14 @@ Items (pk / sk):
   REPO#<repo>     / TAG#<tag>         a tag's latest state (newest event wins)
   REPO#<repo>     / HIST#<tag>#<time>#<digest>#<action>   every event of a tag ('@': untagged)
   REPO#<repo>     / IMAGE#<digest>    an image ever pushed to the repository
-  INDEX           / LOCATION          the bucket and prefix this table indexes
+  INDEX           / LOCATION          the bucket, prefix, region and account this table indexes
   RUN#<job>       / <key>             a scheduled job's last run (storage.runs)
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -24,6 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ecr_backup.awserrors import error_code
 from ecr_backup.errors import (
     ConfigurationError,
+    IndexMissingError,
     ObjectBeingPrunedError,
 )
 from ecr_backup.model import (
@@ -43,7 +45,6 @@ from ecr_backup.storage.dynamo import (
     DynamoTable,
     Item,
     condition_failed,
-    index_error,
     number_attr,
     text_attr,
 )
@@ -51,29 +52,67 @@ from ecr_backup.storage.ledger import Ledger, ObjectState
 from ecr_backup.storage.schema import create_table_arguments
 
 if TYPE_CHECKING:
-    pass
+    from mypy_boto3_dynamodb import DynamoDBClient
 
 
 class Location(NamedTuple):
-    """Where the backup an index describes lives."""
+    """Where the backup an index describes lives: bucket, prefix, the region of the bucket
+    and its index, and the index's account. Region and account are None in records written
+    before they were recorded (and in an expected location whose bucket was not found)."""
 
     bucket: str
     prefix: str
+    region: str | None = None
+    account: str | None = None
+
+    @property
+    def place(self) -> tuple[str, str]:
+        """What makes two locations the same backup: bucket and prefix."""
+        return self.bucket, self.prefix
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
 
 
 class DynamoIndex(DynamoTable):
+    """`location`: where this process's backup lives. Given, every write first records it
+    in a table that records none (once per process), and a table that indexes another
+    place, or sits in another region than the one recorded, is refused before any write."""
+
+    def __init__(
+        self,
+        table: str,
+        *,
+        client: DynamoDBClient,
+        location: Location | None = None,
+        account: Callable[[], str | None] = lambda: None,
+    ) -> None:
+        super().__init__(table, client=client)
+        self.here = location
+        self._account = account  # asked only when a location is first recorded
+        self._claimed = False
+        self._claiming = threading.Lock()
+
+    @property
+    def region(self) -> str:
+        return str(self._db.meta.region_name)
+
     # -- setup -----------------------------------------------------------------
 
     def create_if_missing(self) -> bool:
+        """Create the table (with point-in-time recovery) and record its location."""
+        created = self._create()
+        if self.here is not None:
+            self.claim_location()
+        return created
+
+    def _create(self) -> bool:
         try:
             self._db.create_table(**create_table_arguments(self.table))
         except (ClientError, BotoCoreError) as e:
             if error_code(e) == "ResourceInUseException":
                 return False
-            raise index_error(e, f"create table {self.table}") from e
+            raise self._error(e, f"create table {self.table}") from e
         try:
             self._db.get_waiter("table_exists").wait(TableName=self.table)
             self._db.update_continuous_backups(
@@ -81,39 +120,116 @@ class DynamoIndex(DynamoTable):
                 PointInTimeRecoverySpecification={"PointInTimeRecoveryEnabled": True},
             )
         except (ClientError, BotoCoreError) as e:
-            raise index_error(e, f"enable point-in-time recovery on {self.table}") from e
+            raise self._error(e, f"enable point-in-time recovery on {self.table}") from e
         return True
 
     # -- what the table indexes ----------------------------------------------------
 
     def location(self) -> Location | None:
-        """The bucket and prefix recorded in the table; None in a table made before we
-        recorded them (or not yet used)."""
+        """The location recorded in the table; None in a table not used yet (or made before
+        locations were recorded)."""
         item = self._get("INDEX", "LOCATION", what=f"read what table {self.table} indexes")
-        return Location(item["bucket"]["S"], item["prefix"]["S"]) if item else None
+        if not item:
+            return None
 
-    def check_location(self, here: Location) -> None:
-        """Refuse to answer for `here` from a table that indexes another bucket or prefix."""
-        recorded = self.location()
-        if recorded is not None and recorded != here:
+        def text(name: str) -> str | None:
+            return item[name]["S"] if name in item else None
+
+        return Location(item["bucket"]["S"], item["prefix"]["S"], text("region"), text("account"))
+
+    def check_location(self, here: Location | None = None) -> None:
+        """Refuse to answer for `here` from a table that indexes another bucket or prefix,
+        that sits in another region than the one it records, or that is missing from (or
+        unrecorded in) the region `here` names while it is in another. IndexMissingError
+        for a table missing where it belongs."""
+        here = here or self.here
+        if here is not None:
+            self._check(here, self._recorded(here))
+
+    def _recorded(self, here: Location) -> Location | None:
+        try:
+            return self.location()
+        except IndexMissingError as e:
+            if here.region and here.region != self.region:
+                raise self._misplaced(here, found=False) from e
+            raise
+
+    def _check(self, here: Location, recorded: Location | None) -> None:
+        if recorded is not None and recorded.place != here.place:
             raise ConfigurationError(
                 f"index table {self.table} indexes {recorded}, not {here}",
                 code="IndexLocationMismatch",
                 hint="use that bucket and prefix, or another index table (ECR_BACKUP_TABLE)",
             )
+        if recorded is not None and recorded.region:
+            if recorded.region != self.region:
+                raise self._misplaced(recorded, found=True)
+        elif here.region and here.region != self.region:
+            raise self._misplaced(here, found=True)
 
-    def claim_location(self, here: Location) -> None:
-        """Record `here` in a table that records no location yet, else check it. The put is
-        conditional: of two first backups to different places, one wins and one is refused."""
-        if self.location() is None:
+    def _misplaced(self, there: Location, *, found: bool) -> ConfigurationError:
+        """The table asked for is not in the region of the backup it should index: name
+        both places and send the person to the right region, never to a second index."""
+        state = "is" if found else "not found"
+        return ConfigurationError(
+            f"index table {self.table} {state} in {self.region}; the backup {there} and "
+            f"its index are in {there.region}",
+            code="IndexRegionMismatch",
+            hint=f"run with --region {there.region} (or AWS_REGION={there.region})",
+        )
+
+    def claim_location(self, here: Location | None = None) -> None:
+        """Record `here` (by default `self.here`), with this table's region and account, in
+        a table that records no location yet, or add them to an older record; then check
+        it. Conditional writes: of two first backups to different places, one wins and one
+        is refused. For `self.here`, once per process."""
+        here = here or self.here
+        if here is None:
+            return
+        with self._claiming:
+            if here is self.here and self._claimed:
+                return
+            recorded = self._recorded(here)
+            self._check(here, recorded)
+            if recorded is None or recorded.region is None:
+                self._record_location(here, upgrade=recorded is not None)
+                self.check_location(here)
+            self._claimed = self._claimed or here is self.here
+
+    def _record_location(self, here: Location, *, upgrade: bool) -> None:
+        account = self._account()
+        fields = {"region": text_attr(self.region)}
+        if account:
+            fields["account"] = text_attr(account)
+        if not upgrade:
             self._put_if_absent(
                 {
                     **self._key("INDEX", "LOCATION"),
                     "bucket": text_attr(here.bucket),
                     "prefix": text_attr(here.prefix),
+                    **fields,
                 }
             )
-        self.check_location(here)
+            return
+        # A record from before regions were recorded: add them, unless a racer already did.
+        names = {f"#{name}": name for name in fields}
+        values = {f":{name}": value for name, value in fields.items()}
+        try:
+            self._db.update_item(
+                TableName=self.table,
+                Key=self._key("INDEX", "LOCATION"),
+                UpdateExpression="SET " + ", ".join(f"#{n} = :{n}" for n in fields),
+                ConditionExpression="attribute_not_exists(#region)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except (ClientError, BotoCoreError) as e:
+            if not condition_failed(e):
+                raise self._error(e, f"record the region of table {self.table}") from e
+
+    def _before_write(self) -> None:
+        if self.here is not None and not self._claimed:
+            self.claim_location()
 
     # -- blobs -----------------------------------------------------------------
 
@@ -135,6 +251,7 @@ class DynamoIndex(DynamoTable):
     def record_blob(self, digest: Digest, size: int, media_type: str, stored_at: datetime) -> None:
         """Record a durable object, which claims it (storage.ledger): clears a prune
         tombstone; fails (retryable) while a prune deletes it."""
+        self._before_write()
         try:
             self._db.update_item(
                 TableName=self.table,
@@ -152,11 +269,12 @@ class DynamoIndex(DynamoTable):
         except (ClientError, BotoCoreError) as e:
             if condition_failed(e):
                 raise ObjectBeingPrunedError(digest) from e
-            raise index_error(e, f"write BLOB#{digest}") from e
+            raise self._error(e, f"write BLOB#{digest}") from e
 
     def record_blobs(self, blobs: Iterable[tuple[Digest, int, str, datetime]]) -> int:
         """record_blob for many blobs (digest, size, media type, stored at) in BatchWriteItem
         calls of 25: rebuild-index writes every blob of the bucket. Returns how many."""
+        self._before_write()
         written = 0
         batch: list[Item] = []
         for digest, size, media_type, stored_at in blobs:
@@ -177,7 +295,9 @@ class DynamoIndex(DynamoTable):
 
     def claim(self, digest: Digest, now: datetime) -> ObjectState | None:
         """A backup relies on an object (storage.ledger.Ledger.claim)."""
-        return Ledger(self.table, client=self._db).claim(digest, now)
+        return Ledger(self.table, client=self._db, before_write=self._before_write).claim(
+            digest, now
+        )
 
     def blob_size(self, digest: Digest) -> int | None:
         item = self._get(f"BLOB#{digest}", "BLOB")
@@ -195,6 +315,7 @@ class DynamoIndex(DynamoTable):
         return self._blob_items(digests, "MANIFEST")
 
     def mark_complete(self, record: ManifestRecord) -> None:
+        self._before_write()
         item: Item = {
             **self._key(f"BLOB#{record.digest}", "MANIFEST"),
             "media_type": text_attr(record.media_type),
@@ -228,6 +349,7 @@ class DynamoIndex(DynamoTable):
 
     def record_event(self, event: ImageEvent) -> None:
         """Record a push or deletion; safe to replay and to apply out of order."""
+        self._before_write()
         repo_pk = f"REPO#{event.repository}"
         when = format_time(event.time)
         tag = event.tag or UNTAGGED
@@ -280,7 +402,7 @@ class DynamoIndex(DynamoTable):
                 )
         except (ClientError, BotoCoreError) as e:
             if not condition_failed(e):
-                raise index_error(e, f"record image {digest}") from e
+                raise self._error(e, f"record image {digest}") from e
 
     def _image_gone(self, repo_pk: str, digest: Digest, when: str) -> None:
         """Mark an image the index holds as deleted from the source (newest deletion wins)."""
@@ -295,7 +417,7 @@ class DynamoIndex(DynamoTable):
             )
         except (ClientError, BotoCoreError) as e:
             if not condition_failed(e):
-                raise index_error(e, f"record deletion of {digest}") from e
+                raise self._error(e, f"record deletion of {digest}") from e
 
     def _advance_tag(self, repo_pk: str, event: ImageEvent, when: str) -> None:
         # Events arrive out of order: the tag moves only to a newer event.
@@ -314,7 +436,7 @@ class DynamoIndex(DynamoTable):
             )
         except (ClientError, BotoCoreError) as e:
             if not condition_failed(e):
-                raise index_error(e, f"update tag {event.repository}:{event.tag}") from e
+                raise self._error(e, f"update tag {event.repository}:{event.tag}") from e
 
     def repositories(self) -> list[str]:
         return [item["sk"]["S"] for item in self._query("REPOS")]

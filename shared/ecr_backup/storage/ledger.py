@@ -22,11 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecr_backup.awserrors import error_code, translate
-from ecr_backup.errors import IndexStoreError, ObjectBeingPrunedError
+from ecr_backup.awserrors import error_code
+from ecr_backup.errors import EcrBackupError, ObjectBeingPrunedError
 from ecr_backup.model import format_time, parse_time
 from ecr_backup.oci.digest import Digest
-from ecr_backup.storage.dynamo import Item, text_attr
+from ecr_backup.storage.dynamo import Item, index_error, text_attr
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -68,13 +68,24 @@ def _time(item: Item, name: str) -> datetime | None:
 
 
 class Ledger:
-    def __init__(self, table: str, *, client: DynamoDBClient | None = None) -> None:
+    def __init__(
+        self,
+        table: str,
+        *,
+        client: DynamoDBClient | None = None,
+        before_write: Callable[[], None] = lambda: None,
+    ) -> None:
         self.table = table
+        # The index's location check (storage.index): no write reaches a misplaced table.
+        self._before_write = before_write
         if client is None:
             import boto3
 
             client = boto3.client("dynamodb")
         self._db = client
+
+    def _error(self, error: ClientError | BotoCoreError, what: str) -> EcrBackupError:
+        return index_error(error, what, self.table, str(self._db.meta.region_name))
 
     # -- backup side ---------------------------------------------------------------
 
@@ -170,9 +181,10 @@ class Ledger:
     def uncomplete(self, digest: Digest) -> None:
         """Forget that a manifest is complete: done before anything under it is deleted."""
         try:
+            self._before_write()
             self._db.delete_item(TableName=self.table, Key=_key(digest, "MANIFEST"))
         except (ClientError, BotoCoreError) as e:
-            raise translate(e, f"forget manifest {digest}", IndexStoreError) from e
+            raise self._error(e, f"forget manifest {digest}") from e
 
     def finish_sweep(self, digest: Digest, token: str) -> None:
         """The object is delete-marked: the index stops holding it."""
@@ -242,6 +254,7 @@ class Ledger:
 
     def remove_hold(self, repository: str, digest: Digest) -> bool:
         """Forget a hold; False when there was none."""
+        self._before_write()
         try:
             answer = self._db.delete_item(
                 TableName=self.table,
@@ -249,7 +262,7 @@ class Ledger:
                 ReturnValues="ALL_OLD",
             )
         except (ClientError, BotoCoreError) as e:
-            raise translate(e, f"release {repository}@{digest}", IndexStoreError) from e
+            raise self._error(e, f"release {repository}@{digest}") from e
         return "Attributes" in answer
 
     def holds(self) -> list[Hold]:
@@ -275,7 +288,7 @@ class Ledger:
                         )
                     )
         except (ClientError, BotoCoreError) as e:
-            raise translate(e, "list holds", IndexStoreError) from e
+            raise self._error(e, "list holds") from e
         return answer
 
     # -- plumbing ----------------------------------------------------------------------
@@ -284,14 +297,15 @@ class Ledger:
         try:
             answer = self._db.get_item(TableName=self.table, Key=_key(digest), ConsistentRead=True)
         except (ClientError, BotoCoreError) as e:
-            raise translate(e, f"read {digest}", IndexStoreError) from e
+            raise self._error(e, f"read {digest}") from e
         return answer.get("Item")
 
     def _put(self, item: Item) -> None:
+        self._before_write()
         try:
             self._db.put_item(TableName=self.table, Item=item)
         except (ClientError, BotoCoreError) as e:
-            raise translate(e, f"write {item['pk']['S']}", IndexStoreError) from e
+            raise self._error(e, f"write {item['pk']['S']}") from e
 
     def _update(
         self, digest: Digest, update: str, condition: str, values: Item, *, what: str
@@ -310,14 +324,15 @@ class Ledger:
 
     def _conditional(self, what: str, call: Callable[..., Any], **arguments: Any) -> Any:
         """A conditional write: its answer, or None when its condition did not hold."""
+        self._before_write()
         try:
             return call(**arguments)
         except ClientError as e:
             if error_code(e) == _FAILED:
                 return None
-            raise translate(e, what, IndexStoreError) from e
+            raise self._error(e, what) from e
         except BotoCoreError as e:
-            raise translate(e, what, IndexStoreError) from e
+            raise self._error(e, what) from e
 
     def _scan(self, prefix: str) -> Iterator[Item]:
         try:
@@ -330,7 +345,7 @@ class Ledger:
             for page in pages:
                 yield from page.get("Items", [])
         except (ClientError, BotoCoreError) as e:
-            raise translate(e, f"scan {self.table}", IndexStoreError) from e
+            raise self._error(e, f"scan {self.table}") from e
 
 
 def _state(item: Item, *, complete: bool = False) -> ObjectState:

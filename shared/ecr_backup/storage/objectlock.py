@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecr_backup.awserrors import error_code, translate
-from ecr_backup.errors import BlobNotFoundError, StorageError
+from ecr_backup.awserrors import error_code
+from ecr_backup.errors import BlobNotFoundError
 from ecr_backup.oci.digest import Digest
+from ecr_backup.storage.bucket import s3_error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -51,9 +52,9 @@ class S3ObjectLocks:
         except ClientError as e:
             if error_code(e) in _MISSING:
                 raise BlobNotFoundError(f"{digest} is not in s3://{self.bucket}/{key}") from e
-            raise translate(e, f"HEAD {key}", StorageError) from e
+            raise s3_error(e, "HEAD", self.bucket, self._s3, key) from e
         except BotoCoreError as e:
-            raise translate(e, f"HEAD {key}", StorageError) from e
+            raise s3_error(e, "HEAD", self.bucket, self._s3, key) from e
         until = head.get("ObjectLockRetainUntilDate")
         mode = head.get("ObjectLockMode")
         return ObjectLock(
@@ -73,7 +74,7 @@ class S3ObjectLocks:
                 Retention={"Mode": mode, "RetainUntilDate": until},
             )
         except (ClientError, BotoCoreError) as e:
-            raise translate(e, f"extend the lock of {key}", StorageError) from e
+            raise s3_error(e, "extend the lock of", self.bucket, self._s3, key) from e
 
     def set_legal_hold(self, digest: Digest, on: bool) -> None:
         key = self.key(digest)
@@ -82,7 +83,7 @@ class S3ObjectLocks:
                 Bucket=self.bucket, Key=key, LegalHold={"Status": "ON" if on else "OFF"}
             )
         except (ClientError, BotoCoreError) as e:
-            raise translate(e, f"set the legal hold of {key}", StorageError) from e
+            raise s3_error(e, "set the legal hold of", self.bucket, self._s3, key) from e
 
     def delete_current(self, digest: Digest) -> None:
         """A delete marker over the object (no version id): older versions stay until the
@@ -91,4 +92,4 @@ class S3ObjectLocks:
         try:
             self._s3.delete_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as e:
-            raise translate(e, f"DELETE {key}", StorageError) from e
+            raise s3_error(e, "DELETE", self.bucket, self._s3, key) from e

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ecr_backup.awserrors import error_code, translate
-from ecr_backup.errors import StorageError
+from ecr_backup.awserrors import error_code
+from ecr_backup.errors import ConfigurationError
+from ecr_backup.storage.bucket import plain_http, s3_error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -39,9 +40,17 @@ def ensure_bucket(
         s3.head_bucket(Bucket=bucket)
     except (ClientError, BotoCoreError) as e:
         if error_code(e) not in ("404", "NoSuchBucket", "NotFound"):
-            raise translate(e, f"look up bucket {bucket}", StorageError) from e
+            raise s3_error(e, "HeadBucket", bucket, s3) from e
     else:
         return False
+    if tls_only and plain_http(s3):
+        raise ConfigurationError(
+            f"not creating bucket {bucket} through the plain-HTTP endpoint "
+            f"{s3.meta.endpoint_url}: its deny-without-TLS policy would refuse every request "
+            "made there",
+            code="PlainHttpEndpoint",
+            hint="use an https:// endpoint, or pass --no-tls-policy for a stand-in such as moto",
+        )
     try:
         if region == "us-east-1":
             s3.create_bucket(Bucket=bucket, ObjectLockEnabledForBucket=True)
@@ -101,7 +110,7 @@ def ensure_bucket(
             policy = tls_only_policy(bucket, partition=partition_of(region))
             s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
     except (ClientError, BotoCoreError) as e:
-        raise translate(e, f"create bucket {bucket}", StorageError) from e
+        raise s3_error(e, "create bucket", bucket, s3) from e
     return True
 
 

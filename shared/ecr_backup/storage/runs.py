@@ -24,7 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ecr_backup.errors import DataError
 from ecr_backup.model import format_time, parse_time
-from ecr_backup.storage.dynamo import DynamoTable, condition_failed, index_error, text_attr
+from ecr_backup.storage.dynamo import DynamoTable, condition_failed, text_attr
 
 RUN_PREFIX = "RUN#"
 
@@ -55,7 +55,7 @@ class RunLog(DynamoTable):
             )
         except (ClientError, BotoCoreError) as e:
             if not condition_failed(e):
-                raise index_error(e, f"record the {job} run") from e
+                raise self._error(e, f"record the {job} run") from e
 
     def runs(self, job: str) -> list[RunRecord]:
         """Every recorded run of `job` (one per key), in key order."""

@@ -13,7 +13,7 @@ from devkit.events import sqs_record
 from ecr_backup.cli import backup as backup_cli
 from ecr_backup.cli import common as cli_common
 from ecr_backup.cli import main
-from ecr_backup.composition import AwsServices
+from ecr_backup.composition import Adapters, AwsServices
 from ecr_backup.errors import ExitCode
 from ecr_backup.storage.index import DynamoIndex
 from tests.helpers import BUCKET, TABLE, FakeRegistry, ecr_event, reset_connections
@@ -26,15 +26,18 @@ def registry(s3: Any, index: DynamoIndex, monkeypatch: pytest.MonkeyPatch) -> Fa
     """The source registry every event's account and region resolves to."""
     monkeypatch.setenv("ECR_BACKUP_BUCKET", BUCKET)
     monkeypatch.setenv("ECR_BACKUP_TABLE", TABLE)
-    source = FakeRegistry()
-    monkeypatch.setattr(AwsServices, "registry", lambda *_: source)
-    return source
+    return FakeRegistry()
 
 
 def handle_event(
-    capsys: pytest.CaptureFixture[str], path: Path, *args: str
+    capsys: pytest.CaptureFixture[str],
+    path: Path,
+    *args: str,
+    source: FakeRegistry | None = None,
 ) -> tuple[int, str, str]:
-    code = main(["handle-event", str(path), *args])
+    """The command, every event's account and region resolving to `source`."""
+    adapters = Adapters(sources=lambda account, region: source) if source else None
+    code = main(["handle-event", str(path), *args], adapters=adapters)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -107,7 +110,9 @@ def test_each_record_of_a_batch_is_judged_alone(
         sqs_record(ecr_event(last.digest, tag="v2"), "good-2"),
     ]
 
-    code, out, err = handle_event(capsys, write_batch(tmp_path / "batch.json", records), "--json")
+    code, out, err = handle_event(
+        capsys, write_batch(tmp_path / "batch.json", records), "--json", source=registry
+    )
 
     assert code == ExitCode.PROBLEMS
     answer = json.loads(out)
@@ -153,7 +158,9 @@ def test_a_connection_reset_fails_only_the_record_it_hit(
         for n, image in enumerate(images)
     ]
 
-    code, _, err = handle_event(capsys, write_batch(tmp_path / "batch.json", records))
+    code, _, err = handle_event(
+        capsys, write_batch(tmp_path / "batch.json", records), source=registry
+    )
 
     (refused,) = faults
     assert refused  # the fault did hit

@@ -9,7 +9,7 @@ import boto3
 import pytest
 
 from ecr_backup.cli import main
-from ecr_backup.composition import AwsServices
+from ecr_backup.composition import Adapters, AwsServices
 from ecr_backup.errors import ConfigurationError
 from ecr_backup.settings import Settings
 from ecr_backup.storage.blobstore import S3BlobStore
@@ -17,6 +17,7 @@ from ecr_backup.storage.index import DynamoIndex, Location
 from tests.helpers import BUCKET, TABLE, FakeRegistry
 
 HERE = Location(BUCKET, "backup/")
+RECORDED = HERE._replace(region="us-east-1", account="123456789012")  # moto's account
 
 
 @pytest.fixture
@@ -29,16 +30,13 @@ def registry(
     monkeypatch.setenv("ECR_BACKUP_PREFIX", HERE.prefix)
     source = FakeRegistry()
     source.image("team/app", [b"layer one", b"layer two"], tag="v1")
-
-    def fake_registry(self: AwsServices, account: str, region: str) -> FakeRegistry:
-        return source
-
-    monkeypatch.setattr(AwsServices, "registry", fake_registry)
     return source
 
 
-def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
+def cli(
+    capsys: pytest.CaptureFixture[str], source: FakeRegistry, *args: str
+) -> tuple[int, str, str]:
+    code = main(list(args), adapters=Adapters(sources=lambda account, region: source))
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -64,13 +62,13 @@ def test_a_backup_under_another_prefix_is_refused_before_any_work(
 ) -> None:
     index.claim_location(HERE)
     items, objects = scan(), keys(s3)
-    code, out, err = cli(capsys, "replicate", "team/app:v1", "--prefix", "other")
+    code, out, err = cli(capsys, registry, "replicate", "team/app:v1", "--prefix", "other")
     assert_refused(err, code, Location(BUCKET, "other/"))
     assert out == ""
     assert registry.manifest_gets == 0 and not registry.blob_gets  # nothing fetched
     assert scan() == items and keys(s3) == objects  # nothing written
     # The same backup where the table belongs is done.
-    code, out, err = cli(capsys, "replicate", "team/app:v1")
+    code, out, err = cli(capsys, registry, "replicate", "team/app:v1")
     assert code == 0 and "team/app:v1: backed up" in out, err
     assert registry.manifest_gets == 1
 
@@ -78,12 +76,12 @@ def test_a_backup_under_another_prefix_is_refused_before_any_work(
 def test_a_query_of_another_bucket_is_refused(
     registry: FakeRegistry, index: DynamoIndex, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert cli(capsys, "replicate", "team/app:v1")[0] == 0
+    assert cli(capsys, registry, "replicate", "team/app:v1")[0] == 0
     items = scan()
-    code, out, err = cli(capsys, "tags", "team/app", "--bucket", "typo-bucket")
+    code, out, err = cli(capsys, registry, "tags", "team/app", "--bucket", "typo-bucket")
     assert_refused(err, code, Location("typo-bucket", HERE.prefix))
     assert out == "" and scan() == items
-    code, out, _ = cli(capsys, "tags", "team/app")
+    code, out, _ = cli(capsys, registry, "tags", "team/app")
     assert code == 0 and "v1" in out
 
 
@@ -91,26 +89,25 @@ def test_the_first_backup_or_setup_records_where_the_table_belongs(
     registry: FakeRegistry, index: DynamoIndex, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert index.location() is None  # a table from before locations were recorded
-    assert cli(capsys, "replicate", "team/app:v1")[0] == 0
-    assert index.location() == HERE
-    code, _, err = cli(capsys, "show", "team/app:v1", "--prefix", "other")
+    assert cli(capsys, registry, "replicate", "team/app:v1")[0] == 0
+    assert index.location() == RECORDED
+    code, _, err = cli(capsys, registry, "show", "team/app:v1", "--prefix", "other")
     assert_refused(err, code, Location(BUCKET, "other/"))
 
     index._db.delete_item(TableName=TABLE, Key={"pk": {"S": "INDEX"}, "sk": {"S": "LOCATION"}})
-    code, _, err = cli(capsys, "setup")
+    code, _, err = cli(capsys, registry, "setup")
     assert code == 0, err
-    assert index.location() == HERE
+    assert index.location() == RECORDED
 
 
-def test_a_dry_run_engine_checks_the_location_and_writes_nothing(
+def test_the_index_handed_out_is_checked_and_reading_it_writes_nothing(
     store: S3BlobStore, index: DynamoIndex
 ) -> None:
     before = scan()
     services = AwsServices(Settings(bucket=BUCKET, table=TABLE, prefix=HERE.prefix))
-    services.replicator("123456789012", "us-east-1", dry_run=True)
-    assert scan() == before  # no location claimed by a run that copies nothing
+    assert services.index.repositories() == []
+    services.replicator("123456789012", "us-east-1")  # a dry run builds it, and copies nothing
+    assert scan() == before  # no location claimed by reading
     index.claim_location(Location(BUCKET, "other/"))
-    with pytest.raises(ConfigurationError):
-        AwsServices(Settings(bucket=BUCKET, table=TABLE, prefix=HERE.prefix)).replicator(
-            "123456789012", "us-east-1", dry_run=True
-        )
+    with pytest.raises(ConfigurationError, match="indexes s3://backup-bucket/other/"):
+        _ = AwsServices(Settings(bucket=BUCKET, table=TABLE, prefix=HERE.prefix)).index

@@ -9,8 +9,8 @@ import boto3
 import pytest
 from botocore.credentials import RefreshableCredentials
 
+from ecr_backup.awssession import open_session
 from ecr_backup.cli.common import services_from
-from ecr_backup.composition import open_session
 from ecr_backup.errors import ConfigurationError
 from ecr_backup.registry.ecr import caller_identity
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from devkit.events import sqs_record
-from ecr_backup.composition import AwsServices
+from ecr_backup.composition import Adapters, AwsServices
 from ecr_backup.errors import InvalidInputError
 from ecr_backup.model import Action
 from ecr_backup.oci import mediatypes
@@ -94,12 +95,16 @@ def handler(
         monkeypatch.setenv(name, value)
     asked: list[tuple[str, str]] = []
 
-    def fake_registry(self: AwsServices, account: str, region: str) -> FakeRegistry:
+    def fake_registry(account: str, region: str) -> FakeRegistry:
         asked.append((account, region))
         return registry
 
-    monkeypatch.setattr(AwsServices, "registry", fake_registry)
-    replicate.services_for.cache_clear()  # clients bound to an earlier test's moto
+    @lru_cache(maxsize=1)
+    def services_for(settings: Settings) -> AwsServices:
+        """The handler's own, with the fake source passed in as an adapter."""
+        return AwsServices(settings, adapters=Adapters(sources=fake_registry))
+
+    monkeypatch.setattr(replicate, "services_for", services_for)
     registry.asked = asked  # type: ignore[attr-defined]
     yield replicate.handler
     replicate.services_for.cache_clear()

@@ -15,6 +15,7 @@ from typing import Any
 import boto3
 import pytest
 
+from ecr_backup.composition import services_for
 from ecr_backup.status.runs import last_drill, last_maintain, last_prune
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
@@ -66,13 +67,17 @@ BACKUP_ENV = {
 
 
 @pytest.fixture
-def backed_up(store: S3BlobStore, index: DynamoIndex, monkeypatch: pytest.MonkeyPatch) -> Backup:
+def backed_up(
+    store: S3BlobStore, index: DynamoIndex, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Backup]:
     for name, value in BACKUP_ENV.items():
         monkeypatch.setenv(name, value)
     backup = Backup(store, index)
     image = backup.image("app")
     backup.push("app", image, "v1", backup.clock())
-    return backup
+    services_for.cache_clear()  # the handlers' services are kept per process: this moto's
+    yield backup
+    services_for.cache_clear()
 
 
 def test_maintain_handler_checks_every_object_of_the_kept_image(

@@ -10,7 +10,7 @@ from typing import Any
 import boto3
 import pytest
 
-from ecr_backup.composition import AwsServices
+from ecr_backup.composition import Adapters, AwsServices
 from ecr_backup.oci.digest import Digest
 from ecr_backup.settings import Settings
 from ecr_backup.storage.objectlock import LockMode, ObjectLock, S3ObjectLocks
@@ -49,8 +49,8 @@ def services(s3: Any, index: object, clock: MovableClock) -> Iterator[AwsService
     settings = Settings(
         bucket=BUCKET, table=TABLE, prefix=PREFIX, keep_deleted_days=90, keep_per_tag=1
     )
-    built = AwsServices(settings, boto3.Session(region_name="us-east-1"), clock=clock)
-    built.__dict__["locks"] = RecordingLocks(s3)  # before anything builds on it
+    session = boto3.Session(region_name="us-east-1")
+    built = AwsServices(settings, session, clock=clock, adapters=Adapters(locks=RecordingLocks(s3)))
     yield built
     built.store.close()
 

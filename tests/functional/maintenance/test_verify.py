@@ -115,7 +115,7 @@ def test_rebuild_reproduces_every_answer_and_is_idempotent(
     table_before = scan()
     drop_table()
     report = rebuild_index(store, DynamoIndex(TABLE, client=boto3.client("dynamodb")))
-    assert index.location() == here
+    assert index.location() == here._replace(region="us-east-1")  # the table's region
     assert (
         report.created_table and report.invalid_records == [] and report.manifests_incomplete == []
     )

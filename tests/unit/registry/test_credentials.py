@@ -33,31 +33,99 @@ def write(path: Path, document: object) -> Path:
     return path
 
 
-def test_search_order_is_registry_auth_file_then_xdg_then_docker(tmp_path: Path) -> None:
+def test_search_order_is_podmans(tmp_path: Path) -> None:
+    """containers-auth.json(5) and containers/image's getAuthFilePaths: REGISTRY_AUTH_FILE
+    alone when set; else the runtime file, the config file, docker's, docker's legacy one,
+    and for root the system file."""
+    home = tmp_path / "home"
     env = {
-        "REGISTRY_AUTH_FILE": str(tmp_path / "explicit.json"),
         "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+        "XDG_CONFIG_HOME": str(tmp_path / "config"),
         "DOCKER_CONFIG": str(tmp_path / "docker"),
-        "HOME": str(tmp_path / "home"),
+        "HOME": str(home),
     }
-    assert auth_files(env) == [
-        tmp_path / "explicit.json",
+    assert auth_files(env, uid=1000) == [
         tmp_path / "run" / "containers" / "auth.json",
+        tmp_path / "config" / "containers" / "auth.json",
         tmp_path / "docker" / "config.json",
+        home / ".dockercfg",
     ]
-    assert auth_files({"HOME": str(tmp_path)}) == [tmp_path / ".docker" / "config.json"]
+    explicit = {**env, "REGISTRY_AUTH_FILE": str(tmp_path / "explicit.json")}
+    assert auth_files(explicit, uid=1000) == [tmp_path / "explicit.json"]
+    assert auth_files({"HOME": str(home)}, uid=0) == [
+        Path("/run/containers/0/auth.json"),  # podman's default for root
+        home / ".config" / "containers" / "auth.json",
+        home / ".docker" / "config.json",
+        home / ".dockercfg",
+        Path("/etc/containers/auth.json"),
+    ]
+    under_systemd = auth_files({"HOME": str(home), "INVOCATION_ID": "x"}, uid=0)
+    assert under_systemd[0] == Path("/etc/containers/auth.json")
+
+    write(home / ".dockercfg", {f"https://{HOST}/v1/": auth("legacy", "l")})
+    only_home = {"HOME": str(home), "XDG_RUNTIME_DIR": str(tmp_path / "none")}
+    login = find_login(HOST, only_home)
+    assert login is not None and login.username == "legacy"
     write(tmp_path / "docker" / "config.json", {"auths": {HOST: auth("docker", "d")}})
     assert find_login(HOST, env) == RegistryLogin(
         "docker", "d", str(tmp_path / "docker/config.json")
     )
+    write(tmp_path / "config" / "containers" / "auth.json", {"auths": {HOST: auth("cfg", "c")}})
+    login = find_login(HOST, env)
+    assert login is not None and login.username == "cfg"
     write(tmp_path / "run" / "containers" / "auth.json", {"auths": {HOST: auth("podman", "p")}})
     login = find_login(HOST, env)
     assert login is not None and login.username == "podman"
     write(tmp_path / "explicit.json", {"auths": {f"https://{HOST}/v2/": auth("first", "pw-1")}})
-    login = find_login(HOST, env)
+    login = find_login(HOST, explicit)
     assert login is not None and (login.username, login.password) == ("first", "pw-1")
+    assert find_login("other.example.com", explicit) is None
     assert find_login("other.example.com", env) is None
     assert "pw-1" not in repr(login)  # the password never reaches a log line
+
+
+def test_the_system_file_is_refused_when_others_may_read_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    system = write(tmp_path / "etc-auth.json", {"auths": {HOST: auth("root", "r")}})
+    monkeypatch.setattr("ecr_backup.registry.credentials.SYSTEM_AUTH_FILE", system)
+    env = {"HOME": str(tmp_path / "home"), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    assert auth_files(env, uid=0)[-1] == system
+    system.chmod(0o600)
+    login = find_login(HOST, env, uid=0)
+    assert login is not None and login.username == "root"
+    assert find_login(HOST, env, uid=1000) is None  # only root reads the system file
+    system.chmod(0o644)
+    with pytest.raises(ConfigurationError, match="readable by group or others"):
+        find_login(HOST, env, uid=0)
+
+
+def test_the_most_specific_key_wins(tmp_path: Path) -> None:
+    env = {"REGISTRY_AUTH_FILE": str(tmp_path / "auth.json")}
+    auths = {
+        HOST: auth("host", "h"),
+        f"{HOST}/team": auth("team", "t"),
+        f"{HOST}/team/app": auth("app", "a"),
+        f"{HOST}/other": auth("other", "o"),
+    }
+    write(tmp_path / "auth.json", {"auths": auths})
+
+    def user(key: str) -> str | None:
+        login = find_login(key, env)
+        return login.username if login else None
+
+    assert user(f"{HOST}/team/app") == "app"
+    assert user(f"{HOST}/team/web") == "team"
+    assert user(f"{HOST}/team/app/sub") == "app"
+    assert user(f"{HOST}/teams/app") == "host"  # a namespace matches whole, not by prefix
+    assert user(f"{HOST}/lib/x") == "host"
+    assert user(HOST) == "host"
+    del auths[HOST]
+    write(tmp_path / "auth.json", {"auths": auths})
+    assert user(f"{HOST}/lib/x") is None  # a namespace's login is not the host's
+    assert user("docker.io/library/alpine") is None
+    write(tmp_path / "auth.json", {"auths": {"https://index.docker.io/v1/": auth("hub", "x")}})
+    assert user("docker.io/library/alpine") == "hub"
 
 
 def test_username_and_password_fields_and_broken_files(tmp_path: Path) -> None:
@@ -170,16 +238,17 @@ def test_explicit_flags_win_and_ecr_hosts_keep_the_ecr_token() -> None:
 
     creds = target_credentials(other, login_finder=finder)
     assert isinstance(creds, ChallengeCredentials) and creds._username == "file-user"
-    assert asked == [HOST]
+    key = f"{HOST}/team/app"  # the repository's login, or its namespace's, wins over the host's
+    assert asked == [key]
     creds = target_credentials(other, username="flag-user", password="x", login_finder=finder)
     assert isinstance(creds, ChallengeCredentials) and creds._username == "flag-user"
-    assert asked == [HOST]  # explicit flags: the files are not even read
+    assert asked == [key]  # explicit flags: the files are not even read
     assert isinstance(
         target_credentials(other, auth="basic", login_finder=finder), BasicCredentials
     )
-    assert asked == [HOST, HOST]
+    assert asked == [key, key]
     creds = target_credentials(ecr, session=Session(), login_finder=finder)  # type: ignore[arg-type]
-    assert isinstance(creds, TokenCredentials) and asked == [HOST, HOST]
+    assert isinstance(creds, TokenCredentials) and asked == [key, key]
     with pytest.raises(InvalidInputError, match="--to-username or a login"):
         target_credentials(other, auth="basic", login_finder=lambda host: None)
 
