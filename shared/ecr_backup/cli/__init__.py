@@ -16,6 +16,7 @@ from ecr_backup.cli import (
     restore,
     status,
     surges,
+    undelete,
 )
 from ecr_backup.cli.interrupts import interrupts_cancel
 from ecr_backup.cli.options import add_global_options, settle
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     surges.register(commands)
     drill.register(commands)
     status.register(commands)
+    undelete.register(commands)
     return parser
 
 

@@ -69,6 +69,62 @@ def _register_restore(commands: Any) -> None:
     )
     disaster.add_options(restore)
     restore.add_argument("--all-tags", action="store_true", help="every tag of REPOSITORY")
+    add_push_options(restore)
+    add_catalog_options(restore, at=True)
+    restore.set_defaults(run=run_restore)
+
+
+def _register_export(commands: Any) -> None:
+    export_ = commands.add_parser(
+        "export", help="write an image as an OCI layout or a docker-archive, no registry needed"
+    )
+    export_.add_argument("image", metavar="REPOSITORY[:TAG|@DIGEST]")
+    out = export_.add_mutually_exclusive_group(required=True)
+    out.add_argument(
+        "--oci", metavar="DIR[:REF]", help="OCI image layout directory (skopeo oci:DIR:REF)"
+    )
+    out.add_argument(
+        "--oci-archive", metavar="FILE[:REF]", help="OCI layout as a tar ('-': stdout)"
+    )
+    out.add_argument(
+        "--docker-archive", metavar="FILE[:TAG]", help="for `docker load` ('-': stdout)"
+    )
+    export_.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an image the OCI layout already holds under the same reference name",
+    )
+    export_.add_argument(
+        "--platform", metavar="OS/ARCH[/VARIANT]", help="one image of a multi-platform index"
+    )
+    add_catalog_options(export_, at=True)
+    export_.set_defaults(run=run_export)
+
+
+def _register_checks(commands: Any) -> None:
+    verify_ = commands.add_parser(
+        "verify", help="check that every backed-up image is in the bucket, intact"
+    )
+    verify_.add_argument("image", nargs="?", metavar="REPOSITORY[:TAG|@DIGEST]")
+    verify_.add_argument("--deep", action="store_true", help="re-read and re-hash every object")
+    verify_.add_argument("--concurrency", type=int, help="objects hashed at once (default 4)")
+    add_catalog_options(verify_, at=True)
+    verify_.set_defaults(run=run_verify)
+
+    rebuild = commands.add_parser(
+        "rebuild-index", help="rewrite the index table from the bucket alone"
+    )
+    rebuild.add_argument("--concurrency", type=int, help="repositories replayed at once")
+    add_storage_options(rebuild)
+    rebuild.set_defaults(run=run_rebuild_index)
+
+
+# -- restore ------------------------------------------------------------------------------------
+
+
+def add_push_options(restore: argparse.ArgumentParser) -> None:
+    """What every command that pushes from the backup into a registry takes (restore,
+    undelete): referrers, dry run, tag moves, target auth, mounts, chunks, TLS."""
     restore.add_argument(
         "--with-referrers", action="store_true", help="also signatures, SBOMs, attestations"
     )
@@ -127,56 +183,6 @@ def _register_restore(commands: Any) -> None:
     target.add_argument("--to-region", help="AWS region for the ECR target's API")
     target.add_argument("--to-role-arn", metavar="ARN", help="role to assume for the ECR target")
     add_tls_options(restore)
-    add_catalog_options(restore, at=True)
-    restore.set_defaults(run=run_restore)
-
-
-def _register_export(commands: Any) -> None:
-    export_ = commands.add_parser(
-        "export", help="write an image as an OCI layout or a docker-archive, no registry needed"
-    )
-    export_.add_argument("image", metavar="REPOSITORY[:TAG|@DIGEST]")
-    out = export_.add_mutually_exclusive_group(required=True)
-    out.add_argument(
-        "--oci", metavar="DIR[:REF]", help="OCI image layout directory (skopeo oci:DIR:REF)"
-    )
-    out.add_argument(
-        "--oci-archive", metavar="FILE[:REF]", help="OCI layout as a tar ('-': stdout)"
-    )
-    out.add_argument(
-        "--docker-archive", metavar="FILE[:TAG]", help="for `docker load` ('-': stdout)"
-    )
-    export_.add_argument(
-        "--force",
-        action="store_true",
-        help="replace an image the OCI layout already holds under the same reference name",
-    )
-    export_.add_argument(
-        "--platform", metavar="OS/ARCH[/VARIANT]", help="one image of a multi-platform index"
-    )
-    add_catalog_options(export_, at=True)
-    export_.set_defaults(run=run_export)
-
-
-def _register_checks(commands: Any) -> None:
-    verify_ = commands.add_parser(
-        "verify", help="check that every backed-up image is in the bucket, intact"
-    )
-    verify_.add_argument("image", nargs="?", metavar="REPOSITORY[:TAG|@DIGEST]")
-    verify_.add_argument("--deep", action="store_true", help="re-read and re-hash every object")
-    verify_.add_argument("--concurrency", type=int, help="objects hashed at once (default 4)")
-    add_catalog_options(verify_, at=True)
-    verify_.set_defaults(run=run_verify)
-
-    rebuild = commands.add_parser(
-        "rebuild-index", help="rewrite the index table from the bucket alone"
-    )
-    rebuild.add_argument("--concurrency", type=int, help="repositories replayed at once")
-    add_storage_options(rebuild)
-    rebuild.set_defaults(run=run_rebuild_index)
-
-
-# -- restore ------------------------------------------------------------------------------------
 
 
 def run_restore(args: argparse.Namespace) -> int:
@@ -240,15 +246,21 @@ class RestoreSession:
     def prepare(self, ref: ImageRef, target: Target, *, all_tags: bool) -> Prepared:
         """Plan from the bucket (checked before the target is touched), then read the
         target's tags. Changes nothing: a missing ECR repository is created by `push`."""
-        args, services = self.args, self.services
-        concurrency = services.settings.concurrency
-        request = RestoreRequest(ref, at_from(args), all_tags, args.with_referrers)
+        concurrency = self.services.settings.concurrency
+        request = RestoreRequest(ref, at_from(self.args), all_tags, self.args.with_referrers)
         plan = plan_restore(self.catalog, request, target, concurrency=concurrency)
+        return self.prepare_plan(plan, ref.repository)
+
+    def prepare_plan(self, plan: RestorePlan, source_repository: str) -> Prepared:
+        """The target's side of a plan: its registry, credentials and current tags."""
+        args, services = self.args, self.services
+        target = plan.target
+        concurrency = services.settings.concurrency
         mount_from = [] if args.no_mount else list(args.mount_from)
         # The source repository's name in the target registry (restoring into the original
         # registry) may still hold most layers: mounting them costs no upload.
-        if ref.repository != target.repository and not args.no_mount:
-            mount_from.append(ref.repository)
+        if source_repository != target.repository and not args.no_mount:
+            mount_from.append(source_repository)
         registry, create = services.target_registry(
             target,
             auth=args.to_auth,
@@ -264,7 +276,7 @@ class RestoreSession:
             chunk_size=args.chunk_size_mib * MiB if args.chunk_size_mib else None,
             concurrency=concurrency,
             mount_from=mount_from,
-            progress=_naming(progress_for(args), ref.repository),
+            progress=_naming(progress_for(args), source_repository),
             allow_tag_moves=args.allow_tag_moves,
         )
         report = RestoreReport(str(target), created_repository=create)

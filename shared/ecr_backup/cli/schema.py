@@ -404,6 +404,37 @@ class Drill(_Model):
     problems: list[Problem]
 
 
+class UndeletedImage(_Model):
+    repository: str
+    digest: DigestText
+    deleted_at: Time
+    image_deleted: bool  # false: only tags were removed in the window
+    target: str
+    tags: list[str]
+
+
+class UndeleteSkippedTag(_Model):
+    repository: str
+    tag: str
+    digest: DigestText  # where it pointed before its deletion
+    current: DigestText  # where it points now
+    reason: str
+
+
+class UndeleteFailure(_Model):
+    repository: str
+    error: str
+
+
+class Undelete(_Model):
+    since: Time
+    until: Time
+    dry_run: bool
+    images: list[UndeletedImage]
+    skipped: list[UndeleteSkippedTag]
+    failed: list[UndeleteFailure]
+
+
 class SurgeAcknowledgement(_Model):
     by: str
     reason: str
@@ -653,6 +684,7 @@ SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "release": TypeAdapter(Hold),
     "surges": TypeAdapter(Surges | Acknowledged),
     "drill": TypeAdapter(Drill),
+    "undelete": TypeAdapter(Undelete),
     "status": TypeAdapter(Status),
     "holds": TypeAdapter(list[HoldRow]),
 }

@@ -124,18 +124,39 @@ def plan_restore(
 ) -> RestorePlan:
     """Everything the restore will push, read and checked from the bucket before any push."""
     resolved, removed = _resolve(catalog, request, target)
+    tagged = [
+        (item, item.tag if request.all_tags else (target.tag or item.tag)) for item in resolved
+    ]
+    return plan_images(
+        catalog,
+        request.source.repository,
+        tagged,
+        target,
+        with_referrers=request.with_referrers,
+        concurrency=concurrency,
+        removed=removed,
+    )
+
+
+def plan_images(
+    catalog: Catalog,
+    repository: str,
+    images: list[tuple[Resolved, str | None]],
+    target: Target,
+    *,
+    with_referrers: bool,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    removed: list[TagState] | None = None,
+) -> RestorePlan:
+    """The plan for images already resolved, each with the tag it gets in the target."""
     reader = catalog.reader
-    roots: list[RestoreRoot] = []
-    for item in resolved:
-        closure = reader.closure(item.digest)
-        tag = item.tag if request.all_tags else (target.tag or item.tag)
-        roots.append(RestoreRoot(item, closure, tag))
+    roots = [RestoreRoot(item, reader.closure(item.digest), tag) for item, tag in images]
 
     referrers: list[Closure] = []
-    if request.with_referrers:
+    if with_referrers:
         seen: set[Digest] = set()
         for root in roots:
-            for referrer in catalog.referrers(request.source.repository, root.closure):
+            for referrer in catalog.referrers(repository, root.closure):
                 if referrer.digest not in seen:
                     seen.add(referrer.digest)
                     referrers.append(referrer)
@@ -167,5 +188,5 @@ def plan_restore(
         manifests=list(manifests.values()),
         blobs=[b for b, ok in zip(blobs.values(), found, strict=True) if ok],
         foreign=[b for b, ok in zip(blobs.values(), found, strict=True) if not ok],
-        removed_tags=removed,
+        removed_tags=removed or [],
     )

@@ -78,7 +78,16 @@ def deleted_in(
     for state in catalog.tags(repository):
         for event in _in_window(_history(catalog, repository, state.tag), since, until):
             _add_tag(entry(event, image=False), state.tag)
-    return sorted(found.values(), key=lambda d: (d.deleted_at, str(d.digest)))
+    ordered = sorted(found.values(), key=lambda d: (d.deleted_at, str(d.digest)))
+    # A tag deleted twice in the window (with one image, then with another) comes back as it
+    # was last: on the image deleted last.
+    last: dict[str, Deleted] = {}
+    for item in ordered:
+        for tag in item.tags:
+            last[tag] = item
+    for item in ordered:
+        item.tags = [t for t in item.tags if last[t] is item]
+    return ordered
 
 
 def _history(catalog: History, repository: str, tag: str | None) -> list[ImageEvent]:

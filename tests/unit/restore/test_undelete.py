@@ -81,3 +81,16 @@ def test_an_untagged_image_comes_back_untagged(
     delete(kit, image, None, start + timedelta(minutes=5))
     (found,) = deleted_in(Catalog(aws.store, aws.index), "app", start, start + timedelta(hours=1))
     assert found.digest == image.digest and found.tags == [] and found.image_deleted
+
+
+def test_a_tag_deleted_twice_comes_back_on_the_image_deleted_last(
+    kit: Backup, aws: FakeAws, clock: MovableClock
+) -> None:
+    start = clock()
+    first, second = kit.image("app"), kit.image("app")
+    kit.push("app", first, "v1", start)
+    delete(kit, first, None, start + timedelta(minutes=10))
+    kit.push("app", second, "v1", start + timedelta(minutes=20))
+    delete(kit, second, None, start + timedelta(minutes=30))
+    found = deleted_in(Catalog(aws.store, aws.index), "app", start, start + timedelta(hours=1))
+    assert [(d.digest, d.tags) for d in found] == [(first.digest, []), (second.digest, ["v1"])]
