@@ -122,6 +122,8 @@ def run_prune(args: argparse.Namespace) -> int:
     verb = "would free" if args.dry_run else "freed"
     lines = table(rows, ["ACTION", "DIGEST", "SIZE", "WHY", "LOCK"]) if rows else []
     lines.append(f"{verb} {human_size(report.bytes_freed)} ({report.bytes_freed} bytes)")
+    # Deleted images nothing else keeps: a surge nobody acknowledged holds them.
+    lines += [f"held by surge {s}: {r}@{d}" for r, d, s in report.held_by_surge]
     emit(args, report.as_dict(), lines)
     return 0
 

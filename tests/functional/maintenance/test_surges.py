@@ -3,17 +3,22 @@ bucket, held from prune until a person acknowledges it."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
+
+import pytest
 
 from ecr_backup.backup.replicator import Replicator
 from ecr_backup.catalog.surges import acknowledge, window_of
+from ecr_backup.cli import main
 from ecr_backup.composition import AwsServices
 from ecr_backup.model import Action, ImageEvent
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.storage.deletions import DynamoDeletionLog
 from tests.fakes import MovableClock
-from tests.helpers import Backup
+from tests.functional.maintenance.conftest import PREFIX
+from tests.helpers import BUCKET, TABLE, Backup
 
 ACCOUNT = "123456789012"
 
@@ -89,3 +94,37 @@ def test_a_replayed_deletion_writes_no_count(services: AwsServices, kit: Backup)
 
 def _objects(image: Manifest) -> set[Digest]:
     return {image.digest, *(b.digest for b in image.blobs)}
+
+
+def test_the_commands_list_a_surge_show_what_it_holds_and_acknowledge_it(
+    kit: Backup,
+    services: AwsServices,
+    clock: MovableClock,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for name, value in (("BUCKET", BUCKET), ("TABLE", TABLE), ("PREFIX", PREFIX)):
+        monkeypatch.setenv(f"ECR_BACKUP_{name}", value)
+    images = [kit.image("app") for _ in range(6)]
+    for n, image in enumerate(images):
+        kit.push("app", image, f"v{n}", clock())
+    engine = Replicator(kit.source, services.store, services.index, deletions=services.surge_watch)
+    for image in images[:5]:  # 5 of 6: over 20%
+        engine.record(deletion(image, clock))
+    (surge,) = services.surges().surges
+
+    assert main(["surges"]) == 0
+    listed = capsys.readouterr().out
+    assert surge.id in listed and "HOLDING" in listed and "1 holding deleted images" in listed
+    assert main(["prune", "--dry-run"]) == 0
+    held = capsys.readouterr().out
+    for image in images[:5]:
+        assert f"held by surge {surge.id}: app@{image.digest}" in held
+    assert main(["surges", "acknowledge", surge.id, "--reason", "clean-up of CI images"]) == 0
+    assert f"acknowledged surge {surge.id} (clean-up of CI images)" in capsys.readouterr().out
+    assert main(["surges", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["holding"] == 0
+    assert document["surges"][0]["acknowledged"]["reason"] == "clean-up of CI images"
+    assert main(["surges", "acknowledge", surge.id, "--reason", "again"]) == 2
+    assert "acknowledged already" in capsys.readouterr().err
