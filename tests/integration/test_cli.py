@@ -30,7 +30,7 @@ from devkit import (
     skopeo_inspect_raw,
     skopeo_push,
 )
-from ecr_backup.cli.schema import SCHEMAS
+from ecr_backup.schema import SCHEMAS
 from ecr_backup.settings import MiB
 from ecr_backup.storage.provision import ensure_bucket
 from tests.helpers import parser_commands

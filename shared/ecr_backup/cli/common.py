@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ecr_backup.catalog.catalog import Catalog
-from ecr_backup.cli.schema import render
+from ecr_backup.schema import render
 from ecr_backup.composition import AwsServices, open_session
 from ecr_backup.model import parse_time
 from ecr_backup.oci.digest import Digest

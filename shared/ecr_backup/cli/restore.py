@@ -28,7 +28,7 @@ from ecr_backup.cli.common import (
     when,
 )
 from ecr_backup.cli.options import progress_for
-from ecr_backup.cli.schema import render
+from ecr_backup.schema import render
 from ecr_backup.composition import AwsServices
 from ecr_backup.errors import ExitCode, InvalidInputError
 from ecr_backup.maintenance.rebuild import rebuild_index
