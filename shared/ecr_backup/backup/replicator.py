@@ -56,17 +56,6 @@ class CopyReport:
         with self._lock:
             self.blobs_foreign.append(digest)
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "root": str(self.root) if self.root else None,
-            "manifests_stored": [str(d) for d in self.manifests_stored],
-            "manifests_skipped": [str(d) for d in self.manifests_skipped],
-            "blobs_copied": [str(d) for d in self.blobs_copied],
-            "blobs_skipped": [str(d) for d in self.blobs_skipped],
-            "blobs_foreign": [str(d) for d in self.blobs_foreign],
-            "bytes_copied": self.bytes_copied,
-        }
-
 
 class Replicator:
     def __init__(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from ecr_backup.cli.common import add_source_options, add_storage_options, emit, services_from
@@ -14,7 +13,7 @@ from ecr_backup.composition import AwsServices
 from ecr_backup.coverage.backfill import Backfill, BackfillReport
 from ecr_backup.coverage.reconcile import OBSERVED, Reconciler, RepositoryDrift, Source
 from ecr_backup.errors import ExitCode, InvalidInputError
-from ecr_backup.model import Action, ImageEvent
+from ecr_backup.model import ImageEvent, rfc3339
 from ecr_backup.registry.ecr_listing import EcrImage
 from ecr_backup.registry.source_account import source_role_arn
 from ecr_backup.settings import DEFAULT_IMAGE_CONCURRENCY
@@ -115,10 +114,6 @@ def run_backfill(args: argparse.Namespace) -> int:
 # --- output -------------------------------------------------------------------------
 
 
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _image(image: EcrImage) -> dict[str, object]:
     return {
         "repository": image.repository,
@@ -135,7 +130,7 @@ def _event(event: ImageEvent) -> dict[str, object]:
         "repository": event.repository,
         "digest": str(event.digest),
         "tag": event.tag,
-        "action": "pushed" if event.action is Action.PUSH else "removed",
+        "action": event.action.word,
         "time": event.time,
         "observed": event.event_id == OBSERVED,
     }

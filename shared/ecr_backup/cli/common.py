@@ -7,15 +7,15 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ecr_backup.catalog.catalog import Catalog
-from ecr_backup.schema import render
 from ecr_backup.composition import AwsServices, open_session
 from ecr_backup.model import parse_time
 from ecr_backup.oci.digest import Digest
 from ecr_backup.registry.tls import TlsOptions
+from ecr_backup.schema import render
 from ecr_backup.settings import Settings
 
 SHORT_DIGEST = 12  # hex characters in tables, as docker and crane show image ids
@@ -121,11 +121,6 @@ def short(args: argparse.Namespace, digest: Digest | str) -> str:
     if getattr(args, "no_trunc", False):
         return text
     return text.partition(":")[2][:SHORT_DIGEST] or text
-
-
-def when(moment: datetime) -> str:
-    """A time as tables show it: UTC, to the second."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> list[str]:

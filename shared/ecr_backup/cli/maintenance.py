@@ -81,7 +81,7 @@ def run_maintain(args: argparse.Namespace) -> int:
         *(f"  missing from the bucket: {d}" for d in report.missing),
         *(f"  lock not checked: {d}: {why}" for d, why in report.failed.items()),
     ]
-    emit(args, report.as_dict(), lines)
+    emit(args, report, lines)
     return 0 if report.ok else 1
 
 
@@ -100,7 +100,7 @@ def run_prune(args: argparse.Namespace) -> int:
     verb = "would free" if args.dry_run else "freed"
     lines = table(rows, ["ACTION", "DIGEST", "SIZE", "WHY", "LOCK"]) if rows else []
     lines.append(f"{verb} {human_size(report.bytes_freed)} ({report.bytes_freed} bytes)")
-    emit(args, report.as_dict(), lines)
+    emit(args, report, lines)
     return 0
 
 
@@ -115,7 +115,7 @@ def run_stats(args: argparse.Namespace) -> int:
         services.clock(),
         aws_backup=args.aws_backup,
     )
-    cost = answer.monthly_cost()
+    cost = answer.monthly_cost
     rows = [
         [r.repository, str(r.images_kept), human_size(r.logical_bytes), human_size(r.unique_bytes)]
         for r in answer.repositories
@@ -128,7 +128,7 @@ def run_stats(args: argparse.Namespace) -> int:
         f", lock not recorded {human_size(answer.lock_unknown_bytes)}",
         f"estimated USD {cost['total']}/month (us-east-1 list prices read {cost['prices_read']})",
     ]
-    emit(args, answer.as_dict(), lines)
+    emit(args, answer, lines)
     return 0
 
 
@@ -137,7 +137,7 @@ def run_hold(args: argparse.Namespace) -> int:
     services.claim_index()
     resolved = services.catalog().resolve(ImageRef.parse(args.image))
     result = services.holds().hold(resolved.repository, resolved.digest, services.clock())
-    emit(args, result.as_dict(), [f"held {resolved}: {result.objects} object(s)"])
+    emit(args, result, [f"held {resolved}: {result.objects} object(s)"])
     return 0
 
 
@@ -146,5 +146,5 @@ def run_release(args: argparse.Namespace) -> int:
     services.claim_index()
     resolved = services.catalog().resolve(ImageRef.parse(args.image))
     result = services.holds().release(resolved.repository, resolved.digest)
-    emit(args, result.as_dict(), [f"released {resolved}: {result.objects} object(s) lifted"])
+    emit(args, result, [f"released {resolved}: {result.objects} object(s) lifted"])
     return 0

@@ -25,20 +25,20 @@ from ecr_backup.cli.common import (
     emit,
     human_size,
     services_from,
-    when,
 )
 from ecr_backup.cli.options import progress_for
-from ecr_backup.schema import render
 from ecr_backup.composition import AwsServices
 from ecr_backup.errors import ExitCode, InvalidInputError
 from ecr_backup.maintenance.rebuild import rebuild_index
 from ecr_backup.maintenance.verify import verify
+from ecr_backup.model import rfc3339
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.progress import ProgressFactory
 from ecr_backup.restore.export import Format, export, split_destination
 from ecr_backup.restore.plan import RestorePlan, RestoreRequest, plan_restore
 from ecr_backup.restore.push import Restorer, RestoreReport
 from ecr_backup.restore.target import Target, parse_target
+from ecr_backup.schema import render
 from ecr_backup.settings import DEFAULT_CONCURRENCY, ENV_PREFIX, MiB
 
 PASSWORD_ENV = f"{ENV_PREFIX}TARGET_PASSWORD"
@@ -186,7 +186,7 @@ def run_restore(args: argparse.Namespace) -> int:
     plan, report = RestoreSession.start(args).restore(ref, target, all_tags=args.all_tags)
     emit(
         args,
-        {"plan": plan.as_dict(), "report": report.as_dict()},
+        {"plan": plan, "report": report},
         describe(plan, report),
         summary=True,
     )
@@ -288,7 +288,7 @@ def describe(plan: RestorePlan, report: RestoreReport) -> list[str]:
         lines.append("  no tag: pull by digest")
     for state in plan.removed_tags:
         lines.append(
-            f"  skipped tag {state.tag}: removed at {when(state.time)} (was {state.digest})"
+            f"  skipped tag {state.tag}: removed at {rfc3339(state.time)} (was {state.digest})"
         )
     for blob in plan.foreign:
         lines.append(f"  foreign layer not in the backup, not pushed: {blob.digest}")
@@ -340,11 +340,11 @@ def run_export(args: argparse.Namespace) -> int:
     if path == "-":
         # stdout carries the archive: the summary goes to stderr.
         if args.json:
-            print(json.dumps(render(args.command, report.as_dict()), indent=2), file=sys.stderr)
+            print(json.dumps(render(args.command, report), indent=2), file=sys.stderr)
         elif not args.quiet:
             print("\n".join(lines), file=sys.stderr)
     else:
-        emit(args, report.as_dict(), lines, summary=True)
+        emit(args, report, lines, summary=True)
     return 0
 
 
@@ -379,7 +379,7 @@ def run_verify(args: argparse.Namespace) -> int:
         lines += [f"  {p.kind}: {p}" for p in report.problems]
     else:
         lines.append("no problems found")
-    emit(args, report.as_dict(), lines)
+    emit(args, report, lines)
     return ExitCode.OK if report.ok else ExitCode.PROBLEMS
 
 
@@ -398,10 +398,5 @@ def run_rebuild_index(args: argparse.Namespace) -> int:
     ]
     lines += [f"  invalid record: {r}" for r in report.invalid_records]
     lines += [f"  incomplete: {m}" for m in report.manifests_incomplete]
-    document = {
-        "bucket": services.settings.bucket,
-        "prefix": services.settings.prefix,
-        **report.as_dict(),
-    }
-    emit(args, document, lines, summary=True)
+    emit(args, report, lines, summary=True)
     return 0

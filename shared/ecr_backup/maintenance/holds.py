@@ -24,14 +24,6 @@ class HoldResult:
     held: bool
     objects: int  # objects whose legal hold was set (hold) or lifted (release)
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "repository": self.repository,
-            "digest": str(self.digest),
-            "held": self.held,
-            "objects": self.objects,
-        }
-
 
 @dataclass
 class Holds:

@@ -38,6 +38,8 @@ UNKNOWN_MEDIA_TYPE = "application/octet-stream"
 
 @dataclass
 class RebuildReport:
+    bucket: str
+    prefix: str
     table: str
     created_table: bool = False
     records: int = 0
@@ -48,20 +50,6 @@ class RebuildReport:
     blobs: int = 0
     unreferenced_blobs: int = 0
     seconds: float = 0.0
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "table": self.table,
-            "created_table": self.created_table,
-            "records": self.records,
-            "invalid_records": self.invalid_records,
-            "repositories": self.repositories,
-            "manifests_complete": self.manifests_complete,
-            "manifests_incomplete": self.manifests_incomplete,
-            "blobs": self.blobs,
-            "unreferenced_blobs": self.unreferenced_blobs,
-            "seconds": round(self.seconds, 3),
-        }
 
 
 @dataclass(frozen=True)
@@ -147,7 +135,7 @@ def rebuild_index(
 ) -> RebuildReport:
     started = time.monotonic()
     reader = reader or BucketReader(store)
-    report = RebuildReport(index.table)
+    report = RebuildReport(store.bucket, store.prefix, index.table)
     report.created_table = index.create_if_missing()
     index.claim_location(Location(store.bucket, store.prefix))
 

@@ -24,7 +24,6 @@ from datetime import datetime
 
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.retention import HistorySource, RetentionRules, judge
-from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.ledger import Ledger, ObjectState
 
@@ -43,14 +42,6 @@ class RepositoryStats:
     images_kept: int = 0
     logical_bytes: int = 0
     unique_bytes: int = 0
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "repository": self.repository,
-            "images_kept": self.images_kept,
-            "logical_bytes": self.logical_bytes,
-            "unique_bytes": self.unique_bytes,
-        }
 
 
 @dataclass
@@ -72,6 +63,7 @@ class Stats:
             return None
         return round(self.logical_bytes / self.kept_unique_bytes, 3)
 
+    @property
     def monthly_cost(self) -> dict[str, object]:
         s3 = s3_standard_monthly(self.unique_bytes)
         backup = (
@@ -87,21 +79,6 @@ class Stats:
             "total": round(s3 + (backup or 0.0), 2),
             "prices_read": PRICES_READ,
             "sources": list(PRICE_SOURCES),
-        }
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "time": rfc3339(self.time),
-            "objects": self.objects,
-            "logical_bytes": self.logical_bytes,
-            "unique_bytes": self.unique_bytes,
-            "kept_unique_bytes": self.kept_unique_bytes,
-            "dedup_ratio": self.dedup_ratio,
-            "locked_bytes": self.locked_bytes,
-            "unlocked_bytes": self.unlocked_bytes,
-            "lock_unknown_bytes": self.lock_unknown_bytes,
-            "repositories": [r.as_dict() for r in self.repositories],
-            "monthly_cost": self.monthly_cost(),
         }
 
 

@@ -40,9 +40,6 @@ class Problem:
     def __str__(self) -> str:
         return f"{self.subject}: {self.detail}"
 
-    def as_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "subject": self.subject, "detail": self.detail}
-
 
 @dataclass
 class VerifyReport:
@@ -61,22 +58,6 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "ok": self.ok,
-            "scope": self.scope,
-            "deep": self.deep,
-            "source": self.source,
-            "images": self.images,
-            "manifests": self.manifests,
-            "blobs": self.blobs,
-            "bytes": self.bytes,
-            "objects_hashed": self.objects_hashed,
-            "bytes_hashed": self.bytes_hashed,
-            "problems": [p.as_dict() for p in self.problems],
-            "notes": self.notes,
-        }
 
 
 class _Verifier:

@@ -73,21 +73,6 @@ class ExportReport:
     skipped_foreign: list[Digest] = field(default_factory=list)
     recovered_versions: dict[str, str | None] = field(default_factory=dict)
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "format": self.format,
-            "path": self.path,
-            "ref_name": self.ref_name,
-            "source": self.source,
-            "digest": str(self.digest),
-            "platform": self.platform,
-            "manifests": self.manifests,
-            "blobs": self.blobs,
-            "bytes": self.bytes,
-            "skipped_foreign": [str(d) for d in self.skipped_foreign],
-            "recovered_versions": self.recovered_versions,
-        }
-
 
 def export(
     catalog: Catalog,

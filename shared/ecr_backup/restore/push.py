@@ -130,27 +130,6 @@ class RestoreReport:
                 self.blobs_present.append(blob.digest)
                 self.bytes_present += blob.size
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "target": self.target,
-            "dry_run": self.dry_run,
-            "created_repository": self.created_repository,
-            "images": [{"digest": d, "tag": t} for d, t in self.images],
-            "manifests_pushed": [str(d) for d in self.manifests_pushed],
-            "manifests_present": [str(d) for d in self.manifests_present],
-            "blobs_uploaded": [str(d) for d in self.blobs_uploaded],
-            "blobs_mounted": [str(d) for d in self.blobs_mounted],
-            "blobs_present": [str(d) for d in self.blobs_present],
-            "bytes_uploaded": self.bytes_uploaded,
-            "bytes_mounted": self.bytes_mounted,
-            "bytes_present": self.bytes_present,
-            "tags_set": self.tags_set,
-            "tags_unchanged": self.tags_unchanged,
-            "tags_moved": self.tags_moved,
-            "recovered_versions": self.recovered_versions,
-            "seconds": round(self.seconds, 3),
-        }
-
 
 class Restorer:
     """Pushes a plan into one repository of one registry."""
