@@ -382,6 +382,7 @@ def test_progress_on_a_terminal_only(
         env, "export", "progress/app:big", "--oci", str(tmp_path / "c"), stdout_to_pipe=True
     )
     assert not PROGRESS.search(piped) and "MiB/s" not in piped, piped
+    assert "MB/s" not in shown, shown  # one unit family: MiB and MiB/s
     # A restore's bar names the repository it is for.
     to = f"{registry.host}/progress/copy"
     registry.ensure_repository("progress/copy")  # the ECR stand-in refuses unknown ones

@@ -17,6 +17,7 @@ from ecr_backup.model import ImageEvent, rfc3339
 from ecr_backup.registry.ecr_listing import EcrImage
 from ecr_backup.registry.source_account import source_role_arn
 from ecr_backup.settings import DEFAULT_IMAGE_CONCURRENCY
+from ecr_backup.text import counted
 
 _ACCOUNT = re.compile(r"[0-9]{12}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
@@ -51,7 +52,7 @@ def register(commands: Any) -> None:
         "--image-concurrency",
         type=int,
         default=DEFAULT_IMAGE_CONCURRENCY,
-        help=f"images copied at once (default {DEFAULT_IMAGE_CONCURRENCY})",
+        help="images copied at once",
     )
     add_storage_options(backfill)
     add_source_options(backfill)
@@ -197,14 +198,18 @@ def describe(report: BackfillReport, *, dry_run: bool) -> list[str]:
         "gone": sum(len(d.gone) for d in drifts),
     }
     summary = ", ".join(f"{n} {what}" for what, n in count.items())
-    lines.append(f"{len(drifts)} repositories, {sum(d.images for d in drifts)} images: {summary}")
+    images = sum(d.images for d in drifts)
+    lines.append(f"{counted(len(drifts), 'repository')}, {counted(images, 'image')}: {summary}")
     if dry_run:
         lines.append("dry run: nothing copied or recorded" if report.has_drift else "no drift")
     elif report.enqueued:
-        lines.append(f"enqueued {report.enqueued} images; recorded {report.recorded} events")
+        lines.append(
+            f"enqueued {counted(report.enqueued, 'image')}; "
+            f"recorded {counted(report.recorded, 'event')}"
+        )
     else:
         lines.append(
-            f"copied {len(report.copied)} images, {len(report.failed)} failed; "
-            f"recorded {report.recorded} events"
+            f"copied {counted(len(report.copied), 'image')}, {len(report.failed)} failed; "
+            f"recorded {counted(report.recorded, 'event')}"
         )
     return lines

@@ -33,7 +33,10 @@ def register(commands: Any) -> None:
     add_storage_options(setup)
     setup.add_argument("--retention-days", type=int, default=35, help="Object Lock default days")
     setup.add_argument(
-        "--retention-mode", choices=("GOVERNANCE", "COMPLIANCE"), default="GOVERNANCE"
+        "--retention-mode",
+        choices=("GOVERNANCE", "COMPLIANCE"),
+        default="GOVERNANCE",
+        help="Object Lock default mode",
     )
     setup.add_argument(
         "--kms-key-id",

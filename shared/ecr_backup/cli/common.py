@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from ecr_backup.catalog.catalog import Catalog
+from ecr_backup.cli.options import add_location_options
 from ecr_backup.composition import AwsServices, open_session
 from ecr_backup.model import parse_time
 from ecr_backup.oci.digest import Digest
@@ -23,12 +24,8 @@ TABLE_WIDTH = 100
 
 
 def add_storage_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("backup location (flags win over environment)")
-    group.add_argument("--bucket", help="S3 bucket (ECR_BACKUP_BUCKET)")
-    group.add_argument("--table", help="DynamoDB index table (ECR_BACKUP_TABLE)")
-    group.add_argument("--prefix", help="key prefix inside the bucket (ECR_BACKUP_PREFIX)")
-    group.add_argument("--profile", help="AWS profile of the backup side (AWS_PROFILE)")
-    group.add_argument("--region", help="AWS region of the backup side (AWS_REGION)")
+    """The backup location's options after the command (the main parser takes them before)."""
+    add_location_options(parser, after=True)
 
 
 def add_tls_options(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +76,13 @@ def settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
     return Settings.load(os.environ, **{**values, **overrides})
 
 
+def region_from(args: argparse.Namespace) -> str | None:
+    """--region, else AWS_REGION, else AWS_DEFAULT_REGION and the profile's (which botocore
+    reads itself): the order of the AWS CLI and the SDKs that know AWS_REGION, which boto3
+    alone ignores."""
+    return getattr(args, "region", None) or os.environ.get("AWS_REGION") or None
+
+
 def tls_from(args: argparse.Namespace) -> TlsOptions:
     return TlsOptions.from_environment(
         insecure=getattr(args, "insecure", False), ca_bundle=getattr(args, "ca_bundle", None)
@@ -88,7 +92,7 @@ def tls_from(args: argparse.Namespace) -> TlsOptions:
 def services_from(args: argparse.Namespace, settings: Settings | None = None) -> AwsServices:
     """The one place the CLI builds its services: the backup side's session and, when a
     restore names one, the target's (another profile, region or assumed role)."""
-    session = open_session(getattr(args, "profile", None), getattr(args, "region", None))
+    session = open_session(getattr(args, "profile", None), region_from(args))
     to_profile = getattr(args, "to_profile", None)
     to_region = getattr(args, "to_region", None)
     role_arn = getattr(args, "to_role_arn", None)

@@ -17,6 +17,7 @@ from ecr_backup.errors import EcrBackupError, ExitCode, InvalidInputError
 from ecr_backup.model import Action
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.restore.target import parse_target
+from ecr_backup.text import counted
 
 if TYPE_CHECKING:
     from ecr_backup.cli.restore import RestoreSession
@@ -99,7 +100,7 @@ def _restore_repository(
         bytes_uploaded=report.bytes_uploaded,
     )
     if not args.json and not args.quiet:
-        print(f"{result['action']} {repository}: {len(result['tags'])} tag(s)", flush=True)
+        print(f"{result['action']} {repository}: {counted(len(result['tags']), 'tag')}", flush=True)
     return result, None
 
 
@@ -110,9 +111,9 @@ def _summary(document: dict[str, Any]) -> list[str]:
         if r["error"]
     ]
     lines.append(
-        f"{document['restored']} of {len(document['repositories'])} repositories "
+        f"{document['restored']} of {counted(len(document['repositories']), 'repository')} "
         f"{'would be restored' if document['dry_run'] else 'restored'} into "
-        f"{document['registry']}: {document['tags']} tag(s), "
+        f"{document['registry']}: {counted(document['tags'], 'tag')}, "
         f"{human_size(document['bytes_uploaded'])} uploaded, {document['failed']} failed, "
         f"{document['seconds']:.1f} s"
     )

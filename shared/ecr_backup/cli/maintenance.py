@@ -9,6 +9,7 @@ from ecr_backup.cli.common import add_storage_options, emit, human_size, service
 from ecr_backup.maintenance.maintain import maintain
 from ecr_backup.maintenance.stats import stats
 from ecr_backup.oci.reference import ImageRef
+from ecr_backup.text import counted
 
 
 def add_retention_options(parser: argparse.ArgumentParser) -> None:
@@ -75,8 +76,9 @@ def run_maintain(args: argparse.Namespace) -> int:
         services.ledger, services.index, services.graph(), services.rules, services.keeper
     )
     lines = [
-        f"{report.images_kept} image(s) kept, {report.objects_checked} object(s) checked, "
-        f"{len(report.extended)} lock(s) extended",
+        f"{counted(report.images_kept, 'image')} kept, "
+        f"{counted(report.objects_checked, 'object')} checked, "
+        f"{counted(len(report.extended), 'lock')} extended",
         *(f"  short lock: {c.digest} ended {c.found or 'never (no lock)'}" for c in report.short),
         *(f"  missing from the bucket: {d}" for d in report.missing),
         *(f"  lock not checked: {d}: {why}" for d, why in report.failed.items()),
@@ -123,7 +125,7 @@ def run_stats(args: argparse.Namespace) -> int:
     lines = [
         *table(rows, ["REPOSITORY", "KEPT", "LOGICAL", "UNIQUE"]),
         f"logical {human_size(answer.logical_bytes)}, unique {human_size(answer.unique_bytes)} "
-        f"in {answer.objects} object(s), dedup ratio {answer.dedup_ratio or '-'}",
+        f"in {counted(answer.objects, 'object')}, dedup ratio {answer.dedup_ratio or '-'}",
         f"locked {human_size(answer.locked_bytes)}, unlocked {human_size(answer.unlocked_bytes)}"
         f", lock not recorded {human_size(answer.lock_unknown_bytes)}",
         f"estimated USD {cost['total']}/month (us-east-1 list prices read {cost['prices_read']})",
@@ -137,7 +139,7 @@ def run_hold(args: argparse.Namespace) -> int:
     services.claim_index()
     resolved = services.catalog().resolve(ImageRef.parse(args.image))
     result = services.holds().hold(resolved.repository, resolved.digest, services.clock())
-    emit(args, result, [f"held {resolved}: {result.objects} object(s)"])
+    emit(args, result, [f"held {resolved}: {counted(result.objects, 'object')}"])
     return 0
 
 
@@ -146,5 +148,5 @@ def run_release(args: argparse.Namespace) -> int:
     services.claim_index()
     resolved = services.catalog().resolve(ImageRef.parse(args.image))
     result = services.holds().release(resolved.repository, resolved.digest)
-    emit(args, result, [f"released {resolved}: {result.objects} object(s) lifted"])
+    emit(args, result, [f"released {resolved}: {counted(result.objects, 'object')} lifted"])
     return 0

@@ -40,6 +40,7 @@ from ecr_backup.restore.push import Restorer, RestoreReport
 from ecr_backup.restore.target import Target, parse_target
 from ecr_backup.schema import render
 from ecr_backup.settings import DEFAULT_CONCURRENCY, ENV_PREFIX, MiB
+from ecr_backup.text import counted
 
 PASSWORD_ENV = f"{ENV_PREFIX}TARGET_PASSWORD"
 USERNAME_ENV = f"{ENV_PREFIX}TARGET_USERNAME"
@@ -136,7 +137,10 @@ def _register_export(commands: Any) -> None:
         "--oci-archive", metavar="FILE[:REF]", help="OCI layout as a tar ('-': stdout)"
     )
     out.add_argument(
-        "--docker-archive", metavar="FILE[:TAG]", help="for `docker load` ('-': stdout)"
+        "--docker-archive",
+        metavar="FILE[:REF]",
+        help="for `docker load` ('-': stdout); REF names the image there, a docker reference "
+        "(default: REPOSITORY:TAG)",
     )
     export_.add_argument(
         "--force",
@@ -313,7 +317,7 @@ def run_export(args: argparse.Namespace) -> int:
         fmt, destination = "oci-archive", args.oci_archive
     else:
         fmt, destination = "docker-archive", args.docker_archive
-    path, ref_name = split_destination(destination)
+    path, ref_name = split_destination(destination, fmt)
     if path == "-" and sys.stdout.isatty():
         raise InvalidInputError(
             f"refusing to write a {fmt} to a terminal: redirect stdout or name a file"
@@ -333,7 +337,8 @@ def run_export(args: argparse.Namespace) -> int:
     named = f" as {report.ref_name}" if report.ref_name else ""
     lines = [
         f"exported {report.source}{named} in {fmt} to {where}",
-        f"  {report.manifests} manifest(s), {report.blobs} blob(s), {human_size(report.bytes)}"
+        f"  {counted(report.manifests, 'manifest')}, {counted(report.blobs, 'blob')}, "
+        f"{human_size(report.bytes)}"
         + (f", platform {report.platform}" if report.platform else ""),
     ]
     lines += [f"  foreign layer not in the backup, left out: {d}" for d in report.skipped_foreign]
@@ -364,18 +369,20 @@ def run_verify(args: argparse.Namespace) -> int:
         progress=progress_for(args),
     )
     hashed = (
-        f"; re-hashed {report.objects_hashed} objects ({human_size(report.bytes_hashed)})"
+        f"; re-hashed {counted(report.objects_hashed, 'object')} "
+        f"({human_size(report.bytes_hashed)})"
         if report.objects_hashed
         else ""
     )
     lines = [
-        f"verified {report.scope}{' (deep)' if report.deep else ''}: {report.images} image(s), "
-        f"{report.manifests} manifest(s), {report.blobs} blob(s) ({human_size(report.bytes)})"
+        f"verified {report.scope}{' (deep)' if report.deep else ''}: "
+        f"{counted(report.images, 'image')}, {counted(report.manifests, 'manifest')}, "
+        f"{counted(report.blobs, 'blob')} ({human_size(report.bytes)})"
         f"{hashed}",
     ]
     lines += [f"  note: {n}" for n in report.notes]
     if report.problems:
-        lines.append(f"{len(report.problems)} problem(s):")
+        lines.append(f"{counted(len(report.problems), 'problem')}:")
         lines += [f"  {p.kind}: {p}" for p in report.problems]
     else:
         lines.append("no problems found")
@@ -392,8 +399,9 @@ def run_rebuild_index(args: argparse.Namespace) -> int:
         f"index {report.table} {'created and ' if report.created_table else ''}rebuilt from "
         f"s3://{services.settings.bucket}/{services.settings.prefix} in {report.seconds:.1f} s",
         f"  {report.records} push records ({len(report.invalid_records)} invalid), "
-        f"{report.repositories} repositories",
-        f"  {report.manifests_complete} complete manifests, {report.blobs} blobs "
+        f"{counted(report.repositories, 'repository')}",
+        f"  {counted(report.manifests_complete, 'complete manifest')}, "
+        f"{counted(report.blobs, 'blob')} "
         f"({report.unreferenced_blobs} not referenced by any manifest)",
     ]
     lines += [f"  invalid record: {r}" for r in report.invalid_records]

@@ -46,12 +46,40 @@ _REF_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
 _REF_NAME = re.compile(rf"{_REF_COMPONENT}(?:/{_REF_COMPONENT})*")
 
 
-def split_destination(text: str) -> tuple[str, str | None]:
-    """PATH[:REF], split at the first colon as skopeo's oci: and oci-archive: transports
-    do (containers/image's SplitPathAndImage): the path cannot hold a colon, the name can."""
+# distribution/reference's grammar of a docker reference (what `docker load` names an image
+# by, and skopeo's docker-archive:PATH:REFERENCE): [DOMAIN[:PORT]/]PATH[:TAG].
+_DOMAIN_PART = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOCKER_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?"
+    rf"(?P<name>{_PATH_PART}(?:/{_PATH_PART})*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+)
+_DOCKER_NAME_MAX = 255
+
+
+def docker_reference(text: str) -> str:
+    """A docker-archive's image name, as skopeo's docker-archive transport takes it: a
+    docker reference without a digest; a name alone gets the tag `latest`."""
+    match = _DOCKER_REFERENCE.fullmatch(text)
+    name = text[: match.start("tag") - 1] if match and match["tag"] else text
+    if match is None or len(name) > _DOCKER_NAME_MAX:
+        raise InvalidInputError(
+            f"invalid docker reference {text!r}: use [REGISTRY/]NAME[:TAG], lower-case "
+            "name, no digest (e.g. team/app:v1)"
+        )
+    return text if match["tag"] else f"{text}:latest"
+
+
+def split_destination(text: str, fmt: Format = "oci") -> tuple[str, str | None]:
+    """PATH[:REF], split at the first colon as skopeo's transports do (containers/image's
+    SplitPathAndImage): the path cannot hold a colon, the name can. REF is an OCI layout's
+    reference name, or a docker-archive's docker reference."""
     path, _, name = text.partition(":")
     if not name:
         return path, None
+    if fmt == "docker-archive":
+        return path, docker_reference(name)
     if not _REF_NAME.fullmatch(name):
         raise InvalidInputError(
             f"invalid reference name {name!r}: letters and digits, separated by - . _ : @ + /"
@@ -98,7 +126,10 @@ def export(
     if fmt == "docker-archive":
         image = _pick_image(closure, platform)
         report = ExportReport(fmt, path, name, str(resolved), image.digest, platform)
-        tags = [f"{resolved.repository}:{name}"] if name else []
+        if ref_name is not None:  # a docker reference (docker_reference checked it)
+            tags = [ref_name]
+        else:
+            tags = [f"{resolved.repository}:{resolved.tag}"] if resolved.tag else []
         with _writing(path), _output(path) as out:
             write_docker_archive(reader, image, tags, out, report, progress=progress)
     else:
