@@ -104,7 +104,9 @@ def run_backfill(args: argparse.Namespace) -> int:
         progress=progress_for(args),
     )
     report = backfill.run(args.repository_prefix, dry_run=args.dry_run)
-    emit(args, as_document(report, dry_run=args.dry_run), describe(report, dry_run=args.dry_run))
+    document = as_document(report, dry_run=args.dry_run)
+    # The drift a dry run finds is the answer; a real run's lines report what it did.
+    emit(args, document, describe(report, dry_run=args.dry_run), summary=not args.dry_run)
     for failure in report.failed:
         print(f"ecr-backup: error: {failure.error.one_line()}", file=sys.stderr)
     if report.failed:

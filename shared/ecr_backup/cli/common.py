@@ -57,23 +57,25 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     add_tls_options(parser)
 
 
+# Each setting a flag can give -> that flag (the argparse dest is the setting's name), so
+# that a bad value's message names the flag that exists.
+SETTING_FLAGS = {
+    "bucket": "--bucket",
+    "table": "--table",
+    "prefix": "--prefix",
+    "source_registry": "--source-registry",
+    "source_auth": "--source-auth",
+    "concurrency": "--concurrency",
+    "lock_days": "--lock-days",
+    "keep_deleted_days": "--keep-deleted-days",
+    "keep_per_tag": "--keep-per-tag",
+    "prune_grace_hours": "--grace-hours",
+}
+
+
 def settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
-    values = {
-        name: getattr(args, name, None)
-        for name in (
-            "bucket",
-            "table",
-            "prefix",
-            "source_registry",
-            "source_auth",
-            "concurrency",
-            "lock_days",
-            "keep_deleted_days",
-            "keep_per_tag",
-            "prune_grace_hours",
-        )
-    }
-    return Settings.load(os.environ, **{**values, **overrides})
+    values = {name: getattr(args, name, None) for name in SETTING_FLAGS}
+    return Settings.load(os.environ, flags=SETTING_FLAGS, **{**values, **overrides})
 
 
 def region_from(args: argparse.Namespace) -> str | None:
@@ -107,16 +109,23 @@ def services_from(args: argparse.Namespace, settings: Settings | None = None) ->
 
 
 def emit(
-    args: argparse.Namespace, document: Any, text_lines: Sequence[str], *, summary: bool = False
+    args: argparse.Namespace,
+    document: Any,
+    text_lines: Sequence[str],
+    *,
+    summary: bool = False,
+    problems: Sequence[str] = (),
 ) -> None:
     """JSON for machines (--json, in the command's schema), else the lines for people.
-    `summary`: lines that report what was done, which --quiet leaves out."""
+    `summary`: the lines report what was done (not data the command was asked for), so
+    --quiet leaves them out; `problems` (printed after them) it keeps."""
     if getattr(args, "json", False):
         json.dump(render(args.command, document), sys.stdout, indent=2)
         sys.stdout.write("\n")
-    elif not (summary and getattr(args, "quiet", False)):
-        for line in text_lines:
-            print(line)
+        return
+    quiet = summary and getattr(args, "quiet", False)
+    for line in [*([] if quiet else text_lines), *problems]:
+        print(line)
 
 
 def short(args: argparse.Namespace, digest: Digest | str) -> str:

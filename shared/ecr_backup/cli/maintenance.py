@@ -8,6 +8,7 @@ from typing import Any
 from ecr_backup.cli.common import add_storage_options, emit, human_size, services_from, table
 from ecr_backup.maintenance.maintain import maintain
 from ecr_backup.maintenance.stats import stats
+from ecr_backup.model import rfc3339
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.text import counted
 
@@ -75,15 +76,17 @@ def run_maintain(args: argparse.Namespace) -> int:
     report = maintain(
         services.ledger, services.index, services.graph(), services.rules, services.keeper
     )
-    lines = [
+    summary = [
         f"{counted(report.images_kept, 'image')} kept, "
         f"{counted(report.objects_checked, 'object')} checked, "
         f"{counted(len(report.extended), 'lock')} extended",
+    ]
+    problems = [
         *(f"  short lock: {c.digest} ended {c.found or 'never (no lock)'}" for c in report.short),
         *(f"  missing from the bucket: {d}" for d in report.missing),
         *(f"  lock not checked: {d}: {why}" for d, why in report.failed.items()),
     ]
-    emit(args, report, lines)
+    emit(args, report, summary, summary=True, problems=problems)
     return 0 if report.ok else 1
 
 
@@ -96,13 +99,13 @@ def run_prune(args: argparse.Namespace) -> int:
     report = services.pruner().run(dry_run=args.dry_run)
     rows = [
         [e.action, str(e.digest), human_size(e.size), e.reason]
-        + ([f"locked until {e.lock_until:%Y-%m-%dT%H:%M:%SZ}"] if e.lock_until else [""])
+        + ([f"locked until {rfc3339(e.lock_until)}"] if e.lock_until else [""])
         for e in report.entries
     ]
     verb = "would free" if args.dry_run else "freed"
     lines = table(rows, ["ACTION", "DIGEST", "SIZE", "WHY", "LOCK"]) if rows else []
     lines.append(f"{verb} {human_size(report.bytes_freed)} ({report.bytes_freed} bytes)")
-    emit(args, report, lines)
+    emit(args, report, lines, summary=not args.dry_run)  # a dry run's plan is the answer
     return 0
 
 
@@ -139,7 +142,7 @@ def run_hold(args: argparse.Namespace) -> int:
     services.claim_index()
     resolved = services.catalog().resolve(ImageRef.parse(args.image))
     result = services.holds().hold(resolved.repository, resolved.digest, services.clock())
-    emit(args, result, [f"held {resolved}: {counted(result.objects, 'object')}"])
+    emit(args, result, [f"held {resolved}: {counted(result.objects, 'object')}"], summary=True)
     return 0
 
 
@@ -148,5 +151,6 @@ def run_release(args: argparse.Namespace) -> int:
     services.claim_index()
     resolved = services.catalog().resolve(ImageRef.parse(args.image))
     result = services.holds().release(resolved.repository, resolved.digest)
-    emit(args, result, [f"released {resolved}: {counted(result.objects, 'object')} lifted"])
+    lifted = counted(result.objects, "object")
+    emit(args, result, [f"released {resolved}: {lifted} lifted"], summary=True)
     return 0

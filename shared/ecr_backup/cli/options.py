@@ -50,7 +50,11 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after: bool) -> None
     group = parser.add_argument_group("output (before or after the command)")
     group.add_argument("--json", action="store_true", default=default, help="JSON on stdout")
     group.add_argument(
-        "-q", "--quiet", action="store_true", default=default, help="no progress, no summaries"
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="only errors and the data asked for: no progress, no summaries",
     )
     group.add_argument(
         "-v",
@@ -58,7 +62,7 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after: bool) -> None
         action="count",
         dest="verbose_after" if after else "verbose",
         default=argparse.SUPPRESS if after else 0,
-        help="debug logs (-vv: also botocore's)",
+        help="the tool's steps, manifest by manifest and blob by blob (-vv: also botocore's)",
     )
     group.add_argument(
         "--no-progress", action="store_true", default=default, help="no progress bar"

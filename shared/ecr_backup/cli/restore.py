@@ -381,12 +381,11 @@ def run_verify(args: argparse.Namespace) -> int:
         f"{hashed}",
     ]
     lines += [f"  note: {n}" for n in report.notes]
-    if report.problems:
-        lines.append(f"{counted(len(report.problems), 'problem')}:")
-        lines += [f"  {p.kind}: {p}" for p in report.problems]
-    else:
+    problems = [f"{counted(len(report.problems), 'problem')}:"] if report.problems else []
+    problems += [f"  {p.kind}: {p}" for p in report.problems]
+    if not problems:
         lines.append("no problems found")
-    emit(args, report, lines)
+    emit(args, report, lines, summary=True, problems=problems)
     return ExitCode.OK if report.ok else ExitCode.PROBLEMS
 
 
@@ -404,7 +403,7 @@ def run_rebuild_index(args: argparse.Namespace) -> int:
         f"{counted(report.blobs, 'blob')} "
         f"({report.unreferenced_blobs} not referenced by any manifest)",
     ]
-    lines += [f"  invalid record: {r}" for r in report.invalid_records]
-    lines += [f"  incomplete: {m}" for m in report.manifests_incomplete]
-    emit(args, report, lines, summary=True)
+    problems = [f"  invalid record: {r}" for r in report.invalid_records]
+    problems += [f"  incomplete: {m}" for m in report.manifests_incomplete]
+    emit(args, report, lines, summary=True, problems=problems)
     return 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import re
 import sys
@@ -34,6 +35,8 @@ from ecr_backup.oci.reference import ImageRef
 from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
 from ecr_backup.settings import MiB
 from ecr_backup.storage.reader import BucketReader
+
+log = logging.getLogger(__name__)
 
 Format = Literal["oci", "oci-archive", "docker-archive"]
 
@@ -266,6 +269,7 @@ def write_oci_dir(
         path = blobs_dir / blob.digest.hex
         report.blobs += 1
         if path.exists() and path.stat().st_size == blob.size:
+            log.debug("blob %s already in the layout", blob.digest)
             bar.advance(blob.size)
             continue  # content-addressed: written before, by us or by skopeo
         partial = blobs_dir / f".{blob.digest.hex}.partial"
@@ -278,6 +282,7 @@ def write_oci_dir(
                 while chunk := counted.read(_COPY):
                     out.write(chunk)
             os.replace(partial, path)
+            log.debug("blob %s written (%d bytes)", blob.digest, blob.size)
         except BaseException:
             with contextlib.suppress(OSError):
                 partial.unlink()
@@ -351,6 +356,7 @@ def _add_blob(
 ) -> None:
     with reader.open_blob(blob.digest, blob.size, thorough=True) as stream:
         tar.addfile(_member(name, blob.size), Counted(stream, bar))
+    log.debug("blob %s written (%d bytes)", blob.digest, blob.size)  # -v, blob by blob
 
 
 def write_oci_archive(

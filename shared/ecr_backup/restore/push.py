@@ -119,6 +119,8 @@ class RestoreReport:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def blob(self, kind: Literal["uploaded", "mounted", "present"], blob: Descriptor) -> None:
+        # -v's account of the work, blob by blob (cli/options.py).
+        log.debug("blob %s %s%s (%d bytes)", blob.digest, "to be " * self.dry_run, kind, blob.size)
         with self._lock:
             if kind == "uploaded":
                 self.blobs_uploaded.append(blob.digest)
@@ -177,6 +179,7 @@ class Restorer:
                 report.manifests_present.append(manifest.digest)
                 continue
             self._registry.put_manifest(repository, str(manifest.digest), manifest)
+            log.debug("manifest %s pushed to %s", manifest.digest, repository)
             report.manifests_pushed.append(manifest.digest)
         # 3. Tags, last.
         for root in plan.roots:
@@ -293,6 +296,7 @@ class Restorer:
             report.tags_unchanged.append(tag)
             return
         self._registry.put_manifest(repository, tag, manifest)
+        log.debug("tag %s:%s set to %s", repository, tag, manifest.digest)
         report.tags_set.append(tag)
         if current is not None:
             report.tags_moved[tag] = str(current)

@@ -117,7 +117,7 @@ def test_verify_export_and_rebuild(
     ("reference", "repo_tags"),
     [
         (None, ["team/app:v1"]),
-        ("mirror.example.com:5000/team/app:restored", ["mirror.example.com:5000/team/app:restored"]),
+        ("mirror.example.com:5000/app:restored", ["mirror.example.com:5000/app:restored"]),
         ("team/app", ["team/app:latest"]),  # a name alone is tagged latest, as skopeo does
     ],
 )  # fmt: skip
