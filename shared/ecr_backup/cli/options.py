@@ -13,9 +13,14 @@ How to add a command (CONTRIBUTING):
 - if it reads the backup, call `common.add_storage_options(parser)`: --bucket, --table,
   --prefix, --profile and --region are then accepted after the command too (before it,
   the main parser always takes them);
-- print results through `common.emit` (--json in its schema; `summary=True` for lines
-  that -q leaves out) and anything else for people to stderr; main() makes a closed
-  stdout (`| head -1`) end quietly with exit 0.
+- print results through `common.emit`, giving it the report object itself: --json
+  validates it with the command's model in `ecr_backup/schema.py` (add one to SCHEMAS,
+  with `_at(...)` aliases where the report names a field otherwise, and an example to
+  docs/json.md); `summary=True` for lines that -q leaves out, `problems=` for those it
+  keeps; anything else for people goes to stderr, through `logging` (debug lines are
+  what -v shows); counts through `text.counted`, times through `model.rfc3339`, sizes
+  through `common.human_size`;
+- main() makes a closed stdout (`| head -1`) end quietly with exit 0, for any command.
 """
 
 from __future__ import annotations
