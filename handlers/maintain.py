@@ -15,6 +15,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ecr_backup.composition import services_for
 from ecr_backup.maintenance.maintain import maintain
+from ecr_backup.schema import render
 from ecr_backup.settings import Settings
 from ecr_backup.status.runs import record_maintain
 
@@ -43,7 +44,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     metrics.add_metric("LocksShort", MetricUnit.Count, len(report.short))
     metrics.add_metric("ObjectsMissing", MetricUnit.Count, len(report.missing))
     metrics.add_metric("LocksNotChecked", MetricUnit.Count, len(report.failed))
-    summary = report.as_dict()
+    summary: dict[str, object] = render("maintain", report)
     summary["extended"] = len(report.extended)  # the digests are many; counts in the log
     logger.info("maintenance pass", extra=summary)
     return summary

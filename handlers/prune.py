@@ -13,6 +13,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ecr_backup.composition import services_for
+from ecr_backup.schema import render
 from ecr_backup.settings import Settings
 from ecr_backup.status.runs import record_prune
 
@@ -31,5 +32,5 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
     metrics.add_metric("ObjectsDeleted", MetricUnit.Count, counts["delete"])
     metrics.add_metric("ObjectsLocked", MetricUnit.Count, counts["locked"])
     metrics.add_metric("BytesFreed", MetricUnit.Bytes, report.bytes_freed)
-    logger.info("prune", extra={**report.as_dict(), "counts": counts})
+    logger.info("prune", extra={**render("prune", report), "counts": counts})
     return {"bytes_freed": report.bytes_freed, "counts": counts}

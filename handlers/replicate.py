@@ -27,6 +27,7 @@ from ecr_backup.backup.deadline import Deadline
 from ecr_backup.backup.events import EcrEvent, parse_event
 from ecr_backup.backup.service import EventOutcome, handle_ecr_event
 from ecr_backup.composition import AwsServices, services_for
+from ecr_backup.schema import CopyReport, dump, render
 from ecr_backup.settings import Settings
 from sqs_batch import LoggedBatchProcessor
 
@@ -56,7 +57,7 @@ def handle_record(
         event, lambda account, region: services.replicator(account, region, deadline=deadline)
     )
     _report(event, outcome)
-    return outcome.as_dict()
+    return render("handle-event", outcome)  # type: ignore[no-any-return]
 
 
 def _report(event: EcrEvent, outcome: EventOutcome) -> None:
@@ -85,7 +86,7 @@ def _report(event: EcrEvent, outcome: EventOutcome) -> None:
     # From ECR accepting the push to the image's closure being durable in the bucket.
     latency = (datetime.now(UTC) - event.time).total_seconds()
     metrics.add_metric("PushToDurableLatency", MetricUnit.Seconds, max(latency, 0.0))
-    logger.info("image backed up", extra={**where, **report.as_dict()})
+    logger.info("image backed up", extra={**where, **dump(CopyReport, report)})
 
 
 @logger.inject_lambda_context(clear_state=True)

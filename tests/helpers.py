@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +34,7 @@ from ecr_backup.oci.streams import Readable, read_full
 from ecr_backup.registry.ecr_listing import EcrImage, ImageStatus
 from ecr_backup.restore.ports import TargetRegistry
 from ecr_backup.restore.referrers import referrer_descriptor
+from ecr_backup.schema import render
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from tests.fakes import FakeBlobStore, FakeIndex
@@ -391,7 +392,7 @@ def answers(catalog: Catalog) -> dict[str, Any]:
     result: dict[str, Any] = {"repos": catalog.repositories()}
     for repository in result["repos"]:
         rows = catalog.tag_rows(repository)
-        result[f"tags {repository}"] = [r.as_dict() for r in rows]
+        result[f"tags {repository}"] = [asdict(r) for r in rows]
         result[f"images {repository}"] = [str(d) for d in catalog.images(repository)]
         for row in rows:
             ref = ImageRef(repository, row.tag)
@@ -401,7 +402,7 @@ def answers(catalog: Catalog) -> dict[str, Any]:
             ]
             for label, at in (("now", None), ("at", minutes(15))):
                 try:
-                    result[f"{label} {ref}"] = catalog.show(ref, at).as_dict()
+                    result[f"{label} {ref}"] = render("show", catalog.show(ref, at))
                 except NotFoundError as e:  # removed tags answer with an error, the same one
                     result[f"{label} {ref}"] = str(e)
     return result

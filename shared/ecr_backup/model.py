@@ -20,9 +20,15 @@ class Action(StrEnum):
     PUSH = "PUSH"
     DELETE = "DELETE"
 
+    @property
+    def word(self) -> str:
+        """The action as both outputs (text and --json) say it."""
+        return "pushed" if self is Action.PUSH else "removed"
+
 
 def format_time(moment: datetime) -> str:
-    """Fixed-width UTC text, so that string order is time order in DynamoDB sort keys."""
+    """Fixed-width UTC text, so that string order is time order in DynamoDB sort keys and
+    push records. A storage key, not for people: they read `rfc3339`."""
     if moment.tzinfo is None:
         raise InvalidInputError("times must carry a timezone")
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -139,13 +145,7 @@ class RepositoryState:
     pruned: set[Digest] = field(default_factory=set)  # images prune removed from the backup
 
 
-def display_time(moment: datetime) -> str:
-    """UTC ISO 8601 for people: seconds unless the time has a fraction."""
-    moment = moment.astimezone(UTC)
-    spec = "microseconds" if moment.microsecond else "seconds"
-    return moment.isoformat(timespec=spec).replace("+00:00", "Z")
-
-
 def rfc3339(moment: datetime) -> str:
-    """RFC 3339 UTC to the second, the JSON output's time format: 2026-01-31T12:00:00Z."""
+    """The one time format people read, in tables, messages and --json: RFC 3339 in UTC to
+    the second (2026-01-31T12:00:00Z)."""
     return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")

@@ -132,9 +132,16 @@ class Settings(BaseModel):
         return value.rstrip("/") if value else None
 
     @classmethod
-    def load(cls, environ: Mapping[str, str], **overrides: object) -> Settings:
-        """Flags (overrides that are not None) win over ECR_BACKUP_* variables."""
-        return load_from_env(cls, environ, overrides, flags=True)
+    def load(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        flags: Mapping[str, str] | None = None,
+        **overrides: object,
+    ) -> Settings:
+        """Flags (overrides that are not None) win over ECR_BACKUP_* variables; `flags`
+        names the command line's flag of each field, for the message of a bad value."""
+        return load_from_env(cls, environ, overrides, flags=flags)
 
 
 def load_from_env(
@@ -142,11 +149,11 @@ def load_from_env(
     environ: Mapping[str, str],
     overrides: Mapping[str, object] | None = None,
     *,
-    flags: bool = False,
+    flags: Mapping[str, str] | None = None,
 ) -> M:
     """A settings model from its ECR_BACKUP_* variables (empty ones unset), with `overrides`
     that are not None winning; the first invalid value becomes one InvalidInputError, naming
-    the variable (and its --flag when `flags`)."""
+    the variable (and the flag `flags` names for the field, if any)."""
     values: dict[str, object] = {}
     for name in model.model_fields:
         env_value = environ.get(ENV_PREFIX + name.upper())
@@ -158,9 +165,8 @@ def load_from_env(
     except ValidationError as e:
         first = e.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else None
-        if flags:
-            flag = field or "settings"
-            label = f"{ENV_PREFIX}{flag.upper()} (--{flag.replace('_', '-')})"
-        else:
-            label = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+        label = f"{ENV_PREFIX}{field.upper()}" if field else "settings"
+        flag = (flags or {}).get(field or "")
+        if flag:
+            label = f"{label} ({flag})"
         raise InvalidInputError(f"invalid setting {label}: {first['msg']}") from e

@@ -30,7 +30,7 @@ from devkit import (
     skopeo_inspect_raw,
     skopeo_push,
 )
-from ecr_backup.cli.schema import SCHEMAS
+from ecr_backup.schema import SCHEMAS
 from ecr_backup.settings import MiB
 from ecr_backup.storage.provision import ensure_bucket
 from tests.helpers import parser_commands
@@ -250,6 +250,44 @@ def test_every_command_answers_json_in_its_schema_with_options_anywhere(
     assert "botocore" in run(env, "-v", "history", "json/app:v1", "-v").stderr
 
 
+def closed_stdout(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """Run the CLI with a stdout whose reader has gone, as `ecr-backup ... | head -1` does
+    once head has its line: the exit status and everything on stderr."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ecr_backup", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()  # before the interpreter has even started: every write fails
+    err = process.stderr.read().decode()
+    return process.wait(timeout=300), err
+
+
+def test_a_closed_stdout_ends_quietly_with_zero(
+    backup_target: BackupTarget,
+    registry: EcrRegistry,
+    oci_images: OciLayoutBuilder,
+    tmp_path: Path,
+) -> None:
+    image = oci_images.simple_image(ref="v1", n_layers=2, seed=861)
+    push_and_back_up(backup_target, registry, oci_images, image, "pipe/app", "v1", at(1))
+    env = backup_target.env
+    for args in (
+        ["tags", "pipe/app"],
+        ["--json", "history", "pipe/app:v1"],
+        ["show", "pipe/app:v1", "--json"],
+        ["repos"],
+        ["stats"],
+        ["export", "pipe/app:v1", "--oci-archive", "-"],
+        ["tags", "--help"],
+    ):
+        assert closed_stdout(env, *args) == (0, ""), args
+    # The same commands with a reader: the output was there to lose.
+    assert "pipe/app" in ok(run(env, "repos"))
+
+
 # -- disaster recovery ----------------------------------------------------------------------
 
 
@@ -383,6 +421,7 @@ def test_progress_on_a_terminal_only(
         env, "export", "progress/app:big", "--oci", str(tmp_path / "c"), stdout_to_pipe=True
     )
     assert not PROGRESS.search(piped) and "MiB/s" not in piped, piped
+    assert "MB/s" not in shown, shown  # one unit family: MiB and MiB/s
     # A restore's bar names the repository it is for.
     to = f"{registry.host}/progress/copy"
     registry.ensure_repository("progress/copy")  # the ECR stand-in refuses unknown ones

@@ -50,29 +50,22 @@ class CopyReport:
     root: Digest | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
+    # The debug lines are -v's account of the work, blob by blob (cli/options.py).
     def copied(self, digest: Digest, size: int) -> None:
+        log.debug("blob %s copied (%d bytes)", digest, size)
         with self._lock:
             self.blobs_copied.append(digest)
             self.bytes_copied += size
 
     def skipped(self, digest: Digest) -> None:
+        log.debug("blob %s already in the bucket", digest)
         with self._lock:
             self.blobs_skipped.append(digest)
 
     def foreign(self, digest: Digest) -> None:
+        log.debug("blob %s foreign, not served: recorded, not copied", digest)
         with self._lock:
             self.blobs_foreign.append(digest)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "root": str(self.root) if self.root else None,
-            "manifests_stored": [str(d) for d in self.manifests_stored],
-            "manifests_skipped": [str(d) for d in self.manifests_skipped],
-            "blobs_copied": [str(d) for d in self.blobs_copied],
-            "blobs_skipped": [str(d) for d in self.blobs_skipped],
-            "blobs_foreign": [str(d) for d in self.blobs_foreign],
-            "bytes_copied": self.bytes_copied,
-        }
 
 
 class Replicator:
@@ -155,6 +148,7 @@ class Replicator:
         """Store a manifest's closure, then the manifest; returns the closure's total size."""
         existing = self._index.manifest(manifest.digest)
         if existing is not None and self._reclaim(manifest.digest):
+            log.debug("manifest %s already complete", manifest.digest)
             report.manifests_skipped.append(manifest.digest)
             return existing.total_size
 
@@ -200,6 +194,7 @@ class Replicator:
             + [(manifest.digest, None)]
         )
         self._index.mark_complete(ManifestRecord.of(manifest, total, now))
+        log.debug("manifest %s stored, complete", manifest.digest)
         report.manifests_stored.append(manifest.digest)
         return total
 

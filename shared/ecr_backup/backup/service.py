@@ -24,16 +24,6 @@ class EventOutcome:
     image: ImageEvent | None = None
     report: CopyReport | None = None
 
-    def as_dict(self) -> dict[str, object]:
-        answer: dict[str, object] = {"event_id": self.event_id, "action": self.status}
-        if self.image is not None:
-            answer["repository"] = self.image.repository
-            answer["digest"] = str(self.image.digest)
-            answer["tag"] = self.image.tag
-        if self.report is not None:
-            answer["report"] = self.report.as_dict()
-        return answer
-
 
 def handle_ecr_event(
     event: EcrEvent, replicator_for: Callable[[str, str], Replicator]

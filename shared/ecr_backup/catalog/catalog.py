@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from ecr_backup.catalog.eventlog import (
     EventLog,
@@ -22,7 +22,7 @@ from ecr_backup.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from ecr_backup.model import Action, ImageEvent, TagState, display_time, format_time
+from ecr_backup.model import Action, ImageEvent, TagState, rfc3339
 from ecr_backup.oci.closure import Closure
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.reference import ImageRef
@@ -51,20 +51,16 @@ class Resolved:
 
 @dataclass(frozen=True)
 class TagRow:
+    repository: str
     tag: str
     digest: Digest
     time: datetime
     removed: bool
     total_size: int | None
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "tag": self.tag,
-            "digest": str(self.digest),
-            "time": format_time(self.time),
-            "state": "removed" if self.removed else "current",
-            "total_size": self.total_size,
-        }
+    @property
+    def state(self) -> Literal["current", "removed"]:
+        return "removed" if self.removed else "current"
 
 
 @dataclass(frozen=True)
@@ -74,51 +70,6 @@ class ImageView:
     resolved: Resolved
     closure: Closure
     referrers: tuple[Closure, ...]
-
-    def as_dict(self) -> dict[str, object]:
-        root = self.closure.root
-        return {
-            "repository": self.resolved.repository,
-            "tag": self.resolved.tag,
-            "digest": str(root.digest),
-            "media_type": root.media_type,
-            "at": format_time(self.resolved.at) if self.resolved.at else None,
-            "pushed_at": format_time(self.resolved.pushed_at) if self.resolved.pushed_at else None,
-            "size": root.size,
-            "total_size": self.closure.total_size,
-            "platforms": [str(p) for p in self.closure.platforms],
-            "manifests": [
-                {
-                    "digest": str(n.manifest.digest),
-                    "media_type": n.manifest.media_type,
-                    "size": n.manifest.size,
-                    "platform": str(n.platform) if n.platform else None,
-                    "artifact_type": n.manifest.artifact_type,
-                    "parent": str(n.parent) if n.parent else None,
-                }
-                for n in self.closure.nodes
-            ],
-            "blobs": [
-                {
-                    "digest": str(b.digest),
-                    "media_type": b.media_type,
-                    "size": b.size,
-                    "foreign": b.is_foreign,
-                }
-                for b in self.closure.blobs
-            ],
-            "referrers": [
-                {
-                    "digest": str(r.root.digest),
-                    "media_type": r.root.media_type,
-                    "artifact_type": r.root.artifact_type,
-                    "subject": str(r.root.subject.digest) if r.root.subject else None,
-                    "size": r.root.size,
-                    "total_size": r.total_size,
-                }
-                for r in self.referrers
-            ],
-        }
 
 
 class CatalogStore(VersionedObjects, RecordStore, Protocol):
@@ -187,6 +138,7 @@ class Catalog:
         states = self._tags(repository, at)
         return [
             TagRow(
+                repository,
                 s.tag,
                 s.digest,
                 s.time,
@@ -220,7 +172,7 @@ class Catalog:
             events = [e for e in events if e.time <= at]
         if not events:
             name = f"{repository}:{tag}" if tag else f"untagged images of {repository}"
-            when = f" at {display_time(at)}" if at else ""
+            when = f" at {rfc3339(at)}" if at else ""
             raise NotFoundError(f"no backup of {name}{when}")
         return events
 
@@ -238,18 +190,18 @@ class Catalog:
                 raise NotFoundError(f"no backup of {name}")
             if state.action is Action.DELETE:
                 raise NotFoundError(
-                    f"{name} was removed at {display_time(state.time)} (it pointed at "
+                    f"{name} was removed at {rfc3339(state.time)} (it pointed at "
                     f"{state.digest}): restore {ref.repository}@{state.digest}, or pass --at "
                     "a time before the removal"
                 )
             return Resolved(ref.repository, state.digest, ref.tag, state.time, None)
         event = self._ask(lambda s: s.tag_at(ref.repository, ref.tag or "", at))
         if event is None:
-            raise NotFoundError(f"no backup of {name} at {display_time(at)}")
+            raise NotFoundError(f"no backup of {name} at {rfc3339(at)}")
         if event.action is Action.DELETE:
             raise NotFoundError(
-                f"no backup of {name} at {display_time(at)}: it was removed at "
-                f"{display_time(event.time)} (it pointed at {event.digest})"
+                f"no backup of {name} at {rfc3339(at)}: it was removed at "
+                f"{rfc3339(event.time)} (it pointed at {event.digest})"
             )
         return Resolved(ref.repository, event.digest, ref.tag, event.time, at)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,7 +20,7 @@ from ecr_backup.cli import (
     undelete,
 )
 from ecr_backup.cli.interrupts import interrupts_cancel
-from ecr_backup.cli.options import add_global_options, settle
+from ecr_backup.cli.options import HelpFormatter, add_global_options, settle
 from ecr_backup.composition import Adapters
 from ecr_backup.errors import EcrBackupError, ExitCode, RefusedError
 
@@ -28,7 +29,9 @@ PROG = "ecr-backup"
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Digest-exact, incremental backups of container images into S3."
+        prog=PROG,
+        description="Digest-exact, incremental backups of container images into S3.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = add_global_options(parser)
@@ -46,8 +49,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, *, adapters: Adapters | None = None) -> int:
     """Run one command; `adapters` replace the AWS ones (tests pass fakes)."""
-    parser = build_parser()
-    args = settle(parser.parse_args(argv))
+    try:
+        code = _run(argv, adapters)
+        sys.stdout.flush()  # a closed pipe shows here, not in Python's flush at exit
+    except SystemExit:  # argparse's --help, --version and usage errors
+        _flush_stdout()
+        raise
+    except BrokenPipeError:
+        _stdout_closed()
+        return 0
+    return code
+
+
+def _run(argv: Sequence[str] | None, adapters: Adapters | None) -> int:
+    args = settle(build_parser().parse_args(argv))
     args.adapters = adapters
     try:
         with interrupts_cancel():
@@ -58,6 +73,8 @@ def main(argv: Sequence[str] | None = None, *, adapters: Adapters | None = None)
         print(f"{PROG}: error: {e.one_line()}", file=sys.stderr)
         return int(e.exit_code)
     except EcrBackupError as e:
+        if isinstance(e.__cause__, BrokenPipeError):  # translated where it was written
+            raise e.__cause__ from None
         print(f"{PROG}: error: {e.one_line()}", file=sys.stderr)
         return int(e.exit_code)
     except KeyboardInterrupt:
@@ -65,6 +82,22 @@ def main(argv: Sequence[str] | None = None, *, adapters: Adapters | None = None)
         print(f"{PROG}: interrupted; nothing was left half-written", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     return code
+
+
+def _flush_stdout() -> None:
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _stdout_closed()
+
+
+def _stdout_closed() -> None:
+    """The reader of stdout has gone (`ecr-backup tags x | head -1`): the command ends
+    quietly with 0, as other tools on a pipe do. Python's own flush at exit would fail
+    again (and turn the exit status into 120), so stdout now points at /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from datetime import UTC, datetime
 from typing import Any
 
 from ecr_backup.cli.common import add_source_options, add_storage_options, emit, services_from
@@ -14,10 +13,11 @@ from ecr_backup.composition import AwsServices
 from ecr_backup.coverage.backfill import Backfill, BackfillReport
 from ecr_backup.coverage.reconcile import OBSERVED, Reconciler, RepositoryDrift, Source
 from ecr_backup.errors import ExitCode, InvalidInputError
-from ecr_backup.model import Action, ImageEvent
+from ecr_backup.model import ImageEvent, rfc3339
 from ecr_backup.registry.ecr_listing import EcrImage
 from ecr_backup.registry.source_account import source_role_arn
 from ecr_backup.settings import DEFAULT_IMAGE_CONCURRENCY
+from ecr_backup.text import counted
 
 _ACCOUNT = re.compile(r"[0-9]{12}")
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]")
@@ -52,7 +52,7 @@ def register(commands: Any) -> None:
         "--image-concurrency",
         type=int,
         default=DEFAULT_IMAGE_CONCURRENCY,
-        help=f"images copied at once (default {DEFAULT_IMAGE_CONCURRENCY})",
+        help="images copied at once",
     )
     add_storage_options(backfill)
     add_source_options(backfill)
@@ -104,7 +104,9 @@ def run_backfill(args: argparse.Namespace) -> int:
         progress=progress_for(args),
     )
     report = backfill.run(args.repository_prefix, dry_run=args.dry_run)
-    emit(args, as_document(report, dry_run=args.dry_run), describe(report, dry_run=args.dry_run))
+    document = as_document(report, dry_run=args.dry_run)
+    # The drift a dry run finds is the answer; a real run's lines report what it did.
+    emit(args, document, describe(report, dry_run=args.dry_run), summary=not args.dry_run)
     for failure in report.failed:
         print(f"ecr-backup: error: {failure.error.one_line()}", file=sys.stderr)
     if report.failed:
@@ -113,10 +115,6 @@ def run_backfill(args: argparse.Namespace) -> int:
 
 
 # --- output -------------------------------------------------------------------------
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _image(image: EcrImage) -> dict[str, object]:
@@ -135,7 +133,7 @@ def _event(event: ImageEvent) -> dict[str, object]:
         "repository": event.repository,
         "digest": str(event.digest),
         "tag": event.tag,
-        "action": "pushed" if event.action is Action.PUSH else "removed",
+        "action": event.action.word,
         "time": event.time,
         "observed": event.event_id == OBSERVED,
     }
@@ -202,14 +200,18 @@ def describe(report: BackfillReport, *, dry_run: bool) -> list[str]:
         "gone": sum(len(d.gone) for d in drifts),
     }
     summary = ", ".join(f"{n} {what}" for what, n in count.items())
-    lines.append(f"{len(drifts)} repositories, {sum(d.images for d in drifts)} images: {summary}")
+    images = sum(d.images for d in drifts)
+    lines.append(f"{counted(len(drifts), 'repository')}, {counted(images, 'image')}: {summary}")
     if dry_run:
         lines.append("dry run: nothing copied or recorded" if report.has_drift else "no drift")
     elif report.enqueued:
-        lines.append(f"enqueued {report.enqueued} images; recorded {report.recorded} events")
+        lines.append(
+            f"enqueued {counted(report.enqueued, 'image')}; "
+            f"recorded {counted(report.recorded, 'event')}"
+        )
     else:
         lines.append(
-            f"copied {len(report.copied)} images, {len(report.failed)} failed; "
-            f"recorded {report.recorded} events"
+            f"copied {counted(len(report.copied), 'image')}, {len(report.failed)} failed; "
+            f"recorded {counted(report.recorded, 'event')}"
         )
     return lines

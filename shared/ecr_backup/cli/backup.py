@@ -33,7 +33,10 @@ def register(commands: Any) -> None:
     add_storage_options(setup)
     setup.add_argument("--retention-days", type=int, default=35, help="Object Lock default days")
     setup.add_argument(
-        "--retention-mode", choices=("GOVERNANCE", "COMPLIANCE"), default="GOVERNANCE"
+        "--retention-mode",
+        choices=("GOVERNANCE", "COMPLIANCE"),
+        default="GOVERNANCE",
+        help="Object Lock default mode",
     )
     setup.add_argument(
         "--kms-key-id",
@@ -121,9 +124,9 @@ def run_replicate(args: argparse.Namespace) -> int:
     document = {
         "repository": ref.repository,
         "tag": ref.tag,
-        "digest": str(report.root),
+        "digest": report.root,
         "action": "backed up" if report.manifests_stored else "already backed up",
-        "report": report.as_dict(),
+        "report": report,
     }
     emit(args, document, describe_report(str(ref), report), summary=True)
     return 0
@@ -164,13 +167,13 @@ def run_handle_event(args: argparse.Namespace) -> int:
     if isinstance(document, dict) and isinstance(document.get("Records"), list):
         return _handle_batch(args, document["Records"], services.replicator)
     outcome = handle_ecr_event(parse_event(document), services.replicator)
-    emit(args, outcome.as_dict(), describe_outcome(outcome), summary=True)
+    emit(args, outcome, describe_outcome(outcome), summary=True)
     return 0
 
 
 def _handle_batch(args: argparse.Namespace, records: list[Any], replicator_for: Any) -> int:
     """Like the Lambda: each record succeeds or fails alone; failures are listed."""
-    outcomes: list[dict[str, object]] = []
+    outcomes: list[EventOutcome] = []
     failures: list[dict[str, str]] = []
     lines: list[str] = []
     for position, record in enumerate(records):
@@ -186,7 +189,7 @@ def _handle_batch(args: argparse.Namespace, records: list[Any], replicator_for: 
             failures.append({"itemIdentifier": message_id})
             print(f"ecr-backup: record {message_id} failed: {e.one_line()}", file=sys.stderr)
             continue
-        outcomes.append(outcome.as_dict())
+        outcomes.append(outcome)
         lines.extend(describe_outcome(outcome))
     emit(args, {"outcomes": outcomes, "batchItemFailures": failures}, lines, summary=True)
     return ExitCode.PROBLEMS if failures else ExitCode.OK

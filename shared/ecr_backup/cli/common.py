@@ -7,16 +7,17 @@ import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from ecr_backup.awssession import open_session
 from ecr_backup.catalog.catalog import Catalog
-from ecr_backup.cli.schema import render
+from ecr_backup.cli.options import add_location_options
 from ecr_backup.composition import AwsServices
 from ecr_backup.model import parse_time
 from ecr_backup.oci.digest import Digest
 from ecr_backup.registry.tls import TlsOptions
+from ecr_backup.schema import render
 from ecr_backup.settings import Settings
 
 SHORT_DIGEST = 12  # hex characters in tables, as docker and crane show image ids
@@ -24,12 +25,8 @@ TABLE_WIDTH = 100
 
 
 def add_storage_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("backup location (flags win over environment)")
-    group.add_argument("--bucket", help="S3 bucket (ECR_BACKUP_BUCKET)")
-    group.add_argument("--table", help="DynamoDB index table (ECR_BACKUP_TABLE)")
-    group.add_argument("--prefix", help="key prefix inside the bucket (ECR_BACKUP_PREFIX)")
-    group.add_argument("--profile", help="AWS profile of the backup side (AWS_PROFILE)")
-    group.add_argument("--region", help="AWS region of the backup side (AWS_REGION)")
+    """The backup location's options after the command (the main parser takes them before)."""
+    add_location_options(parser, after=True)
 
 
 def add_tls_options(parser: argparse.ArgumentParser) -> None:
@@ -61,10 +58,34 @@ def add_source_options(parser: argparse.ArgumentParser) -> None:
     add_tls_options(parser)
 
 
+# Each setting a flag can give -> that flag (the argparse dest is the setting's name), so
+# that a bad value's message names the flag that exists.
+SETTING_FLAGS = {
+    "bucket": "--bucket",
+    "table": "--table",
+    "prefix": "--prefix",
+    "source_registry": "--source-registry",
+    "source_auth": "--source-auth",
+    "concurrency": "--concurrency",
+    "lock_days": "--lock-days",
+    "keep_deleted_days": "--keep-deleted-days",
+    "keep_per_tag": "--keep-per-tag",
+    "prune_grace_hours": "--grace-hours",
+    "drill_sample": "--sample",
+    "scrub_days": "--scrub-days",
+}
+
+
 def settings_from(args: argparse.Namespace, **overrides: object) -> Settings:
-    # A flag whose dest is a setting's name sets it (a None flag leaves the environment's).
-    values = {name: getattr(args, name, None) for name in Settings.model_fields}
-    return Settings.load(os.environ, **{**values, **overrides})
+    values = {name: getattr(args, name, None) for name in SETTING_FLAGS}
+    return Settings.load(os.environ, flags=SETTING_FLAGS, **{**values, **overrides})
+
+
+def region_from(args: argparse.Namespace) -> str | None:
+    """--region, else AWS_REGION, else AWS_DEFAULT_REGION and the profile's (which botocore
+    reads itself): the order of the AWS CLI and the SDKs that know AWS_REGION, which boto3
+    alone ignores."""
+    return getattr(args, "region", None) or os.environ.get("AWS_REGION") or None
 
 
 def tls_from(args: argparse.Namespace) -> TlsOptions:
@@ -76,7 +97,7 @@ def tls_from(args: argparse.Namespace) -> TlsOptions:
 def services_from(args: argparse.Namespace, settings: Settings | None = None) -> AwsServices:
     """The one place the CLI builds its services: the backup side's session and, when a
     restore names one, the target's (another profile, region or assumed role)."""
-    session = open_session(getattr(args, "profile", None), getattr(args, "region", None))
+    session = open_session(getattr(args, "profile", None), region_from(args))
     to_profile = getattr(args, "to_profile", None)
     to_region = getattr(args, "to_region", None)
     role_arn = getattr(args, "to_role_arn", None)
@@ -95,16 +116,23 @@ def services_from(args: argparse.Namespace, settings: Settings | None = None) ->
 
 
 def emit(
-    args: argparse.Namespace, document: Any, text_lines: Sequence[str], *, summary: bool = False
+    args: argparse.Namespace,
+    document: Any,
+    text_lines: Sequence[str],
+    *,
+    summary: bool = False,
+    problems: Sequence[str] = (),
 ) -> None:
     """JSON for machines (--json, in the command's schema), else the lines for people.
-    `summary`: lines that report what was done, which --quiet leaves out."""
+    `summary`: the lines report what was done (not data the command was asked for), so
+    --quiet leaves them out; `problems` (printed after them) it keeps."""
     if getattr(args, "json", False):
         json.dump(render(args.command, document), sys.stdout, indent=2)
         sys.stdout.write("\n")
-    elif not (summary and getattr(args, "quiet", False)):
-        for line in text_lines:
-            print(line)
+        return
+    quiet = summary and getattr(args, "quiet", False)
+    for line in [*([] if quiet else text_lines), *problems]:
+        print(line)
 
 
 def short(args: argparse.Namespace, digest: Digest | str) -> str:
@@ -113,11 +141,6 @@ def short(args: argparse.Namespace, digest: Digest | str) -> str:
     if getattr(args, "no_trunc", False):
         return text
     return text.partition(":")[2][:SHORT_DIGEST] or text
-
-
-def when(moment: datetime) -> str:
-    """A time as tables show it: UTC, to the second."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def table(rows: Sequence[Sequence[str]], headers: Sequence[str]) -> list[str]:

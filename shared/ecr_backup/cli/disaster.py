@@ -17,6 +17,7 @@ from ecr_backup.errors import EcrBackupError, ExitCode, InvalidInputError
 from ecr_backup.model import Action
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.restore.target import parse_target
+from ecr_backup.text import counted
 
 if TYPE_CHECKING:
     from ecr_backup.cli.restore import Prepared, RestoreSession
@@ -137,7 +138,7 @@ def _push(
     if not args.json and not args.quiet:
         counts = report.tag_counts
         print(
-            f"{result['action']} {result['repository']}: {counts['created']} tag(s) "
+            f"{result['action']} {result['repository']}: {counted(counts['created'], 'tag')} "
             f"{'to create' if args.dry_run else 'created'}, {counts['unchanged']} already in "
             f"place, {counts['moved']} {'would move' if args.dry_run else 'moved'}",
             flush=True,
@@ -156,9 +157,9 @@ def _summary(document: dict[str, Any]) -> list[str]:
         if r["error"]
     ]
     lines.append(
-        f"{document['restored']} of {len(document['repositories'])} repositories "
+        f"{document['restored']} of {counted(len(document['repositories']), 'repository')} "
         f"{'would be restored' if document['dry_run'] else 'restored'} into "
-        f"{document['registry']}: {document['tags']} tag(s) ({counts['created']} "
+        f"{document['registry']}: {counted(document['tags'], 'tag')} ({counts['created']} "
         f"{'to create' if document['dry_run'] else 'created'}, {counts['unchanged']} already "
         f"in place, {counts['moved']} {'would move' if document['dry_run'] else 'moved'}), "
         f"{human_size(document['bytes_uploaded'])} uploaded, {document['failed']} failed, "

@@ -12,14 +12,15 @@ from ecr_backup.cli.common import (
     services_from,
     short,
     table,
-    when,
 )
 from ecr_backup.maintenance.drill import DrillSummary
 from ecr_backup.maintenance.holds import hold_row
 from ecr_backup.maintenance.maintain import maintain
 from ecr_backup.maintenance.stats import Stats, stats
+from ecr_backup.model import rfc3339
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.status.runs import last_drill, record_maintain, record_prune
+from ecr_backup.text import counted
 
 
 def add_retention_options(parser: argparse.ArgumentParser) -> None:
@@ -99,14 +100,17 @@ def run_maintain(args: argparse.Namespace) -> int:
         surges=services.surges(),
     )
     record_maintain(services.run_log, report)
-    lines = [
-        f"{report.images_kept} image(s) kept, {report.objects_checked} object(s) checked, "
-        f"{len(report.extended)} lock(s) extended",
+    summary = [
+        f"{counted(report.images_kept, 'image')} kept, "
+        f"{counted(report.objects_checked, 'object')} checked, "
+        f"{counted(len(report.extended), 'lock')} extended",
+    ]
+    problems = [
         *(f"  short lock: {c.digest} ended {c.found or 'never (no lock)'}" for c in report.short),
         *(f"  missing from the bucket: {d}" for d in report.missing),
         *(f"  lock not checked: {d}: {why}" for d, why in report.failed.items()),
     ]
-    emit(args, report.as_dict(), lines)
+    emit(args, report, summary, summary=True, problems=problems)
     return 0 if report.ok else 1
 
 
@@ -116,7 +120,7 @@ def run_prune(args: argparse.Namespace) -> int:
     record_prune(services.run_log, report)
     rows = [
         [e.action, str(e.digest), human_size(e.size), e.reason]
-        + ([f"locked until {e.lock_until:%Y-%m-%dT%H:%M:%SZ}"] if e.lock_until else [""])
+        + ([f"locked until {rfc3339(e.lock_until)}"] if e.lock_until else [""])
         for e in report.entries
     ]
     verb = "would free" if args.dry_run else "freed"
@@ -124,7 +128,7 @@ def run_prune(args: argparse.Namespace) -> int:
     lines.append(f"{verb} {human_size(report.bytes_freed)} ({report.bytes_freed} bytes)")
     # Deleted images nothing else keeps: a surge nobody acknowledged holds them.
     lines += [f"held by surge {s}: {r}@{d}" for r, d, s in report.held_by_surge]
-    emit(args, report.as_dict(), lines)
+    emit(args, report, lines, summary=not args.dry_run)  # a dry run's plan is the answer
     return 0
 
 
@@ -140,7 +144,7 @@ def run_stats(args: argparse.Namespace) -> int:
         last_drill=last_drill(services.run_log),
         aws_backup=args.aws_backup,
     )
-    cost = answer.monthly_cost()
+    cost = answer.monthly_cost
     rows = [
         [r.repository, str(r.images_kept), human_size(r.logical_bytes), human_size(r.unique_bytes)]
         for r in answer.repositories
@@ -148,14 +152,14 @@ def run_stats(args: argparse.Namespace) -> int:
     lines = [
         *table(rows, ["REPOSITORY", "KEPT", "LOGICAL", "UNIQUE"]),
         f"logical {human_size(answer.logical_bytes)}, unique {human_size(answer.unique_bytes)} "
-        f"in {answer.objects} object(s), dedup ratio {answer.dedup_ratio or '-'}",
+        f"in {counted(answer.objects, 'object')}, dedup ratio {answer.dedup_ratio or '-'}",
         f"locked {human_size(answer.locked_bytes)}, unlocked {human_size(answer.unlocked_bytes)}"
         f", lock not recorded {human_size(answer.lock_unknown_bytes)}",
         f"estimated USD {cost['total']}/month (us-east-1 list prices read {cost['prices_read']})",
         _surges_line(answer),
         _drill_line(answer.last_drill),
     ]
-    emit(args, answer.as_dict(), lines)
+    emit(args, answer, lines)
     return 0
 
 
@@ -165,7 +169,7 @@ def run_hold(args: argparse.Namespace) -> int:
     result = services.holds().hold(
         resolved.repository, resolved.digest, services.clock(), args.reason
     )
-    emit(args, result.as_dict(), [f"held {resolved}: {result.objects} object(s)"])
+    emit(args, result, [f"held {resolved}: {counted(result.objects, 'object')}"], summary=True)
     return 0
 
 
@@ -174,10 +178,10 @@ def run_release(args: argparse.Namespace) -> int:
     resolved = services.catalog().resolve(ImageRef.parse(args.image))
     result = services.holds().release(resolved.repository, resolved.digest, services.clock())
     lines = [
-        f"released {resolved}: legal hold turned off on {result.objects} object(s)",
+        f"released {resolved}: legal hold turned off on {counted(result.objects, 'object')}",
         *(f"  {d}" for d in result.changed),
     ]
-    emit(args, result.as_dict(), lines)
+    emit(args, result, lines, summary=True)
     return 0
 
 
@@ -188,7 +192,7 @@ def run_holds(args: argparse.Namespace) -> int:
         [
             f"{h.repository}@{short(args, h.digest)}",
             "?" if h.objects is None else str(h.objects),
-            when(h.time),
+            rfc3339(h.time),
             h.reason or "",
         ]
         for h in held
@@ -210,8 +214,9 @@ def _surges_line(answer: Stats) -> str:
 def _drill_line(drill: DrillSummary | None) -> str:
     if drill is None:
         return "last restore drill: none recorded (`ecr-backup drill`)"
-    verdict = "ok" if drill.ok else f"{drill.problems} PROBLEM(S)"
+    verdict = "ok" if drill.ok else counted(drill.problems, "PROBLEM")
     return (
-        f"last restore drill: {when(drill.time)}, {verdict}: {drill.objects_verified} "
-        f"object(s) verified, {human_size(drill.bytes_read)} read"
+        f"last restore drill: {rfc3339(drill.time)}, {verdict}: "
+        f"{counted(drill.objects_verified, 'object')} verified, "
+        f"{human_size(drill.bytes_read)} read"
     )

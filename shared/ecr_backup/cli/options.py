@@ -1,8 +1,26 @@
-"""Options every command takes, accepted before or after the subcommand.
+"""Options every command takes, accepted before or after the subcommand; help that
+describes each command and shows its defaults.
 
 `ecr-backup --json tags x` and `ecr-backup tags x --json` mean the same: the options are
 on the main parser and, through `Commands.add_parser`, on every subcommand's parser, so
 a command added later gets them without doing anything.
+
+How to add a command (CONTRIBUTING):
+- register it with `commands.add_parser(name, help=...)` in its module's `register`: it
+  gets the output options (--json, -q, -v, --no-progress, --no-trunc) on both sides, the
+  help text as its --help description (or pass `description=`), and defaults shown in
+  --help (write `default=` on the argument, not "default 4" in its help text);
+- if it reads the backup, call `common.add_storage_options(parser)`: --bucket, --table,
+  --prefix, --profile and --region are then accepted after the command too (before it,
+  the main parser always takes them);
+- print results through `common.emit`, giving it the report object itself: --json
+  validates it with the command's model in `ecr_backup/schema.py` (add one to SCHEMAS,
+  with `_at(...)` aliases where the report names a field otherwise, and an example to
+  docs/json.md); `summary=True` for lines that -q leaves out, `problems=` for those it
+  keeps; anything else for people goes to stderr, through `logging` (debug lines are
+  what -v shows); counts through `text.counted`, times through `model.rfc3339`, sizes
+  through `common.human_size`;
+- main() makes a closed stdout (`| head -1`) end quietly with exit 0, for any command.
 """
 
 from __future__ import annotations
@@ -14,6 +32,21 @@ from typing import Any
 
 from ecr_backup.progress import ProgressFactory, no_progress
 
+_NO_DEFAULT = (None, False, argparse.SUPPRESS)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows each option's default, unless it has none worth showing (None, off, [])."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default in _NO_DEFAULT or default == []:
+            return text
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return text  # a required positional has no default
+        return f"{text} (default: %(default)s)"
+
 
 def _add_global_options(parser: argparse.ArgumentParser, *, after: bool) -> None:
     # After the subcommand, defaults are SUPPRESS so that an option given before it is not
@@ -22,7 +55,11 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after: bool) -> None
     group = parser.add_argument_group("output (before or after the command)")
     group.add_argument("--json", action="store_true", default=default, help="JSON on stdout")
     group.add_argument(
-        "-q", "--quiet", action="store_true", default=default, help="no progress, no summaries"
+        "-q",
+        "--quiet",
+        action="store_true",
+        default=default,
+        help="only errors and the data asked for: no progress, no summaries",
     )
     group.add_argument(
         "-v",
@@ -30,13 +67,32 @@ def _add_global_options(parser: argparse.ArgumentParser, *, after: bool) -> None
         action="count",
         dest="verbose_after" if after else "verbose",
         default=argparse.SUPPRESS if after else 0,
-        help="debug logs (-vv: also botocore's)",
+        help="the tool's steps, manifest by manifest and blob by blob (-vv: also botocore's)",
     )
     group.add_argument(
         "--no-progress", action="store_true", default=default, help="no progress bar"
     )
     group.add_argument(
         "--no-trunc", action="store_true", default=default, help="full digests in tables"
+    )
+
+
+def add_location_options(parser: argparse.ArgumentParser, *, after: bool) -> None:
+    """Where the backup is, and whose AWS session reads it (flags win over environment)."""
+    default: Any = argparse.SUPPRESS if after else None
+    group = parser.add_argument_group("backup location (before or after the command)")
+    group.add_argument("--bucket", default=default, help="S3 bucket (ECR_BACKUP_BUCKET)")
+    group.add_argument("--table", default=default, help="DynamoDB index table (ECR_BACKUP_TABLE)")
+    group.add_argument(
+        "--prefix", default=default, help="key prefix inside the bucket (ECR_BACKUP_PREFIX)"
+    )
+    group.add_argument(
+        "--profile", default=default, help="AWS profile of the backup side (AWS_PROFILE)"
+    )
+    group.add_argument(
+        "--region",
+        default=default,
+        help="AWS region of the backup side (else AWS_REGION, AWS_DEFAULT_REGION, the profile's)",
     )
 
 
@@ -54,13 +110,20 @@ class Commands(argparse._SubParsersAction):  # type: ignore[type-arg]
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
         kwargs["parents"] = [*kwargs.get("parents", ()), _AFTER]
+        kwargs.setdefault("description", _sentence(kwargs.get("help")))
+        kwargs.setdefault("formatter_class", HelpFormatter)
         parser: argparse.ArgumentParser = super().add_parser(name, **kwargs)
         return parser
+
+
+def _sentence(text: str | None) -> str | None:
+    return f"{text[0].upper()}{text[1:]}." if text else None
 
 
 def add_global_options(parser: argparse.ArgumentParser) -> Any:
     """The global options on the main parser; returns the subcommand registry."""
     _add_global_options(parser, after=False)
+    add_location_options(parser, after=False)
     return parser.add_subparsers(dest="command", required=True, metavar="COMMAND", action=Commands)
 
 

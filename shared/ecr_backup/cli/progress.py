@@ -7,20 +7,36 @@ from __future__ import annotations
 
 import atexit
 
+from rich import filesize
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    ProgressColumn,
+    Task,
     TaskID,
     TextColumn,
     TimeRemainingColumn,
-    TransferSpeedColumn,
 )
+from rich.text import Text
 
 from ecr_backup.progress import ProgressFactory
 
 REFRESHES_PER_SECOND = 5
+BINARY_UNITS = ["B", "KiB", "MiB", "GiB", "TiB"]
+
+
+class BinarySpeedColumn(ProgressColumn):
+    """The rate in the units sizes are shown in (MiB/s beside MiB): rich's own
+    TransferSpeedColumn writes decimal MB/s."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        if speed is None:
+            return Text("?", style="progress.data.speed")
+        unit, suffix = filesize.pick_unit_and_suffix(int(speed), BINARY_UNITS, 1024)
+        return Text(f"{speed / unit:.1f} {suffix}/s", style="progress.data.speed")
 
 
 class RichProgress:
@@ -31,7 +47,7 @@ class RichProgress:
             TextColumn("{task.description}"),
             BarColumn(),
             DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
+            BinarySpeedColumn(),
             TimeRemainingColumn(),
             console=console or Console(stderr=True),
             refresh_per_second=REFRESHES_PER_SECOND,

@@ -13,10 +13,9 @@ from ecr_backup.cli.common import (
     human_size,
     short,
     table,
-    when,
 )
 from ecr_backup.errors import InvalidInputError
-from ecr_backup.model import Action
+from ecr_backup.model import rfc3339
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.reference import ImageRef, validate_repository
 
@@ -97,7 +96,7 @@ def run_tags(args: argparse.Namespace) -> int:
             [
                 r.tag,
                 short(args, r.digest),
-                when(r.time),
+                rfc3339(r.time),
                 "removed" if r.removed else "current",
                 _size(r.total_size),
             ]
@@ -105,8 +104,7 @@ def run_tags(args: argparse.Namespace) -> int:
         ],
         ["TAG", "DIGEST", "SINCE", "STATE", "SIZE"],
     )
-    document = [{"repository": repository, **r.as_dict()} for r in rows]
-    emit(args, document, lines if rows else [f"{repository}: no tags"])
+    emit(args, rows, lines if rows else [f"{repository}: no tags"])
     return 0
 
 
@@ -116,25 +114,11 @@ def run_history(args: argparse.Namespace) -> int:
         raise InvalidInputError("history takes REPOSITORY:TAG (or REPOSITORY --untagged)")
     tag = None if args.untagged else ref.tag
     events = catalog_from(args).history(ref.repository, tag, at_from(args))
-    document = [
-        {
-            "repository": ref.repository,
-            "time": e.time,
-            "action": _action(e.action),
-            "digest": str(e.digest),
-            "tag": e.tag,
-            "media_type": e.media_type,
-            "source_account": e.source_account,
-            "source_region": e.source_region,
-            "event_id": e.event_id,
-        }
-        for e in events
-    ]
     lines = table(
         [
             [
-                when(e.time),
-                _action(e.action),
+                rfc3339(e.time),
+                e.action.word,
                 short(args, e.digest),
                 "/".join(x for x in (e.source_account, e.source_region) if x),
             ]
@@ -142,25 +126,19 @@ def run_history(args: argparse.Namespace) -> int:
         ],
         ["TIME", "ACTION", "DIGEST", "SOURCE"],
     )
-    emit(args, document, lines)
+    emit(args, events, lines)
     return 0
-
-
-def _action(action: Action) -> str:
-    """An event's action in the words both outputs use."""
-    return "pushed" if action is Action.PUSH else "removed"
 
 
 def run_show(args: argparse.Namespace) -> int:
     ref = ImageRef.parse(args.image)
     view = catalog_from(args).show(ref, at_from(args))
-    document = view.as_dict()
     closure = view.closure
     root = closure.root
     name = f"{ref.repository}:{view.resolved.tag}" if view.resolved.tag else ref.repository
     lines = [f"{name}@{root.digest}", f"  type      {short_type(root.media_type)}"]
     if view.resolved.pushed_at:
-        lines.append(f"  pushed    {when(view.resolved.pushed_at)}")
+        lines.append(f"  pushed    {rfc3339(view.resolved.pushed_at)}")
     lines.append(f"  total     {human_size(closure.total_size)}")
     if closure.platforms:
         lines.append(f"  platforms {', '.join(str(p) for p in closure.platforms)}")
@@ -203,5 +181,5 @@ def run_show(args: argparse.Namespace) -> int:
             ],
             ["REFERRER", "ARTIFACT TYPE", "SUBJECT", "SIZE"],
         )
-    emit(args, document, lines)
+    emit(args, view, lines)
     return 0

@@ -25,21 +25,22 @@ from ecr_backup.cli.common import (
     emit,
     human_size,
     services_from,
-    when,
 )
 from ecr_backup.cli.options import progress_for
-from ecr_backup.cli.schema import render
 from ecr_backup.composition import AwsServices
 from ecr_backup.errors import ExitCode, InvalidInputError
 from ecr_backup.maintenance.rebuild import rebuild_index
 from ecr_backup.maintenance.verify import verify
+from ecr_backup.model import rfc3339
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.progress import ProgressFactory
 from ecr_backup.restore.export import Format, export, split_destination
 from ecr_backup.restore.plan import RestorePlan, RestoreRequest, plan_restore
 from ecr_backup.restore.push import Restorer, RestoreReport, TagMove, TagPlan, refuse_moves
 from ecr_backup.restore.target import Target, ensure_ecr_repository, parse_target
+from ecr_backup.schema import render
 from ecr_backup.settings import DEFAULT_CONCURRENCY, ENV_PREFIX, MiB
+from ecr_backup.text import counted
 
 PASSWORD_ENV = f"{ENV_PREFIX}TARGET_PASSWORD"
 USERNAME_ENV = f"{ENV_PREFIX}TARGET_USERNAME"
@@ -87,7 +88,10 @@ def _register_export(commands: Any) -> None:
         "--oci-archive", metavar="FILE[:REF]", help="OCI layout as a tar ('-': stdout)"
     )
     out.add_argument(
-        "--docker-archive", metavar="FILE[:TAG]", help="for `docker load` ('-': stdout)"
+        "--docker-archive",
+        metavar="FILE[:REF]",
+        help="for `docker load` ('-': stdout); REF names the image there, a docker reference "
+        "(default: REPOSITORY:TAG)",
     )
     export_.add_argument(
         "--force",
@@ -203,7 +207,7 @@ def run_restore(args: argparse.Namespace) -> int:
     report = session.push(prepared)
     emit(
         args,
-        {"plan": prepared.plan.as_dict(), "report": report.as_dict()},
+        {"plan": prepared.plan, "report": report},
         describe(prepared.plan, report),
         summary=True,
     )
@@ -371,7 +375,7 @@ def describe(plan: RestorePlan, report: RestoreReport) -> list[str]:
         lines.append("  no tag: pull by digest")
     for state in plan.removed_tags:
         lines.append(
-            f"  skipped tag {state.tag}: removed at {when(state.time)} (was {state.digest})"
+            f"  skipped tag {state.tag}: removed at {rfc3339(state.time)} (was {state.digest})"
         )
     for blob in plan.foreign:
         lines.append(f"  foreign layer not in the backup, not pushed: {blob.digest}")
@@ -396,7 +400,7 @@ def run_export(args: argparse.Namespace) -> int:
         fmt, destination = "oci-archive", args.oci_archive
     else:
         fmt, destination = "docker-archive", args.docker_archive
-    path, ref_name = split_destination(destination)
+    path, ref_name = split_destination(destination, fmt)
     if path == "-" and sys.stdout.isatty():
         raise InvalidInputError(
             f"refusing to write a {fmt} to a terminal: redirect stdout or name a file"
@@ -416,7 +420,8 @@ def run_export(args: argparse.Namespace) -> int:
     named = f" as {report.ref_name}" if report.ref_name else ""
     lines = [
         f"exported {report.source}{named} in {fmt} to {where}",
-        f"  {report.manifests} manifest(s), {report.blobs} blob(s), {human_size(report.bytes)}"
+        f"  {counted(report.manifests, 'manifest')}, {counted(report.blobs, 'blob')}, "
+        f"{human_size(report.bytes)}"
         + (f", platform {report.platform}" if report.platform else ""),
     ]
     lines += [f"  foreign layer not in the backup, left out: {d}" for d in report.skipped_foreign]
@@ -431,11 +436,11 @@ def run_export(args: argparse.Namespace) -> int:
     if path == "-":
         # stdout carries the archive: the summary goes to stderr.
         if args.json:
-            print(json.dumps(render(args.command, report.as_dict()), indent=2), file=sys.stderr)
+            print(json.dumps(render(args.command, report), indent=2), file=sys.stderr)
         elif not args.quiet:
             print("\n".join(lines), file=sys.stderr)
     else:
-        emit(args, report.as_dict(), lines, summary=True)
+        emit(args, report, lines, summary=True)
     return 0
 
 
@@ -455,22 +460,23 @@ def run_verify(args: argparse.Namespace) -> int:
         progress=progress_for(args),
     )
     hashed = (
-        f"; re-hashed {report.objects_hashed} objects ({human_size(report.bytes_hashed)})"
+        f"; re-hashed {counted(report.objects_hashed, 'object')} "
+        f"({human_size(report.bytes_hashed)})"
         if report.objects_hashed
         else ""
     )
     lines = [
-        f"verified {report.scope}{' (deep)' if report.deep else ''}: {report.images} image(s), "
-        f"{report.manifests} manifest(s), {report.blobs} blob(s) ({human_size(report.bytes)})"
+        f"verified {report.scope}{' (deep)' if report.deep else ''}: "
+        f"{counted(report.images, 'image')}, {counted(report.manifests, 'manifest')}, "
+        f"{counted(report.blobs, 'blob')} ({human_size(report.bytes)})"
         f"{hashed}",
     ]
     lines += [f"  note: {n}" for n in report.notes]
-    if report.problems:
-        lines.append(f"{len(report.problems)} problem(s):")
-        lines += [f"  {p.kind}: {p}" for p in report.problems]
-    else:
+    problems = [f"{counted(len(report.problems), 'problem')}:"] if report.problems else []
+    problems += [f"  {p.kind}: {p}" for p in report.problems]
+    if not problems:
         lines.append("no problems found")
-    emit(args, report.as_dict(), lines)
+    emit(args, report, lines, summary=True, problems=problems)
     return ExitCode.OK if report.ok else ExitCode.PROBLEMS
 
 
@@ -487,21 +493,17 @@ def run_rebuild_index(args: argparse.Namespace) -> int:
         f"index {report.table} {'created and ' if report.created_table else ''}rebuilt from "
         f"s3://{services.settings.bucket}/{services.settings.prefix} in {report.seconds:.1f} s",
         f"  {report.records} push records ({len(report.invalid_records)} invalid), "
-        f"{report.repositories} repositories",
-        f"  {report.manifests_complete} complete manifests, {report.blobs} blobs "
+        f"{counted(report.repositories, 'repository')}",
+        f"  {counted(report.manifests_complete, 'complete manifest')}, "
+        f"{counted(report.blobs, 'blob')} "
         f"({report.unreferenced_blobs} not referenced by any manifest)",
     ]
-    lines.append(f"  {report.holds} hold(s) in force, {report.locks} lock end(s) read from S3")
-    lines += [f"  invalid record: {r}" for r in report.invalid_records]
-    lines += [f"  incomplete: {m}" for m in report.manifests_incomplete]
-    lines += [f"  {kind}: {digest}: {why}" for kind, digest, why in report.problems]
-    document = {
-        "bucket": services.settings.bucket,
-        "prefix": services.settings.prefix,
-        **report.as_dict(),
-    }
-    emit(args, document, lines, summary=True)
-    if args.quiet and not args.json:  # problems are not a summary: -q still shows them
-        for kind, digest, why in report.problems:
-            print(f"{kind}: {digest}: {why}", file=sys.stderr)
+    lines.append(
+        f"  {counted(report.holds, 'hold')} in force, "
+        f"{counted(report.locks, 'lock end')} read from S3"
+    )
+    problems = [f"  invalid record: {r}" for r in report.invalid_records]
+    problems += [f"  incomplete: {m}" for m in report.manifests_incomplete]
+    problems += [f"  {kind}: {digest}: {why}" for kind, digest, why in report.problems]
+    emit(args, report, lines, summary=True, problems=problems)
     return ExitCode.OK if report.ok else ExitCode.PROBLEMS

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from ecr_backup.awssession import open_session
-from ecr_backup.cli.common import add_storage_options, emit, human_size, short, table, when
+from ecr_backup.cli.common import add_storage_options, emit, human_size, short, table
 from ecr_backup.composition import AwsServices, stack_reader
 from ecr_backup.errors import ConfigurationError, ExitCode
 from ecr_backup.model import rfc3339
@@ -192,7 +192,7 @@ def _n(count: int, word: str, plural: str | None = None) -> str:
 
 
 def _at(now: datetime, then: datetime | None) -> str:
-    return f"{when(then)} ({_ago(now, then)})" if then else "-"
+    return f"{rfc3339(then)} ({_ago(now, then)})" if then else "-"
 
 
 def lines(args: argparse.Namespace, status: Status) -> list[str]:

@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from ecr_backup.catalog.surges import Surge, SurgeBook, acknowledge
-from ecr_backup.cli.common import add_storage_options, emit, services_from, table, when
+from ecr_backup.cli.common import add_storage_options, emit, services_from, table
+from ecr_backup.model import rfc3339
 from ecr_backup.registry.ecr import caller_arn
 
 
@@ -37,9 +38,9 @@ def register(commands: Any) -> None:
 
 def _row(surge: Surge, book: SurgeBook) -> list[str]:
     ack = book.acknowledgements.get(surge.id)
-    state = f"acknowledged {when(ack.time)} by {ack.by}: {ack.reason}" if ack else "HOLDING"
+    state = f"acknowledged {rfc3339(ack.time)} by {ack.by}: {ack.reason}" if ack else "HOLDING"
     where = surge.repository or "(every repository)"
-    span = f"{when(surge.start)}..{when(surge.end)}"
+    span = f"{rfc3339(surge.start)}..{rfc3339(surge.end)}"
     return [surge.id, surge.account, where, span, str(surge.deletions), state]
 
 

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ecr_backup.catalog.catalog import Resolved
-from ecr_backup.cli.common import add_catalog_options, emit, human_size, when
+from ecr_backup.cli.common import add_catalog_options, emit, human_size
 from ecr_backup.cli.restore import Prepared, RestoreSession, add_push_options
 from ecr_backup.errors import EcrBackupError, ExitCode, InvalidInputError
-from ecr_backup.model import parse_time
+from ecr_backup.model import parse_time, rfc3339
 from ecr_backup.registry.ecr import ecr_registry_url
 from ecr_backup.restore.plan import plan_images
 from ecr_backup.restore.push import TagMove
@@ -159,7 +159,7 @@ class _Run:
             )
             named = f"tags {', '.join(tags)}" if tags else "by digest"
             lines.append(
-                f"{verb} {repository}@{item.digest} (deleted {when(item.deleted_at)}) -> "
+                f"{verb} {repository}@{item.digest} (deleted {rfc3339(item.deleted_at)}) -> "
                 f"{target.host}/{target.repository}: {named}"
             )
         if report.bytes_uploaded:
@@ -199,7 +199,7 @@ def _summary(document: dict[str, Any]) -> str:
     images, skipped, failed = document["images"], document["skipped"], document["failed"]
     tags = sum(len(i["tags"]) for i in images)
     verb = "would bring back" if document["dry_run"] else "brought back"
-    window = f"{when(document['since'])}..{when(document['until'])}"
+    window = f"{rfc3339(document['since'])}..{rfc3339(document['until'])}"
     if not (images or skipped or failed):
         return f"nothing was deleted in {window}"
     return (

@@ -34,16 +34,6 @@ class HoldResult:
     def objects(self) -> int:
         return len(self.changed)
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "repository": self.repository,
-            "digest": str(self.digest),
-            "held": self.held,
-            "reason": self.reason,
-            "objects": self.objects,
-            "object_digests": [str(d) for d in self.changed],
-        }
-
 
 def hold_row(hold: Hold) -> dict[str, object]:
     """One line of `ecr-backup holds --json`."""

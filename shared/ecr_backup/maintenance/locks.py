@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.objectlock import LockMode, ObjectLock
 
@@ -77,15 +76,6 @@ class LockCheck:
     until: datetime | None  # the lock end now
     extended: bool = False
     short: bool = False  # found ending before now + LockDays/2
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "digest": str(self.digest),
-            "found": rfc3339(self.found) if self.found else None,
-            "until": rfc3339(self.until) if self.until else None,
-            "extended": self.extended,
-            "short": self.short,
-        }
 
 
 class LockKeeper:

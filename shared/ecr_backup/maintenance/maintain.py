@@ -11,7 +11,6 @@ from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.locks import LockCheck, LockKeeper
 from ecr_backup.maintenance.ports import ObjectLedger
 from ecr_backup.maintenance.retention import HistorySource, RetentionRules, judge
-from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
 
 
@@ -31,18 +30,6 @@ class MaintainReport:
         image needs is gone from the bucket (both break the invariant), or a lock could not
         be checked (the invariant is not known to hold)."""
         return not self.short and not self.missing and not self.failed
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "ok": self.ok,
-            "time": rfc3339(self.time),
-            "images_kept": self.images_kept,
-            "objects_checked": self.objects_checked,
-            "extended": [c.as_dict() for c in self.extended],
-            "short": [c.as_dict() for c in self.short],
-            "missing": [str(d) for d in self.missing],
-            "failed": [{"digest": str(d), "error": e} for d, e in self.failed.items()],
-        }
 
 
 def maintain(

@@ -41,7 +41,6 @@ from ecr_backup.errors import BlobNotFoundError, ConfigurationError
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.ports import PruneLedger, PruneLocks
 from ecr_backup.maintenance.retention import HistorySource, ImageVerdict, RetentionRules, judge
-from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.ledger import ObjectState
 
@@ -56,15 +55,6 @@ class PruneEntry:
     action: PruneAction
     reason: str
     lock_until: datetime | None = None
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "digest": str(self.digest),
-            "size": self.size,
-            "action": self.action,
-            "reason": self.reason,
-            "lock_until": rfc3339(self.lock_until) if self.lock_until else None,
-        }
 
 
 @dataclass
@@ -83,18 +73,9 @@ class PruneReport:
     def bytes_freed(self) -> int:
         return sum(e.size for e in self.entries if e.action in ("delete", "finished"))
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "dry_run": self.dry_run,
-            "time": rfc3339(self.time),
-            "bytes_freed": self.bytes_freed,
-            "bytes_marked": sum(e.size for e in self.of("mark")),
-            "objects": [e.as_dict() for e in self.entries],
-            "images_pruned": [{"repository": r, "digest": str(d)} for r, d in self.images_pruned],
-            "held_by_surge": [
-                {"repository": r, "digest": str(d), "surge": s} for r, d, s in self.held_by_surge
-            ],
-        }
+    @property
+    def bytes_marked(self) -> int:
+        return sum(e.size for e in self.of("mark"))
 
 
 @dataclass

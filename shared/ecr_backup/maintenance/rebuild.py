@@ -45,6 +45,8 @@ UNKNOWN_MEDIA_TYPE = "application/octet-stream"
 
 @dataclass
 class RebuildReport:
+    bucket: str
+    prefix: str
     table: str
     created_table: bool = False
     records: int = 0
@@ -62,26 +64,6 @@ class RebuildReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "table": self.table,
-            "created_table": self.created_table,
-            "records": self.records,
-            "invalid_records": self.invalid_records,
-            "repositories": self.repositories,
-            "manifests_complete": self.manifests_complete,
-            "manifests_incomplete": self.manifests_incomplete,
-            "blobs": self.blobs,
-            "unreferenced_blobs": self.unreferenced_blobs,
-            "problems": [
-                {"kind": kind, "subject": str(digest), "detail": detail}
-                for kind, digest, detail in self.problems
-            ],
-            "holds": self.holds,
-            "locks": self.locks,
-            "seconds": round(self.seconds, 3),
-        }
 
 
 @dataclass(frozen=True)
@@ -195,7 +177,7 @@ def rebuild_index(
     object's lock end."""
     started = time.monotonic()
     reader = reader or BucketReader(store)
-    report = RebuildReport(index.table)
+    report = RebuildReport(store.bucket, store.prefix, index.table)
     report.created_table = index.create_if_missing()
     index.claim_location(Location(store.bucket, store.prefix))
 

@@ -19,7 +19,7 @@ data transfer are not counted.
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from ecr_backup.catalog.surges import SurgeBook
@@ -27,7 +27,6 @@ from ecr_backup.maintenance.drill import DrillSummary
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.ports import ObjectLedger
 from ecr_backup.maintenance.retention import HistorySource, RetentionRules, judge
-from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
 from ecr_backup.storage.ledger import ObjectState
 
@@ -46,14 +45,6 @@ class RepositoryStats:
     images_kept: int = 0
     logical_bytes: int = 0
     unique_bytes: int = 0
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "repository": self.repository,
-            "images_kept": self.images_kept,
-            "logical_bytes": self.logical_bytes,
-            "unique_bytes": self.unique_bytes,
-        }
 
 
 @dataclass
@@ -78,6 +69,7 @@ class Stats:
             return None
         return round(self.logical_bytes / self.kept_unique_bytes, 3)
 
+    @property
     def monthly_cost(self) -> dict[str, object]:
         s3 = s3_standard_monthly(self.unique_bytes)
         backup = (
@@ -93,24 +85,6 @@ class Stats:
             "total": round(s3 + (backup or 0.0), 2),
             "prices_read": PRICES_READ,
             "sources": list(PRICE_SOURCES),
-        }
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "time": rfc3339(self.time),
-            "objects": self.objects,
-            "logical_bytes": self.logical_bytes,
-            "unique_bytes": self.unique_bytes,
-            "kept_unique_bytes": self.kept_unique_bytes,
-            "dedup_ratio": self.dedup_ratio,
-            "locked_bytes": self.locked_bytes,
-            "unlocked_bytes": self.unlocked_bytes,
-            "lock_unknown_bytes": self.lock_unknown_bytes,
-            "repositories": [r.as_dict() for r in self.repositories],
-            "monthly_cost": self.monthly_cost(),
-            "surges_recorded": self.surges_recorded,
-            "surges_holding": self.surges_holding,
-            "last_drill": None if self.last_drill is None else asdict(self.last_drill),
         }
 
 

@@ -27,6 +27,7 @@ from ecr_backup.progress import ProgressFactory, no_progress
 from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.storage.blobstore import ObjectVersion
 from ecr_backup.storage.reader import BucketReader
+from ecr_backup.text import counted
 
 log = logging.getLogger(__name__)
 
@@ -39,9 +40,6 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.subject}: {self.detail}"
-
-    def as_dict(self) -> dict[str, str]:
-        return {"kind": self.kind, "subject": self.subject, "detail": self.detail}
 
 
 @dataclass
@@ -61,22 +59,6 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not self.problems
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "ok": self.ok,
-            "scope": self.scope,
-            "deep": self.deep,
-            "source": self.source,
-            "images": self.images,
-            "manifests": self.manifests,
-            "blobs": self.blobs,
-            "bytes": self.bytes,
-            "objects_hashed": self.objects_hashed,
-            "bytes_hashed": self.bytes_hashed,
-            "problems": [p.as_dict() for p in self.problems],
-            "notes": self.notes,
-        }
 
 
 class _Verifier:
@@ -128,7 +110,7 @@ class _Verifier:
             self.problem(
                 "deleted",
                 digest,
-                f"{where} was deleted (a delete marker); {len(live)} earlier version(s) remain",
+                f"{where} was deleted (a delete marker); earlier versions left: {len(live)}",
             )
             return None
         if size is not None and current.size != size:
@@ -137,7 +119,8 @@ class _Verifier:
             self.problem(
                 "rewritten",
                 digest,
-                f"{where} has {len(live)} versions, but the backup writes each object once: "
+                f"{where} has {counted(len(live), 'version')}, but the backup writes each "
+                "object once: "
                 "something else wrote to it (run verify --deep)",
             )
         return current
@@ -288,8 +271,8 @@ def _queue_unreferenced(verifier: _Verifier, listing: dict[str, list[ObjectVersi
     orphans = len(listing.keys() - referenced)
     if orphans:
         verifier.report.notes.append(
-            f"{orphans} object(s) not referenced by any backed-up image (an interrupted backup "
-            "leaves blobs before their manifest)"
+            f"{counted(orphans, 'object')} not referenced by any backed-up image (an "
+            "interrupted backup leaves blobs before their manifest)"
         )
 
 

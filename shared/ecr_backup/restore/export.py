@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import sys
@@ -48,6 +49,8 @@ from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
 from ecr_backup.settings import DEFAULT_CONCURRENCY, MiB
 from ecr_backup.storage.reader import BucketReader
 
+log = logging.getLogger(__name__)
+
 Format = Literal["oci", "oci-archive", "docker-archive"]
 
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -60,12 +63,40 @@ _REF_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
 _REF_NAME = re.compile(rf"{_REF_COMPONENT}(?:/{_REF_COMPONENT})*")
 
 
-def split_destination(text: str) -> tuple[str, str | None]:
-    """PATH[:REF], split at the first colon as skopeo's oci: and oci-archive: transports
-    do (containers/image's SplitPathAndImage): the path cannot hold a colon, the name can."""
+# distribution/reference's grammar of a docker reference (what `docker load` names an image
+# by, and skopeo's docker-archive:PATH:REFERENCE): [DOMAIN[:PORT]/]PATH[:TAG].
+_DOMAIN_PART = r"(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])"
+_PATH_PART = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOCKER_REFERENCE = re.compile(
+    rf"(?:{_DOMAIN_PART}(?:\.{_DOMAIN_PART})*(?::[0-9]+)?/)?"
+    rf"(?P<name>{_PATH_PART}(?:/{_PATH_PART})*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+)
+_DOCKER_NAME_MAX = 255
+
+
+def docker_reference(text: str) -> str:
+    """A docker-archive's image name, as skopeo's docker-archive transport takes it: a
+    docker reference without a digest; a name alone gets the tag `latest`."""
+    match = _DOCKER_REFERENCE.fullmatch(text)
+    name = text[: match.start("tag") - 1] if match and match["tag"] else text
+    if match is None or len(name) > _DOCKER_NAME_MAX:
+        raise InvalidInputError(
+            f"invalid docker reference {text!r}: use [REGISTRY/]NAME[:TAG], lower-case "
+            "name, no digest (e.g. team/app:v1)"
+        )
+    return text if match["tag"] else f"{text}:latest"
+
+
+def split_destination(text: str, fmt: Format = "oci") -> tuple[str, str | None]:
+    """PATH[:REF], split at the first colon as skopeo's transports do (containers/image's
+    SplitPathAndImage): the path cannot hold a colon, the name can. REF is an OCI layout's
+    reference name, or a docker-archive's docker reference."""
     path, _, name = text.partition(":")
     if not name:
         return path, None
+    if fmt == "docker-archive":
+        return path, docker_reference(name)
     if not _REF_NAME.fullmatch(name):
         raise InvalidInputError(
             f"invalid reference name {name!r}: letters and digits, separated by - . _ : @ + /"
@@ -88,23 +119,6 @@ class ExportReport:
     recovered_versions: dict[str, str | None] = field(default_factory=dict)
     replaced: list[Digest] = field(default_factory=list)  # corrupt files an OCI layout held
     warnings: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "format": self.format,
-            "path": self.path,
-            "ref_name": self.ref_name,
-            "source": self.source,
-            "digest": str(self.digest),
-            "platform": self.platform,
-            "manifests": self.manifests,
-            "blobs": self.blobs,
-            "bytes": self.bytes,
-            "skipped_foreign": [str(d) for d in self.skipped_foreign],
-            "recovered_versions": self.recovered_versions,
-            "replaced": [str(d) for d in self.replaced],
-            "warnings": self.warnings,
-        }
 
 
 def export(
@@ -130,7 +144,10 @@ def export(
     name = ref_name or resolved.tag
     if fmt == "docker-archive":
         image = _pick_image(closure, platform)
-        tags = [f"{resolved.repository}:{name}"] if name else []
+        if ref_name is not None:  # a docker reference (docker_reference checked it)
+            tags = [ref_name]
+        else:
+            tags = [f"{resolved.repository}:{resolved.tag}"] if resolved.tag else []
 
         def docker_archive(out: IO[bytes], report: ExportReport) -> None:
             write_docker_archive(reader, image, tags, out, report, progress=progress)
@@ -338,10 +355,12 @@ def write_oci_dir(
             # Content-addressed, written before (by us, skopeo, anyone): kept if its bytes
             # are its name, replaced (and reported) otherwise.
             if path.stat().st_size == blob.size and _file_digest(path) == blob.digest:
+                log.debug("blob %s already in the layout", blob.digest)
                 bar.advance(blob.size)
                 continue
             report.replaced.append(blob.digest)
         _write_blob(reader, blob, blobs_dir, bar)
+        log.debug("blob %s written (%d bytes)", blob.digest, blob.size)
         report.bytes += blob.size
     bar.finish()
     check_cancelled()  # an interrupted export never names the image in index.json
@@ -442,6 +461,7 @@ def _add_blob(
 ) -> None:
     with reader.open_blob(blob.digest, blob.size) as stream:
         tar.addfile(_member(name, blob.size), Counted(stream, bar))
+    log.debug("blob %s written (%d bytes)", blob.digest, blob.size)  # -v, blob by blob
 
 
 def write_oci_archive(

@@ -14,7 +14,7 @@ from ecr_backup.errors import (
     InvalidInputError,
     NotFoundError,
 )
-from ecr_backup.model import Action, TagState, display_time, format_time
+from ecr_backup.model import Action, TagState, rfc3339
 from ecr_backup.oci.closure import Closure
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest
@@ -60,37 +60,6 @@ class RestorePlan:
     def total_bytes(self) -> int:
         return sum(b.size for b in self.blobs)
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "target": str(self.target),
-            "images": [
-                {
-                    "source": str(r.resolved),
-                    "digest": str(r.closure.digest),
-                    "tag": r.target_tag,
-                    "pushed_at": format_time(r.resolved.pushed_at)
-                    if r.resolved.pushed_at
-                    else None,
-                }
-                for r in self.roots
-            ],
-            "referrers": [str(r.digest) for r in self.referrers],
-            "manifests": [
-                {"digest": str(m.digest), "media_type": m.media_type, "size": m.size}
-                for m in self.manifests
-            ],
-            "blobs": [
-                {"digest": str(b.digest), "media_type": b.media_type, "size": b.size}
-                for b in self.blobs
-            ],
-            "foreign_layers_not_in_backup": [str(b.digest) for b in self.foreign],
-            "removed_tags_skipped": [
-                {"tag": t.tag, "removed_at": format_time(t.time), "digest": str(t.digest)}
-                for t in self.removed_tags
-            ],
-            "total_bytes": self.total_bytes,
-        }
-
 
 def _resolve(
     catalog: Catalog, request: RestoreRequest, target: Target
@@ -109,7 +78,7 @@ def _resolve(
     removed = [s for s in states if s.action is Action.DELETE]
     live = [s for s in states if s.action is Action.PUSH]
     if not live:
-        when = f" at {display_time(request.at)}" if request.at else ""
+        when = f" at {rfc3339(request.at)}" if request.at else ""
         hint = f" ({len(removed)} removed: pass --at a time before that)" if removed else ""
         raise NotFoundError(f"no tags of {ref.repository}{when}{hint}")
     return [Resolved(ref.repository, s.digest, s.tag, s.time, request.at) for s in live], removed

@@ -166,6 +166,8 @@ class RestoreReport:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def blob(self, kind: Literal["uploaded", "mounted", "present"], blob: Descriptor) -> None:
+        # -v's account of the work, blob by blob (cli/options.py).
+        log.debug("blob %s %s%s (%d bytes)", blob.digest, "to be " * self.dry_run, kind, blob.size)
         with self._lock:
             if kind == "uploaded":
                 self.blobs_uploaded.append(blob.digest)
@@ -188,33 +190,6 @@ class RestoreReport:
             "created": len(self.tags_created),
             "unchanged": len(self.tags_unchanged),
             "moved": len(self.tags_moved),
-        }
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "target": self.target,
-            "dry_run": self.dry_run,
-            "created_repository": self.created_repository,
-            "images": [{"digest": d, "tag": t} for d, t in self.images],
-            "manifests_pushed": [str(d) for d in self.manifests_pushed],
-            "manifests_present": [str(d) for d in self.manifests_present],
-            "blobs_uploaded": [str(d) for d in self.blobs_uploaded],
-            "blobs_mounted": [str(d) for d in self.blobs_mounted],
-            "blobs_present": [str(d) for d in self.blobs_present],
-            "bytes_uploaded": self.bytes_uploaded,
-            "bytes_mounted": self.bytes_mounted,
-            "bytes_present": self.bytes_present,
-            "tags_set": self.tags_set,
-            "tags_created": self.tags_created,
-            "tags_unchanged": self.tags_unchanged,
-            "tags_moved": [m.as_dict() for m in self.tags_moved],
-            "tag_counts": self.tag_counts,
-            "recovered_versions": self.recovered_versions,
-            "referrers_listed": [str(d) for d in self.referrers.listed],
-            "referrers_unlisted": [str(d) for d in self.referrers.unlisted],
-            "referrers_tags_updated": self.referrers.tags_updated,
-            "referrer_problems": self.referrers.problems,
-            "seconds": round(self.seconds, 3),
         }
 
 
@@ -290,6 +265,7 @@ class Restorer:
                 report.manifests_present.append(manifest.digest)
                 continue
             self._registry.put_manifest(repository, str(manifest.digest), manifest)
+            log.debug("manifest %s pushed to %s", manifest.digest, repository)
             report.manifests_pushed.append(manifest.digest)
         # 3. Tags, last.
         for root in plan.roots:
@@ -411,6 +387,7 @@ class Restorer:
         if move is not None and not self._allow_tag_moves:
             raise refuse_moves([move])
         self._registry.put_manifest(repository, tag, manifest)
+        log.debug("tag %s:%s set to %s", repository, tag, manifest.digest)
         if move is None:
             report.tags_created.append(tag)
         else:

@@ -18,6 +18,7 @@ from ecr_backup.errors import (
 from ecr_backup.model import Action
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.reference import ImageRef
+from ecr_backup.schema import render
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.reader import BucketReader
@@ -98,7 +99,7 @@ def test_show_multi_arch_closure_and_referrers(
     history: dict[str, Any], store: S3BlobStore, index: DynamoIndex
 ) -> None:
     view = Catalog(store, index).show(ImageRef("base", "latest"))
-    document: dict[str, Any] = view.as_dict()
+    document: dict[str, Any] = render("show", view)
     assert document["digest"] == str(history["base"].digest)
     assert document["platforms"] == ["linux/amd64", "linux/arm64"]
     assert len(document["manifests"]) == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,46 @@ def test_verify_export_and_rebuild(
     backup.tamper(s3, Digest.parse(blob["digest"]), bytes(blob["size"]))
     code, out, _ = cli(capsys, "verify", "team/app:v1", "--deep")
     assert code == 1 and f"hash: {blob['digest']}" in out
+
+
+@pytest.mark.parametrize(
+    ("reference", "repo_tags"),
+    [
+        (None, ["team/app:v1"]),
+        ("mirror.example.com:5000/app:restored", ["mirror.example.com:5000/app:restored"]),
+        ("team/app", ["team/app:latest"]),  # a name alone is tagged latest, as skopeo does
+    ],
+)  # fmt: skip
+def test_a_docker_archive_names_the_image_by_the_docker_reference_given(
+    backup: Backup,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    reference: str | None,
+    repo_tags: list[str],
+) -> None:
+    archive = tmp_path / "app.tar"
+    destination = f"{archive}:{reference}" if reference else str(archive)
+    as_json(capsys, "export", "team/app:v1", "--docker-archive", destination)
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("manifest.json")
+        assert member is not None
+        (entry,) = json.load(member)
+    assert entry["RepoTags"] == repo_tags
+
+
+@pytest.mark.parametrize(
+    "reference",
+    ["Team/App:v1", "team/app@sha256:" + "a" * 64, "team//app:v1", "team/app:-v1", "a" * 256],
+)
+def test_a_docker_archive_refuses_what_is_not_a_docker_reference(
+    backup: Backup, capsys: pytest.CaptureFixture[str], tmp_path: Path, reference: str
+) -> None:
+    archive = tmp_path / "app.tar"
+    code, out, err = cli(
+        capsys, "export", "team/app:v1", "--docker-archive", f"{archive}:{reference}"
+    )
+    assert (code, out) == (2, "") and "invalid docker reference" in err
+    assert len(err.splitlines()) == 1 and not archive.exists()
 
 
 def test_binary_output_to_a_terminal_is_refused(

@@ -15,6 +15,7 @@ from ecr_backup.maintenance.rebuild import rebuild_index
 from ecr_backup.maintenance.stats import stats
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
+from ecr_backup.schema import render
 from ecr_backup.settings import Settings
 from ecr_backup.storage.ledger import Hold
 from tests.fakes import MovableClock
@@ -120,7 +121,8 @@ def comparable(services: AwsServices, clock: MovableClock) -> dict[str, Any]:
         clock(),
         surges=services.surges(),
     )
-    return {k: v for k, v in answer.as_dict().items() if k != "time"}
+    document: dict[str, Any] = render("stats", answer)
+    return {k: v for k, v in document.items() if k != "time"}
 
 
 def test_rebuild_restores_holds_and_lock_ends_and_stats_stay_the_same(

@@ -12,6 +12,7 @@ from ecr_backup.composition import AwsServices
 from ecr_backup.errors import ConfigurationError, StorageError
 from ecr_backup.maintenance.maintain import maintain
 from ecr_backup.oci.digest import Digest
+from ecr_backup.schema import render
 from ecr_backup.storage.objectlock import ObjectLock
 from tests.fakes import MovableClock
 from tests.functional.maintenance.conftest import RecordingLocks, head_lock
@@ -133,7 +134,7 @@ def test_an_object_s3_will_not_answer_for_does_not_leave_the_others_unextended(
     assert {c.digest for c in report.extended} == set(objects[1:])
     for digest in objects[1:]:
         assert head_lock(s3, digest) >= clock() + LOCK
-    assert report.as_dict()["failed"] == [
+    assert render("maintain", report)["failed"] == [
         {"digest": str(stuck), "error": "S3 HeadObject: SlowDown"}
     ]
 

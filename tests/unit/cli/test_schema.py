@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from ecr_backup.cli import build_parser
-from ecr_backup.cli.schema import SCHEMAS, render
+from ecr_backup.schema import SCHEMAS, render
 from tests.helpers import parser_commands as commands
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "json.md"

@@ -18,8 +18,10 @@ from ecr_backup.maintenance.prune import PruneEntry
 from ecr_backup.maintenance.rebuild import UNKNOWN_MEDIA_TYPE, rebuild_index
 from ecr_backup.maintenance.stats import stats
 from ecr_backup.maintenance.verify import verify
+from ecr_backup.model import rfc3339
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
+from ecr_backup.schema import render
 from ecr_backup.settings import Settings
 from tests.fakes import FakeAws, FakeIndex, FakeTable, MovableClock
 from tests.helpers import BUCKET, TABLE, Backup, answers
@@ -226,8 +228,8 @@ def test_stats_show_the_surges_and_the_last_drill(
     )
     assert (answer.surges_recorded, answer.surges_holding) == (2, 1)
     assert answer.last_drill == drilled
-    assert answer.as_dict()["last_drill"] == {
-        "time": clock(),
+    assert render("stats", answer)["last_drill"] == {
+        "time": rfc3339(clock()),
         "ok": True,
         "images_sampled": 3,
         "objects_verified": 26,

@@ -5,16 +5,25 @@ formats cannot drift: `digest` is `sha256:<64 hex>`, `repository` and `tag` are 
 every time is RFC 3339 in UTC with seconds (`2026-01-01T00:01:00Z`), sizes are bytes, and
 `action` uses the words the text output prints. Models forbid unknown fields: a field
 added to a report without adding it here fails the tests.
+
+The models read the report objects themselves (pydantic's `from_attributes`): a field
+takes the attribute of its name, or the one its `validation_alias` names where the report
+calls it otherwise, so no report keeps a hand-written copy of its document. Documents
+given as plain data (docs/json.md's examples) validate by field name.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    AliasChoices,
+    AliasPath,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
@@ -22,7 +31,39 @@ from pydantic import (
     TypeAdapter,
 )
 
-DigestText = Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+from ecr_backup.model import rfc3339
+
+_JSON_VALUES = (str, int, float, bool, list, tuple, dict, type(None))
+
+
+def _as_text(value: object) -> object:
+    """Digests, platforms, targets and references are written as their canonical text."""
+    return value if isinstance(value, _JSON_VALUES) else str(value)
+
+
+def _digests_of(value: object) -> object:
+    """A list of what carries a digest (descriptors, closures) as the list of digests."""
+    if isinstance(value, list | tuple):
+        return [getattr(each, "digest", each) for each in value]
+    return value
+
+
+def _rows(*names: str) -> Callable[[object], object]:
+    """Pairs (a list of tuples, or a mapping's items) as objects with these field names."""
+
+    def convert(value: object) -> object:
+        rows = list(value.items()) if isinstance(value, Mapping) else value
+        if not isinstance(rows, list):
+            return value
+        return [dict(zip(names, r, strict=True)) if isinstance(r, tuple) else r for r in rows]
+
+    return convert
+
+
+Text = Annotated[str, BeforeValidator(_as_text)]
+DigestText = Annotated[str, BeforeValidator(_as_text), Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+Digests = Annotated[list[DigestText], BeforeValidator(_digests_of)]
+Seconds = Annotated[float, AfterValidator(lambda s: round(s, 3))]
 
 
 def _utc(moment: datetime) -> datetime:
@@ -34,13 +75,35 @@ def _utc(moment: datetime) -> datetime:
 Time = Annotated[
     datetime,
     AfterValidator(_utc),
-    PlainSerializer(lambda m: m.strftime("%Y-%m-%dT%H:%M:%SZ"), return_type=str),
+    PlainSerializer(rfc3339, return_type=str),
 ]
 Bytes = Annotated[int, Field(ge=0)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", from_attributes=True, validate_by_name=True, validate_by_alias=True
+    )
+
+
+def _problem_rows(value: object) -> object:
+    """(kind, digest, detail) triples as Problem objects; anything else as it is."""
+    if not isinstance(value, list):
+        return value
+    return [
+        {"kind": r[0], "subject": str(r[1]), "detail": r[2]} if isinstance(r, tuple) else r
+        for r in value
+    ]
+
+
+def _at(first: str, *rest: str | int) -> Any:
+    """The field reads this attribute path of the report object (by name from plain data)."""
+    return Field(validation_alias=AliasPath(first, *rest))
+
+
+def _at_or_none(first: str, *rest: str | int) -> Any:
+    """As `_at`, for a path through an attribute that may be None (the field is then null)."""
+    return Field(None, validation_alias=AliasPath(first, *rest))
 
 
 # -- queries ------------------------------------------------------------------------------
@@ -62,7 +125,7 @@ class TagRow(_Model):
 class HistoryEvent(_Model):
     repository: str
     time: Time
-    action: Literal["pushed", "removed"]
+    action: Literal["pushed", "removed"] = _at("action", "word")
     digest: DigestText
     tag: str | None
     media_type: str | None
@@ -71,12 +134,12 @@ class HistoryEvent(_Model):
     event_id: str | None
 
 
-class ShowManifest(_Model):
-    digest: DigestText
-    media_type: str
-    size: Bytes
-    platform: str | None
-    artifact_type: str | None
+class ShowManifest(_Model):  # read from a closure's node
+    digest: DigestText = _at("manifest", "digest")
+    media_type: str = _at("manifest", "media_type")
+    size: Bytes = _at("manifest", "size")
+    platform: Text | None
+    artifact_type: str | None = _at("manifest", "artifact_type")
     parent: DigestText | None
 
 
@@ -84,41 +147,41 @@ class ShowBlob(_Model):
     digest: DigestText
     media_type: str
     size: Bytes
-    foreign: bool
+    foreign: bool = _at("is_foreign")
 
 
-class ShowReferrer(_Model):
-    digest: DigestText
-    media_type: str
-    artifact_type: str | None
-    subject: DigestText | None
-    size: Bytes
+class ShowReferrer(_Model):  # read from the referrer's closure
+    digest: DigestText = _at("root", "digest")
+    media_type: str = _at("root", "media_type")
+    artifact_type: str | None = _at("root", "artifact_type")
+    subject: DigestText | None = _at_or_none("root", "subject", "digest")
+    size: Bytes = _at("root", "size")
     total_size: Bytes
 
 
-class Show(_Model):
-    repository: str
-    tag: str | None
-    digest: DigestText
-    media_type: str
-    at: Time | None
-    pushed_at: Time | None
-    size: Bytes
-    total_size: Bytes
-    platforms: list[str]
-    manifests: list[ShowManifest]
-    blobs: list[ShowBlob]
+class Show(_Model):  # read from the catalog's ImageView
+    repository: str = _at("resolved", "repository")
+    tag: str | None = _at("resolved", "tag")
+    digest: DigestText = _at("closure", "root", "digest")
+    media_type: str = _at("closure", "root", "media_type")
+    at: Time | None = _at("resolved", "at")
+    pushed_at: Time | None = _at("resolved", "pushed_at")
+    size: Bytes = _at("closure", "root", "size")
+    total_size: Bytes = _at("closure", "total_size")
+    platforms: list[Text] = _at("closure", "platforms")
+    manifests: list[ShowManifest] = _at("closure", "nodes")
+    blobs: list[ShowBlob] = _at("closure", "blobs")
     referrers: list[ShowReferrer]
 
 
 # -- restore ------------------------------------------------------------------------------
 
 
-class PlannedImage(_Model):
-    source: str
-    digest: DigestText
-    tag: str | None
-    pushed_at: Time | None
+class PlannedImage(_Model):  # read from a RestoreRoot
+    source: Text = _at("resolved")
+    digest: DigestText = _at("closure", "digest")
+    tag: str | None = _at("target_tag")
+    pushed_at: Time | None = _at("resolved", "pushed_at")
 
 
 class PlannedObject(_Model):
@@ -129,26 +192,29 @@ class PlannedObject(_Model):
 
 class SkippedTag(_Model):
     tag: str
-    removed_at: Time
+    removed_at: Time = _at("time")
     digest: DigestText
 
 
 class Plan(_Model):
-    target: str
-    images: list[PlannedImage]
-    referrers: list[DigestText]
+    target: Text
+    images: list[PlannedImage] = _at("roots")
+    referrers: Digests
     manifests: list[PlannedObject]
     blobs: list[PlannedObject]
-    foreign_layers_not_in_backup: list[DigestText]
-    removed_tags_skipped: list[SkippedTag]
+    foreign_layers_not_in_backup: Digests = _at("foreign")
+    removed_tags_skipped: list[SkippedTag] = _at("removed_tags")
     total_bytes: Bytes
 
 
 class TagMove(_Model):
     repository: str
     tag: str
-    from_: DigestText = Field(alias="from")
-    to: DigestText
+    # The report's TagMove says `current` and `restored`; the document, `from` and `to`.
+    from_: DigestText = Field(
+        validation_alias=AliasChoices("from", "from_", "current"), serialization_alias="from"
+    )
+    to: DigestText = Field(validation_alias=AliasChoices("to", "restored"))
 
     model_config = ConfigDict(extra="forbid", serialize_by_alias=True)
 
@@ -168,7 +234,7 @@ class Report(_Model):
     target: str
     dry_run: bool
     created_repository: bool
-    images: list[RestoredImage]
+    images: Annotated[list[RestoredImage], BeforeValidator(_rows("digest", "tag"))]
     manifests_pushed: list[DigestText]
     manifests_present: list[DigestText]
     blobs_uploaded: list[DigestText]
@@ -183,11 +249,14 @@ class Report(_Model):
     tags_moved: list[TagMove]
     tag_counts: TagCounts
     recovered_versions: dict[str, str | None]
-    referrers_listed: list[DigestText]  # by the target's referrers API, checked after the push
-    referrers_unlisted: list[DigestText]  # pushed, yet the referrers API does not list them
-    referrers_tags_updated: list[str]  # referrers tag schema: sha256-<subject hex>
-    referrer_problems: list[str]
-    seconds: float
+    # by the target's referrers API, checked after the push
+    referrers_listed: list[DigestText] = _at("referrers", "listed")
+    # pushed, yet the referrers API does not list them
+    referrers_unlisted: list[DigestText] = _at("referrers", "unlisted")
+    # the referrers tag schema (no referrers API): sha256-<subject hex>
+    referrers_tags_updated: list[str] = _at("referrers", "tags_updated")
+    referrer_problems: list[str] = _at("referrers", "problems")
+    seconds: Seconds
 
 
 class Restore(_Model):
@@ -217,7 +286,7 @@ class RestoreAll(_Model):
     tags_moved: list[TagMove]
     tag_counts: TagCounts
     bytes_uploaded: Bytes
-    seconds: float
+    seconds: Seconds
 
 
 class RestoreRefused(_Model):
@@ -274,10 +343,11 @@ class RebuildIndex(_Model):
     manifests_incomplete: list[str]
     blobs: int
     unreferenced_blobs: int
-    problems: list[Problem]  # kind "rewritten" (recorded from its intact version), "tampered"
+    # kind "rewritten" (recorded from its intact version), "tampered"
+    problems: Annotated[list[Problem], BeforeValidator(_problem_rows)]
     holds: int  # holds in force per the bucket's hold records
     locks: int  # objects whose lock end was read from S3
-    seconds: float
+    seconds: Seconds
 
 
 # -- backup -------------------------------------------------------------------------------
@@ -312,10 +382,12 @@ class Replicate(_Model):
 
 class EventOutcome(_Model):
     event_id: str
-    action: Literal["backed up", "already backed up", "deletion recorded", "ignored"]
-    repository: str | None = None
-    digest: DigestText | None = None
-    tag: str | None = None
+    action: Literal["backed up", "already backed up", "deletion recorded", "ignored"] = _at(
+        "status"
+    )
+    repository: str | None = _at_or_none("image", "repository")
+    digest: DigestText | None = _at_or_none("image", "digest")
+    tag: str | None = _at_or_none("image", "tag")
     report: CopyReport | None = None
 
 
@@ -354,7 +426,7 @@ class Maintain(_Model):
     extended: list[LockCheck]
     short: list[LockCheck]
     missing: list[DigestText]
-    failed: list[LockNotChecked]
+    failed: Annotated[list[LockNotChecked], BeforeValidator(_rows("digest", "error"))]
 
 
 class PruneObject(_Model):
@@ -379,9 +451,11 @@ class Prune(_Model):
     time: Time
     bytes_freed: Bytes
     bytes_marked: Bytes
-    objects: list[PruneObject]
-    images_pruned: list[PrunedImage]
-    held_by_surge: list[HeldBySurge]
+    objects: list[PruneObject] = _at("entries")
+    images_pruned: Annotated[list[PrunedImage], BeforeValidator(_rows("repository", "digest"))]
+    held_by_surge: Annotated[
+        list[HeldBySurge], BeforeValidator(_rows("repository", "digest", "surge"))
+    ]
 
 
 class SampledImage(_Model):
@@ -512,7 +586,7 @@ class Hold(_Model):
     held: bool
     reason: str | None
     objects: int  # objects whose legal hold was set (hold) or turned off (release)
-    object_digests: list[DigestText]
+    object_digests: list[DigestText] = _at("changed")
 
 
 class HoldRow(_Model):
@@ -691,8 +765,14 @@ SCHEMAS: dict[str, TypeAdapter[Any]] = {
 
 
 def render(command: str, document: object) -> Any:
-    """The document as its schema writes it (plain JSON values)."""
+    """The command's document (its report object, or plain data) as its schema writes it:
+    plain JSON values."""
     schema = SCHEMAS.get(command)
     if schema is None:
         return document  # a command without a schema fails tests/unit/cli/test_schema.py
-    return schema.dump_python(schema.validate_python(document), mode="json")
+    return schema.dump_python(schema.validate_python(document, from_attributes=True), mode="json")
+
+
+def dump(model: type[BaseModel], report: object) -> dict[str, Any]:
+    """One report as `model` writes it, for documents that are part of no command (logs)."""
+    return model.model_validate(report, from_attributes=True).model_dump(mode="json")
