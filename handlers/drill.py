@@ -7,6 +7,7 @@ completed drill (DrillCompleted), since the scrub's promise holds only while dri
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -39,11 +40,12 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
         sample=settings.drill_sample,
         scrub_days=settings.scrub_days,
         concurrency=settings.concurrency,
+        restore=services.restore_check if settings.drill_restore else None,
     )
     record_drill(services.run_log, report)  # for `ecr-backup status` and `stats`
     metrics.add_metric("DrillObjectsVerified", MetricUnit.Count, report.objects_verified)
     metrics.add_metric("DrillBytesRead", MetricUnit.Bytes, report.bytes_read)
-    metrics.add_metric("DrillProblems", MetricUnit.Count, len(report.problems))
+    metrics.add_metric("DrillProblems", MetricUnit.Count, report.summary().problems)
     metrics.add_metric("DrillCompleted", MetricUnit.Count, 1)
     summary: dict[str, object] = {
         "ok": report.ok,
@@ -54,8 +56,9 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
         "objects_verified": report.objects_verified,
         "bytes_read": report.bytes_read,
         "problems": [str(p) for p in report.problems],
+        "restore": None if report.restore is None else asdict(report.restore),
     }
-    if report.problems:
+    if not report.ok:
         logger.warning(
             "restore drill found problems: run `ecr-backup verify --deep`", extra=summary
         )

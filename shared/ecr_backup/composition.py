@@ -33,6 +33,8 @@ from ecr_backup.maintenance.holds import Holds
 from ecr_backup.maintenance.locks import Clock, LockKeeper, LockPolicy, system_clock
 from ecr_backup.maintenance.prune import Pruner
 from ecr_backup.maintenance.retention import RetentionRules
+from ecr_backup.model import RestoreCheck
+from ecr_backup.oci.digest import Digest
 from ecr_backup.progress import ProgressFactory, no_progress
 from ecr_backup.registry.auth import Anonymous, ChallengeCredentials, Credentials, TokenCredentials
 from ecr_backup.registry.client import RegistryClient
@@ -41,9 +43,11 @@ from ecr_backup.registry.ecr import EcrTokenSource, caller_identity, ecr_registr
 from ecr_backup.registry.ecr_listing import EcrListing
 from ecr_backup.registry.scoped import PerRepository
 from ecr_backup.registry.tls import TlsOptions
+from ecr_backup.restore.drill import restore_check
 from ecr_backup.restore.target import (
     AuthMode,
     Target,
+    delete_ecr_repository,
     ensure_ecr_repository,
     preflight,
     speaks_ecr,
@@ -302,6 +306,18 @@ class AwsServices:
         deletions = DynamoDeletionLog(self.index.table, client=self.client("dynamodb"))
         return SurgeWatch(
             deletions, self.index, self.store, rules, clock=self.clock, on_surge=self.on_surge
+        )
+
+    def restore_check(self, repository: str, digest: Digest) -> RestoreCheck:
+        """DrillRestore: the image restored into a scratch ECR repository and read back."""
+        host = self.settings.drill_registry or ecr_registry_url(*self.caller_source())
+        return restore_check(
+            self.catalog(),
+            repository,
+            digest,
+            registry_host=host,
+            open_target=lambda t: self.target_registry(t, auth="ecr", create_repository=True)[0],
+            delete_target=lambda t: delete_ecr_repository(t, self.target_session),
         )
 
     def on_surge(self, surge: Surge) -> None:

@@ -149,3 +149,14 @@ def rfc3339(moment: datetime) -> str:
     """The one time format people read, in tables, messages and --json: RFC 3339 in UTC to
     the second (2026-01-31T12:00:00Z)."""
     return moment.astimezone(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreCheck:
+    """A drill's restore of one kept image into a scratch repository, read back by digest."""
+
+    source: str  # repository@digest restored
+    scratch: str  # HOST/REPOSITORY it went to (deleted since)
+    ok: bool
+    detail: str
+    seconds: float

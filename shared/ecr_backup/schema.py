@@ -465,6 +465,14 @@ class SampledImage(_Model):
     bytes: Bytes
 
 
+class DrillRestore(_Model):
+    source: str  # repository@digest
+    scratch: str  # HOST/REPOSITORY, deleted since
+    ok: bool
+    detail: str
+    seconds: Seconds
+
+
 class Drill(_Model):
     ok: bool
     time: Time
@@ -476,6 +484,7 @@ class Drill(_Model):
     objects_verified: int
     bytes_read: Bytes
     problems: list[Problem]
+    restore: DrillRestore | None
 
 
 class UndeletedImage(_Model):

@@ -747,7 +747,26 @@ def test_drill_role_reads_and_writes_only_its_run_summary(transformed: dict[str,
         "kms:DescribeKey",
         "logs:CreateLogStream",
         "logs:PutLogEvents",
+        # DrillRestore only, on its scratch repositories (and the token, "*" only).
+        "ecr:GetAuthorizationToken",
+        "ecr:CreateRepository",
+        "ecr:DeleteRepository",
+        "ecr:DescribeRepositories",
+        "ecr:BatchCheckLayerAvailability",
+        "ecr:InitiateLayerUpload",
+        "ecr:UploadLayerPart",
+        "ecr:CompleteLayerUpload",
+        "ecr:PutImage",
+        "ecr:BatchGetImage",
     }
+    by_sid = {s["Sid"]: s for s in statements}
+    assert by_sid["ScratchRepositories"]["Resource"] == {
+        "Fn::Sub": "arn:${AWS::Partition}:ecr:${AWS::Region}:${AWS::AccountId}"
+        ":repository/ecr-backup-drill-*"
+    }
+    scratch = transformed["Resources"]["DrillRole"]["Properties"]["Policies"][0]
+    conditional = [s for s in scratch["PolicyDocument"]["Statement"] if "Fn::If" in s]
+    assert {s["Fn::If"][0] for s in conditional} == {"DrillRestores"}
     (writes,) = [s for s in statements if "dynamodb:UpdateItem" in listify(s["Action"])]
     assert writes["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["RUN#*"]}}
     schedule = props(transformed["Resources"], "DrillFunctionDaily")

@@ -73,6 +73,8 @@ SETTING_FLAGS = {
     "prune_grace_hours": "--grace-hours",
     "drill_sample": "--sample",
     "scrub_days": "--scrub-days",
+    "drill_restore": "--restore",
+    "drill_registry": "--restore-registry",
 }
 
 

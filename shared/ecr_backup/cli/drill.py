@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict
 from typing import Any
 
 from ecr_backup.cli.common import add_storage_options, emit, human_size, services_from
@@ -29,6 +30,21 @@ def register(commands: Any) -> None:
         type=int,
         metavar="N",
         help=f"kept images read whole (ECR_BACKUP_DRILL_SAMPLE, default {DEFAULT_DRILL_SAMPLE})",
+    )
+    command.add_argument(
+        "--restore",
+        dest="drill_restore",
+        action="store_true",
+        default=None,
+        help="also restore one sampled image into a scratch ECR repository, read it back "
+        "by digest, and delete the repository (ECR_BACKUP_DRILL_RESTORE)",
+    )
+    command.add_argument(
+        "--restore-registry",
+        dest="drill_registry",
+        metavar="URL",
+        help="the registry of the scratch repository (ECR_BACKUP_DRILL_REGISTRY; default: "
+        "this account's ECR in its region)",
     )
     command.add_argument(
         "--scrub-days",
@@ -64,6 +80,7 @@ def document(report: DrillReport) -> dict[str, object]:
         "problems": [
             {"kind": p.kind, "subject": p.subject, "detail": p.detail} for p in report.problems
         ],
+        "restore": None if report.restore is None else asdict(report.restore),
     }
 
 
@@ -81,6 +98,7 @@ def run_drill(args: argparse.Namespace) -> int:
         sample=settings.drill_sample,
         scrub_days=settings.scrub_days,
         concurrency=settings.concurrency,
+        restore=services.restore_check if settings.drill_restore else None,
     )
     record_drill(services.run_log, report)
     lines = [
@@ -94,6 +112,13 @@ def run_drill(args: argparse.Namespace) -> int:
         f"{report.objects_verified} object(s) verified, {human_size(report.bytes_read)} read",
         *(f"  {p.kind}: {p}" for p in report.problems),
     ]
+    if report.restore is not None:
+        check = report.restore
+        verdict = "ok" if check.ok else "FAILED"
+        lines.append(
+            f"restore into {check.scratch} (deleted since): {verdict}, {check.detail}, "
+            f"{check.seconds:.1f} s"
+        )
     if report.problems:
         lines.append(f"{len(report.problems)} problem(s): run `ecr-backup verify --deep`")
     emit(args, document(report), lines)

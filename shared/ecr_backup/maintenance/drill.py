@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ from ecr_backup.errors import BlobNotFoundError, EcrBackupError
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.retention import HistorySource, ImageVerdict, RetentionRules, judge
 from ecr_backup.maintenance.verify import Problem
+from ecr_backup.model import RestoreCheck
 from ecr_backup.oci.digest import Digest
 from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.storage.ledger import Hold, ObjectState
@@ -36,6 +38,10 @@ from ecr_backup.storage.ledger import Hold, ObjectState
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Half of a sampled image's weight is lost every this many days since it was stored.
 RECENCY_HALF_LIFE_DAYS = 7.0
+
+
+# Restores one image somewhere it can be read back (composition: a scratch ECR repository).
+RestoreProbe = Callable[[str, Digest], RestoreCheck]
 
 
 class DrillLedger(Protocol):
@@ -81,10 +87,11 @@ class DrillReport:
     objects_verified: int = 0
     bytes_read: int = 0
     problems: list[Problem] = field(default_factory=list)
+    restore: RestoreCheck | None = None  # DrillRestore: one sampled image pushed and read back
 
     @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.problems and (self.restore is None or self.restore.ok)
 
     def summary(self) -> DrillSummary:
         return DrillSummary(
@@ -93,7 +100,7 @@ class DrillReport:
             len(self.sampled),
             self.objects_verified,
             self.bytes_read,
-            len(self.problems),
+            len(self.problems) + (self.restore is not None and not self.restore.ok),
         )
 
 
@@ -211,9 +218,15 @@ def drill(
     scrub_days: int,
     concurrency: int = DEFAULT_CONCURRENCY,
     rng: random.Random | None = None,
+    restore: RestoreProbe | None = None,
 ) -> DrillReport:
-    """One drill over the images retention keeps today (the command and the function)."""
+    """One drill over the images retention keeps today (the command and the function);
+    with `restore`, the first sampled image is also restored and read back."""
     verdicts = judge(index, ledger.holds(), rules, now, surges=surges)
-    return Drill(reader, graph, concurrency).run(
+    report = Drill(reader, graph, concurrency).run(
         verdicts, ledger.objects(), now=now, sample=sample, scrub_days=scrub_days, rng=rng
     )
+    if restore is not None and report.sampled:
+        first = report.sampled[0]
+        report.restore = restore(first.repository, first.digest)
+    return report

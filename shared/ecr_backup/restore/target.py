@@ -208,3 +208,15 @@ def ensure_ecr_repository(
             raise translate(e, what, RegistryError) from e
         return False
     return True
+
+
+def delete_ecr_repository(target: Target, session: boto3.Session) -> None:
+    """Delete an ECR repository and its images (a drill's scratch repository)."""
+    account, region = ecr_identity(target, session)
+    try:
+        ecr = session.client("ecr", region_name=region)
+        ecr.delete_repository(registryId=account, repositoryName=target.repository, force=True)
+    except (ClientError, BotoCoreError) as e:
+        if error_code(e) != "RepositoryNotFoundException":
+            what = f"delete {target.repository} in {target.host}"
+            raise translate(e, what, RegistryError) from e
