@@ -192,7 +192,10 @@ class AwsServices:
         return S3BlobStore(
             self.settings.bucket,
             self.settings.prefix,
-            client=self.client("s3", Config(max_pool_connections=in_flight * 2)),
+            # SigV4 also for presigned URLs (serve): SSE-KMS objects refuse other signatures.
+            client=self.client(
+                "s3", Config(max_pool_connections=in_flight * 2, signature_version="s3v4")
+            ),
             part_size=self.settings.part_size_mib * MiB,
             parts_in_flight=in_flight,
         )

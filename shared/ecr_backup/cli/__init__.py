@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from ecr_backup import __version__
-from ecr_backup.cli import backfill, backup, maintenance, queries, restore
+from ecr_backup.cli import backfill, backup, maintenance, queries, restore, serve
 from ecr_backup.cli.options import add_global_options, settle
 from ecr_backup.errors import EcrBackupError
 
@@ -25,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.register(commands)
     restore.register(commands)
     maintenance.register(commands)
+    serve.register(commands)
     return parser
 
 
