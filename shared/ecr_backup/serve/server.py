@@ -3,11 +3,13 @@ HTTP/1.1 keep-alive, TLS handshakes done by the workers (never the accepting thr
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import ipaddress
 import logging
 import socket
 import ssl
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -119,6 +121,8 @@ class RegistryServer(http.server.HTTPServer):
                 self.socket, server_side=True, do_handshake_on_connect=False
             )
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="serve")
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
         self.scheme = "https" if tls else "http"
 
     @property
@@ -130,19 +134,29 @@ class RegistryServer(http.server.HTTPServer):
         self._pool.submit(self._work, request, client_address)
 
     def _work(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            self._open.add(request)
         try:
             self.finish_request(request, client_address)
         except Exception:
             self.handle_error(request, client_address)
         finally:
+            with self._lock:
+                self._open.discard(request)
             self.shutdown_request(request)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         log.debug("connection from %s failed", client_address, exc_info=True)
 
     def server_close(self) -> None:
+        """Stop listening and end every connection, so that the workers (which the
+        interpreter waits for at exit) return at once, even from idle keep-alives."""
         super().server_close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            for connection in self._open:
+                with contextlib.suppress(OSError):
+                    connection.shutdown(socket.SHUT_RDWR)
+        self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
