@@ -575,3 +575,13 @@ def test_a_storage_failure_is_a_server_error(
     monkeypatch.setattr(app.catalog, "repositories", fail)
     response = get(app, "/v2/_catalog")
     assert response.status == 500 and error_code(response) == "UNKNOWN"
+
+
+def test_the_bucket_alone_serves_the_same(served: Served) -> None:
+    """--from-bucket: tags and referrers from the push records, not the index."""
+    app = Registry(Catalog(served.store, None), ServeOptions(at=minutes(15)))
+    assert get(app, "/v2/app/manifests/v1").body == served.images["v1_first"].raw
+    assert json.loads(get(app, "/v2/app/tags/list").body)["tags"] == ["old", "v1"]
+    base = served.images["base"]
+    referrers = json.loads(get(app, f"/v2/base/referrers/{base.digest}").body)["manifests"]
+    assert [r["digest"] for r in referrers] == [str(served.images["signature"].digest)]
