@@ -401,3 +401,13 @@ class AwsServices:
 
     def queue(self, url: str) -> MessageQueue:
         return MessageQueue(self.client("sqs"), url)
+
+    def secret_text(self, secret_id: str) -> str:
+        """A Secrets Manager secret's string (serve's users: htpasswd lines)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self.client("secretsmanager").get_secret_value(SecretId=secret_id)
+        except (BotoCoreError, ClientError) as e:
+            raise translate(e, f"read secret {secret_id}", ConfigurationError) from e
+        return str(answer.get("SecretString") or "")
