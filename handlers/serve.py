@@ -4,8 +4,8 @@ A thin adapter: Function URL events (payload 2.0) become Requests for the same
 application the CLI serves (ecr_backup.serve.registry), its Responses become the URL's
 answers. Blobs are always redirected (307) to presigned S3 URLs, since a Lambda answer
 holds at most 6 MB; users (htpasswd -B lines) come from a Secrets Manager secret. Each
-request adds to the metrics Pulls, ManifestsServed, Redirects, ClientErrors and
-ServerErrors (ServerErrors is alarmed on).
+request adds to the metrics Requests, Pulls, ManifestsServed, Redirects, ClientErrors
+and ServerErrors (ServerErrors is alarmed on).
 """
 
 from __future__ import annotations

@@ -373,9 +373,10 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 def metrics_of(request: Request, response: Response) -> list[str]:
-    """The counters a request adds to (the function's CloudWatch metrics): Pulls (a
-    manifest asked for by tag, as a pull starts), ManifestsServed, Redirects, 4xx, 5xx."""
-    names: list[str] = []
+    """The counters a request adds to (the function's CloudWatch metrics): Requests, Pulls
+    (a manifest asked for by tag, as a pull starts), ManifestsServed, Redirects,
+    ClientErrors (4xx) and ServerErrors (5xx)."""
+    names = ["Requests"]
     if response.status >= 500:
         names.append("ServerErrors")
     elif response.status >= 400:

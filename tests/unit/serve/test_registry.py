@@ -555,14 +555,16 @@ def test_metrics_count_pulls_manifests_redirects_and_errors(served: Served) -> N
 
     def counted(path: str, method: str = "GET") -> list[str]:
         request = Request.of(method, path)
-        return metrics_of(request, app.handle(request))
+        names = metrics_of(request, app.handle(request))
+        assert names[0] == "Requests"
+        return names[1:]
 
     assert counted("/v2/app/manifests/v1") == ["ManifestsServed", "Pulls"]
     assert counted("/v2/app/manifests/v1", "HEAD") == ["Pulls"]
     assert counted(f"/v2/app/manifests/{v1.digest}") == ["ManifestsServed"]
     assert counted(f"/v2/app/blobs/{v1.blobs[0].digest}") == ["Redirects"]
     assert counted("/v2/app/manifests/nope") == ["ClientErrors"]
-    assert metrics_of(Request.of("GET", "/v2/"), Response(503)) == ["ServerErrors"]
+    assert metrics_of(Request.of("GET", "/v2/"), Response(503)) == ["Requests", "ServerErrors"]
 
 
 def test_a_storage_failure_is_a_server_error(
