@@ -198,7 +198,7 @@ def run(ctx: BenchContext, *, repeat: int = SERVE_ROUNDS) -> list[ModeResults]:
                 # Alternate the order so that drift (moto's page cache) favours neither side.
                 for side in ("serve", "registry") if n % 2 else ("registry", "serve"):
                     if side == "serve":
-                        measured, ok = _copy(ctx, f"127.0.0.1:{port}", [])
+                        measured, ok = _copy(ctx, f"127.0.0.1:{port}", ["--src-no-creds"])
                         serves.append(measured)
                     else:
                         creds = ["--src-creds", f"{registry.username}:{registry.password}"]

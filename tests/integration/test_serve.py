@@ -139,7 +139,8 @@ class Server:
 def serve(backup: ServedBackup, *args: str, tls: bool = False) -> Iterator[Server]:
     """`ecr-backup serve` on 127.0.0.1 and a free port, stopped (SIGTERM) on exit."""
     port = free_port()
-    argv = [sys.executable, "-m", "ecr_backup", "serve", "--listen", f"127.0.0.1:{port}", *args]
+    listen = f"127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "ecr_backup", "serve", "--json", "--listen", listen, *args]
     if tls:
         cert, key = self_signed_certificate("127.0.0.1")
         (backup.tmp / "cert.pem").write_bytes(cert)
@@ -150,15 +151,18 @@ def serve(backup: ServedBackup, *args: str, tls: bool = False) -> Iterator[Serve
             "--tls-key",
             str(backup.tmp / "key.pem"),
         ]
-    log = backup.tmp / f"serve-{port}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(argv, env=backup.env, stdout=out, stderr=subprocess.STDOUT)
+    log, started = backup.tmp / f"serve-{port}.log", backup.tmp / f"serve-{port}.json"
+    with log.open("wb") as err, started.open("wb") as out:
+        process = subprocess.Popen(argv, env=backup.env, stdout=out, stderr=err)
     url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     ca = str(backup.tmp / "cert.pem") if tls else None
     http = urllib3.PoolManager(timeout=10.0, retries=False, ca_certs=ca)
     try:
         _wait_ready(http, url, process, log)
-        yield Server(f"127.0.0.1:{port}", url, http)
+        # What --json printed once it listened (written before the first answer).
+        document = json.loads(started.read_text())
+        assert (document["url"], document["tls"], document["source"]) == (url, tls, "index")
+        yield Server(listen, url, http)
     finally:
         process.send_signal(signal.SIGTERM)
         try:

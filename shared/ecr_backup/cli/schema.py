@@ -424,6 +424,16 @@ class Backfill(_Model):
 
 # Command name -> the shape of its --json document. tests/unit/cli/test_schema.py checks
 # that every command of the parser is here and that docs/json.md shows each one.
+class Serve(_Model):
+    url: str
+    blobs: Literal["redirect", "stream"]
+    at: Time | None
+    repository_prefix: str
+    authentication: Literal["basic", "none"]
+    tls: bool
+    source: Literal["index", "bucket"]
+
+
 SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "setup": TypeAdapter(Setup),
     "replicate": TypeAdapter(Replicate),
@@ -442,6 +452,7 @@ SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "stats": TypeAdapter(Stats),
     "hold": TypeAdapter(Hold),
     "release": TypeAdapter(Hold),
+    "serve": TypeAdapter(Serve),
 }
 
 

@@ -9,7 +9,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from ecr_backup.cli.common import add_catalog_options, at_from, catalog_from
+from ecr_backup.cli.common import add_catalog_options, at_from, catalog_from, emit
 from ecr_backup.errors import ExitCode, InvalidInputError
 from ecr_backup.model import display_time
 from ecr_backup.serve.auth import Htpasswd
@@ -66,11 +66,17 @@ def run_serve(args: argparse.Namespace) -> int:
     except OSError as e:
         raise InvalidInputError(f"cannot listen on {args.listen}: {e.strerror}") from e
     when = f", tags as of {display_time(options.at)}" if options.at else ""
-    print(
-        f"serving the backup at {server.url} (blobs: {options.blobs}{when}); Ctrl-C stops",
-        file=sys.stderr,
-        flush=True,
-    )
+    document = {
+        "url": server.url,
+        "blobs": options.blobs,
+        "at": options.at,
+        "repository_prefix": options.repository_prefix,
+        "authentication": "basic" if options.htpasswd else "none",
+        "tls": tls is not None,
+        "source": registry.catalog.source,
+    }
+    emit(args, document, [f"serving the backup at {server.url} (blobs: {options.blobs}{when})"])
+    sys.stdout.flush()
     _stop_on_sigterm(server)
     try:
         server.serve_forever()
