@@ -61,6 +61,9 @@ def run_serve(args: argparse.Namespace) -> int:
     )
     tls = tls_context(args.tls_cert, args.tls_key) if args.tls_cert else None
     registry = Registry(catalog_from(args), options)
+    # Fail now, with the reason, if the backup cannot be read; and the first pull does not
+    # pay for building the AWS clients.
+    registry.catalog.repositories()
     try:
         server = RegistryServer((host, port), registry, tls=tls)
     except OSError as e:
