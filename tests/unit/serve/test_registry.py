@@ -22,9 +22,10 @@ from ecr_backup.errors import DigestMismatchError, StorageError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.serve.auth import Htpasswd
+from ecr_backup.serve.contents import RepositoryContents
 from ecr_backup.serve.messages import Request, Response
 from ecr_backup.serve.registry import Registry, ServeOptions, byte_range, metrics_of
-from ecr_backup.settings import MiB
+from ecr_backup.settings import SERVE_LISTING_TTL_SECONDS, MiB
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.ledger import Ledger
@@ -587,3 +588,15 @@ def test_the_bucket_alone_serves_the_same(served: Served) -> None:
     base = served.images["base"]
     referrers = json.loads(get(app, f"/v2/base/referrers/{base.digest}").body)["manifests"]
     assert [r["digest"] for r in referrers] == [str(served.images["signature"].digest)]
+
+
+def test_new_backups_appear_once_the_image_list_is_read_again(served: Served) -> None:
+    now = [0.0]
+    contents = RepositoryContents(Catalog(served.store, served.backup.index), clock=lambda: now[0])
+    assert contents.manifest_size("victims", served.images["manifest"].digest) is not None
+    late = served.backup.image("victims")
+    served.backup.push("victims", late, None, minutes(40))  # untagged: no tag list changes
+    assert contents.manifest_size("victims", late.digest) is None  # the list read at 0 s
+    now[0] = SERVE_LISTING_TTL_SECONDS
+    assert contents.manifest_size("victims", late.digest) == late.size
+    assert contents.blob_size("victims", late.blobs[1].digest) == late.blobs[1].size
