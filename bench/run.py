@@ -28,7 +28,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Protocol, cast
 
-from bench import backup_bench, import_bench, reconcile_bench
+from bench import backup_bench, import_bench, reconcile_bench, serve_bench
 from bench.common import RESULTS_PATH, BenchContext, BenchImage, MiB, Row, markdown_table
 from devkit import EcrQuirks, EcrRegistry, MotoServer, OciLayoutBuilder, skopeo_push
 from devkit.servers import REGISTRY_BINARY
@@ -69,6 +69,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-restore", action="store_true", help="skip the restore benchmark")
     parser.add_argument(
         "--no-reconcile", action="store_true", help="skip the reconcile benchmark (10,000 images)"
+    )
+    parser.add_argument(
+        "--no-serve", action="store_true", help="skip the serve benchmark (pulls from the backup)"
     )
     args = parser.parse_args(argv)
     if args.size_mib < 6 or (args.repeat is not None and args.repeat < 1):
@@ -187,6 +190,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # The backup's results are measured: write them, then fail the run.
                 traceback.print_exc()
                 sections.append(f"The restore benchmark failed: `{e!r}`")
+                failed = True
+        if not args.no_serve:
+            sections += ["", "## Serve (pull from the backup)", ""]
+            try:
+                repeat = {"repeat": args.repeat} if args.repeat else {}
+                sections.append(markdown_table(serve_bench.run_bench(ctx, **repeat)))
+            except Exception as e:
+                traceback.print_exc()
+                sections.append(f"The serve benchmark failed: `{e!r}`")
                 failed = True
         if not args.no_reconcile:
             sections += ["", "## Reconcile", ""]

@@ -172,8 +172,11 @@ class AwsServices:
         return S3BlobStore(
             self.settings.bucket,
             self.settings.prefix,
+            # SigV4 also for presigned URLs (serve): SSE-KMS objects refuse other signatures.
             client=self.client(
-                "s3", Config(max_pool_connections=in_flight * 2), region=self.region
+                "s3",
+                Config(max_pool_connections=in_flight * 2, signature_version="s3v4"),
+                region=self.region,
             ),
             part_size=self.settings.part_size_mib * MiB,
             parts_in_flight=in_flight,
@@ -434,6 +437,16 @@ class AwsServices:
 
     def queue(self, url: str) -> MessageQueue:
         return MessageQueue(self.client("sqs"), url)
+
+    def secret_text(self, secret_id: str) -> str:
+        """A Secrets Manager secret's string (serve's users: htpasswd lines)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = self.client("secretsmanager").get_secret_value(SecretId=secret_id)
+        except (BotoCoreError, ClientError) as e:
+            raise translate(e, f"read secret {secret_id}", ConfigurationError) from e
+        return str(answer.get("SecretString") or "")
 
     @cached_property
     def run_log(self) -> RunLog:

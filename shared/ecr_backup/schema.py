@@ -745,6 +745,16 @@ class Status(_Model):
     location: StatusLocation
 
 
+class Serve(_Model):
+    url: str
+    blobs: Literal["redirect", "stream"]
+    at: Time | None
+    repository_prefix: str
+    authentication: Literal["basic", "none"]
+    tls: bool
+    source: Literal["index", "bucket"]
+
+
 # Command name -> the shape of its --json document. tests/unit/cli/test_schema.py checks
 # that every command of the parser is here and that docs/json.md shows each one.
 SCHEMAS: dict[str, TypeAdapter[Any]] = {
@@ -768,6 +778,7 @@ SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "surges": TypeAdapter(Surges | Acknowledged),
     "drill": TypeAdapter(Drill),
     "undelete": TypeAdapter(Undelete),
+    "serve": TypeAdapter(Serve),
     "status": TypeAdapter(Status),
     "holds": TypeAdapter(list[HoldRow]),
 }

@@ -75,6 +75,16 @@ ECR_PAGE_SIZE = 1000
 SQS_BATCH_SIZE = 10
 # Images backfill copies at once (each with its own `concurrency` blob copies).
 DEFAULT_IMAGE_CONCURRENCY = 4
+# `serve`: presigned blob URLs live long enough for a slow pull to start every blob; page
+# sizes of tags/list and _catalog are capped (as CNCF distribution caps _catalog's); the
+# repository's image list is re-read after the TTL so new backups appear; worker threads
+# bound concurrent connections; stream mode hands out blobs in chunks of this size.
+SERVE_PRESIGN_SECONDS = 900
+SERVE_MAX_PAGE = 1000
+SERVE_LISTING_TTL_SECONDS = 30.0
+SERVE_WORKERS = 32
+SERVE_IDLE_TIMEOUT_SECONDS = 60.0
+SERVE_CHUNK = 1 * MiB
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 _TABLE = re.compile(r"[A-Za-z0-9_.-]{3,255}")
 

@@ -103,13 +103,27 @@ def metrics() -> dict[str, str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def body(resources: dict[str, Any]) -> dict[str, Any]:
-    """The dashboard's JSON, each ${...} of its Fn::Sub replaced by its name in brackets."""
-    sub = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+def dashboard(resources: dict[str, Any], name: str) -> dict[str, Any]:
+    """A dashboard's JSON, each ${...} of its Fn::Sub replaced by its name in brackets."""
+    sub = resources[name]["Properties"]["DashboardBody"]["Fn::Sub"]
     assert isinstance(sub, str)
     document: dict[str, Any] = json.loads(_SUB.sub(r"<\1>", sub))
     return document
+
+
+@pytest.fixture(scope="module")
+def boards(resources: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Every dashboard: the stack's, and those of optional parts (serve) that name
+    resources only they have."""
+    names = [n for n, r in resources.items() if r["Type"] == "AWS::CloudWatch::Dashboard"]
+    assert "Dashboard" in names
+    return {name: dashboard(resources, name) for name in names}
+
+
+@pytest.fixture(scope="module")
+def body(boards: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """All dashboards' widgets together: what an operator can see somewhere."""
+    return {"widgets": [w for board in boards.values() for w in board["widgets"]]}
 
 
 def widgets(body: dict[str, Any], kind: str) -> list[dict[str, Any]]:
@@ -192,7 +206,12 @@ def test_push_latency_is_drawn_at_p50_and_p99(body: dict[str, Any]) -> None:
     assert {"p50", "p99"} <= stats
 
 
-def test_the_widgets_fit_the_grid_without_overlapping(body: dict[str, Any]) -> None:
+def test_the_widgets_fit_the_grid_without_overlapping(boards: dict[str, dict[str, Any]]) -> None:
+    for body in boards.values():
+        _fits(body)
+
+
+def _fits(body: dict[str, Any]) -> None:
     cells: set[tuple[int, int]] = set()
     for widget in body["widgets"]:
         x, y, width, height = (widget[k] for k in ("x", "y", "width", "height"))

@@ -4,6 +4,7 @@ SQS batch of ECR events from the real registry into the moto server."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -81,6 +82,10 @@ class Build:
     @property
     def reconcile_function(self) -> Path:
         return self.dir / "ReconcileFunction"
+
+    def function_dir(self, handler: str) -> Path:
+        """The built function whose handler module is `handler` (replicate, reconcile...)."""
+        return self.dir / f"{handler.capitalize()}Function"
 
 
 @pytest.fixture(scope="module")
@@ -180,7 +185,7 @@ def invoke_built(
             "-I",
             "-S",
             str(driver),
-            str(built.function if function == "replicate" else built.reconcile_function),
+            str(built.function_dir(function)),
             str(built.layer),
             str(out),
             function,
@@ -404,3 +409,92 @@ def test_built_reconcile_handler_fans_out_and_enqueues_what_events_missed(
     )
     assert copied.response == {"batchItemFailures": []}
     assert backup_target.services.index.manifest(Digest.parse(missed.digest)) is not None
+
+
+@pytest.mark.sam
+@pytest.mark.integration
+def test_built_serve_handler_answers_function_url_events(
+    built: Build,
+    tmp_path: Path,
+    moto_server: MotoServer,
+    registry: EcrRegistry,
+    backup_target: BackupTarget,
+    pushed: tuple[str, list[BuiltManifest]],
+) -> None:
+    """The registry behind a Function URL, from the build: users from the secret, manifests
+    served, blobs redirected to presigned URLs that fetch the exact bytes, metrics."""
+    import bcrypt
+    import urllib3
+
+    repository, (first, _) = pushed
+    backup = invoke_built(
+        built,
+        tmp_path,
+        lambda_env(backup_target, moto_server, registry),
+        {"Records": [sqs_record(ecr_event(repository, first.digest, "v1"))]},
+    )
+    assert backup.response == {"batchItemFailures": []}
+    hashed = bcrypt.hashpw(b"pull-pass", bcrypt.gensalt(rounds=4)).decode()
+    secrets = moto_server.client("secretsmanager")
+    secret = secrets.create_secret(
+        Name=f"serve-users-{uuid.uuid4().hex[:8]}", SecretString=f"# users\npuller:{hashed}\n"
+    )["ARN"]
+    env = {
+        **lambda_env(backup_target, moto_server, registry),
+        "ECR_BACKUP_SERVE_USERS_SECRET": secret,
+    }
+    authorization = "Basic " + base64.b64encode(b"puller:pull-pass").decode()
+
+    def url_event(method: str, path: str, **headers: str) -> dict[str, Any]:
+        return {
+            "version": "2.0",
+            "rawPath": path,
+            "rawQueryString": "",
+            "headers": {"host": "abc.lambda-url.us-east-1.on.aws", **headers},
+            "requestContext": {"http": {"method": method, "path": path}},
+            "isBase64Encoded": False,
+        }
+
+    anonymous = invoke_built(built, tmp_path, env, url_event("GET", "/v2/"), function="serve")
+    for name, path in anonymous.modules.items():
+        assert Path(path).is_relative_to(built.dir), (name, path)
+    assert anonymous.response["statusCode"] == 401
+    assert anonymous.response["headers"]["WWW-Authenticate"] == 'Basic realm="ecr-backup"'
+
+    manifest = invoke_built(
+        built,
+        tmp_path,
+        env,
+        url_event("GET", f"/v2/{repository}/manifests/v1", authorization=authorization),
+        function="serve",
+    )
+    answer = manifest.response
+    assert answer["statusCode"] == 200 and not answer["isBase64Encoded"]
+    assert hashlib.sha256(answer["body"].encode()).hexdigest() == first.digest.split(":")[1]
+    assert answer["headers"]["Docker-Content-Digest"] == first.digest
+    assert emf_sum(manifest.stdout, "Pulls") == 1
+    assert emf_sum(manifest.stdout, "ManifestsServed") == 1
+
+    layer = first.layers[0].descriptor
+    blob = invoke_built(
+        built,
+        tmp_path,
+        env,
+        url_event("GET", f"/v2/{repository}/blobs/{layer.digest}", authorization=authorization),
+        function="serve",
+    )
+    assert blob.response["statusCode"] == 307 and blob.response["body"] == ""
+    assert emf_sum(blob.stdout, "Redirects") == 1
+    fetched = urllib3.request("GET", blob.response["headers"]["Location"], timeout=30)
+    assert fetched.status == 200
+    assert hashlib.sha256(fetched.data).hexdigest() == layer.digest.split(":")[1]
+
+    missing = invoke_built(
+        built,
+        tmp_path,
+        env,
+        url_event("GET", f"/v2/{repository}/manifests/nope", authorization=authorization),
+        function="serve",
+    )
+    assert missing.response["statusCode"] == 404
+    assert emf_sum(missing.stdout, "ClientErrors") == 1

@@ -229,6 +229,10 @@ class Catalog:
     def _referrers_of(self, repository: str, subjects: set[Digest]) -> list[Digest]:
         return self._ask(lambda s: s.referrers(repository, subjects))
 
+    def direct_referrers(self, repository: str, subject: Digest) -> list[Digest]:
+        """The manifests pushed to `repository` whose subject is `subject` (not theirs)."""
+        return self._referrers_of(repository, {subject})
+
     def show(self, ref: ImageRef, at: datetime | None = None) -> ImageView:
         resolved = self.resolve(ref, at)
         closure = self.reader.closure(resolved.digest)

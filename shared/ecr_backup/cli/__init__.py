@@ -15,6 +15,7 @@ from ecr_backup.cli import (
     maintenance,
     queries,
     restore,
+    serve,
     status,
     surges,
     undelete,
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     drill.register(commands)
     status.register(commands)
     undelete.register(commands)
+    serve.register(commands)
     return parser
 
 

@@ -118,9 +118,18 @@ class S3BlobStore:
         return int(head["ContentLength"])
 
     @contextmanager
-    def open(self, digest: Digest, *, version_id: str | None = None) -> Iterator[Readable]:
+    def open(
+        self,
+        digest: Digest,
+        *,
+        version_id: str | None = None,
+        byte_range: tuple[int, int] | None = None,
+    ) -> Iterator[Readable]:
+        """The object's bytes, or those from `byte_range`'s first to last offset (inclusive)."""
         key = self.blob_key(digest)
         extra: dict[str, Any] = {"VersionId": version_id} if version_id else {}
+        if byte_range is not None:
+            extra["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
         try:
             body = self._s3.get_object(Bucket=self.bucket, Key=key, **extra)["Body"]
         except (ClientError, BotoCoreError) as e:
@@ -138,6 +147,20 @@ class S3BlobStore:
             raise self._error(e, "read", key) from e
         finally:
             body.close()
+
+    def presigned_get(self, digest: Digest, version_id: str | None, expires_in: int) -> str:
+        """A URL anyone holding it may GET the object (that version) with, for `expires_in`
+        seconds, signed with this client's credentials (no request is sent)."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self.blob_key(digest)}
+        if version_id:
+            params["VersionId"] = version_id
+        try:
+            url: str = self._s3.generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=expires_in
+            )
+        except (ClientError, BotoCoreError) as e:
+            raise self._error(e, "presign GET", self.blob_key(digest)) from e
+        return url
 
     def read(self, digest: Digest) -> bytes:
         """Read a small object (a manifest) whole, checking it still hashes to its name."""

@@ -1,0 +1,1 @@
+"""`serve`: the backup as a read-only OCI Distribution API v2 registry."""
