@@ -277,10 +277,15 @@ class Replicate(_Model):
 
 class EventOutcome(_Model):
     event_id: str
-    action: Literal["backed up", "already backed up", "deletion recorded", "ignored"]
+    action: Literal[
+        "backed up", "already backed up", "deletion recorded", "storage class recorded", "ignored"
+    ]
+    # The ECR detail-type, absent when the event is not ECR's.
+    kind: Literal["image", "referrer", "replication", "pull-through-cache"] | None = None
     repository: str | None = None
     digest: DigestText | None = None
     tag: str | None = None
+    storage_class: Literal["ARCHIVE", "STANDARD"] | None = None
     report: CopyReport | None = None
 
 
