@@ -38,8 +38,9 @@ class EventOutcome:
             answer["digest"] = str(named.digest)
         if self.image is not None:
             answer["tag"] = self.image.tag
-        if self.storage is not None:
-            answer["storage_class"] = str(self.storage.storage_class)
+        if named is not None:
+            storage = self.storage
+            answer["storage_class"] = str(storage.storage_class) if storage else None
         if self.report is not None:
             answer["report"] = self.report.as_dict()
         return answer
