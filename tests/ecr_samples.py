@@ -203,9 +203,9 @@ def usable(
         event["detail"]["image-digest"] = str(digest)
     if repository is not None:
         event["detail"]["repository-name"] = repository
-    for key, value in (("account", account), ("region", region), ("time", time)):
-        if value is not None:
-            event[key] = value
+    for key, given in (("account", account), ("region", region), ("time", time)):
+        if given is not None:
+            event[key] = given
     if event["time"] == "2023-02-29T02:36:48Z" and time is None:
         event["time"] = "2023-02-28T02:36:48Z"  # the sample's day does not exist
     for name, value in detail.items():

@@ -48,8 +48,8 @@ NOT_ACTED_ON = {
 def render(node: Any, conditions: dict[str, bool], parameters: dict[str, str]) -> Any:
     """A template fragment with Fn::If and Ref resolved as CloudFormation would."""
     if isinstance(node, list):
-        rendered = [render(item, conditions, parameters) for item in node]
-        return [item for item in rendered if item is not _ABSENT]
+        items = [render(item, conditions, parameters) for item in node]
+        return [item for item in items if item is not _ABSENT]
     if not isinstance(node, dict):
         return node
     if set(node) == {"Fn::If"}:
@@ -82,7 +82,7 @@ def forward_pattern(prefix: str = "") -> dict[str, Any]:
 
 def matches(pattern: dict[str, Any], event: dict[str, Any]) -> bool:
     assert not list(empty_objects(pattern)), "EventBridge refuses empty objects in patterns"
-    return EventPattern.load(json.dumps(pattern)).matches_event(event)
+    return EventPattern.load(json.dumps(pattern)).matches_event(event)  # type: ignore[arg-type]
 
 
 def empty_objects(node: Any, where: str = "") -> Iterator[str]:
