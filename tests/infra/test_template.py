@@ -742,3 +742,21 @@ def test_scheduled_functions_get_the_retention_settings(resources: dict[str, Any
         assert event["Type"] == "Schedule"
     replicate = props(resources, "ReplicateFunction")["Environment"]["Variables"]
     assert replicate["ECR_BACKUP_LOCK_DAYS"] == {"Ref": "ObjectLockDays"}
+
+
+def test_push_to_durable_latency_alarms_on_its_p99(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    alarm = props(resources, "LatencyAlarm")
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("EcrBackup", "PushToDurableLatency")
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "ecr-backup"}]
+    assert alarm["ExtendedStatistic"] == "p99" and "Statistic" not in alarm
+    assert alarm["Threshold"] == {"Ref": "LatencyAlarmSeconds"}
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert template["Parameters"]["LatencyAlarmSeconds"]["Default"] == 300
+    assert refers_to(alarm["AlarmActions"][0], "AlarmTopic")
+    # The batch settings the latency bench reads (bench/latency_bench.py) are the ones wired.
+    queue = props(resources, "ReplicateFunction")["Events"]["EcrEvents"]["Properties"]
+    assert queue["BatchSize"] == {"Ref": "BatchSize"}
+    assert queue["MaximumBatchingWindowInSeconds"] == {"Ref": "BatchingWindowSeconds"}
+    assert queue["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "MaximumConcurrency"}
