@@ -27,6 +27,7 @@ import io
 import json
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,8 +82,9 @@ class Result:
     settings: BatchSettings
     latencies: list[float]
     push_s: float  # the pushes, first to last
-    drain_s: float  # first push to the last image durable
+    drain_s: float  # first push (or the burst) to the last image durable
     failed_records: int
+    burst: bool = False
 
     def percentile(self, p: float) -> float:
         ordered = sorted(self.latencies)
@@ -93,33 +95,74 @@ class Result:
     def rows(self) -> list[Row]:
         s = self.settings
         p99 = self.percentile(99)
+        how = "a burst of" if self.burst else "as pushed,"
+        sent = (
+            f"{self.images} events sent in {self.push_s:.1f} s"
+            if self.burst
+            else f"{self.images / self.push_s:.1f} pushes/s"
+        )
         return [
             Row(
-                f"Push-to-durable latency, {self.images} pushes (BatchSize {s.batch_size}, "
-                f"window {s.window_s} s, concurrency {s.concurrency})",
+                f"Push-to-durable latency, {how} {self.images} images (BatchSize "
+                f"{s.batch_size}, window {s.window_s} s, concurrency {s.concurrency})",
                 f"p50 {self.percentile(50):.1f} s, p99 {p99:.1f} s, "
-                f"max {max(self.latencies):.1f} s",
+                f"max {max(self.latencies):.1f} s; {sent}; all durable after "
+                f"{self.drain_s:.1f} s; {self.failed_records} records retried",
                 f"p99 <= {ALARM_DEFAULT_S:.0f} s (LatencyAlarmSeconds)",
                 p99 <= ALARM_DEFAULT_S,
-            ),
-            Row(
-                "Pushes / backups drained",
-                f"{self.images / self.push_s:.1f} pushes/s; all durable "
-                f"{self.drain_s:.1f} s after the first push; "
-                f"{self.failed_records} records retried",
-            ),
+            )
         ]
 
 
+class Images:
+    """The bench's images, built once in an OCI layout; pushed as the run goes (trickle) or
+    all before it (burst)."""
+
+    def __init__(self, ctx: BenchContext, count: int) -> None:
+        from devkit.images import OciLayoutBuilder
+
+        _say(f"building {count} images...")
+        self.ctx = ctx
+        self.layout = OciLayoutBuilder(ctx.workdir / f"latency-images-{uuid.uuid4().hex[:8]}")
+        base = self.layout.add_layer(BASE_LAYER_SIZE, seed=1)
+        self.built = [
+            self.layout.image(
+                [base, self.layout.add_layer(OWN_LAYER_SIZE, seed=100 + n)], ref=f"v{n}"
+            )
+            for n in range(count)
+        ]
+        self.pushed = False
+
+    def push(self, n: int) -> None:
+        from devkit.images import http_push
+
+        http_push(self.layout, self.built[n], self.ctx.registry, REPOSITORY, f"v{n}")
+
+    def push_all(self) -> None:
+        if not self.pushed:
+            _say(f"pushing {len(self.built)} images before the burst...")
+            for n in range(len(self.built)):
+                self.push(n)
+            self.pushed = True
+
+
 def run(
-    ctx: BenchContext, *, images: int = IMAGES, settings: BatchSettings | None = None
+    ctx: BenchContext,
+    images: Images,
+    settings: BatchSettings,
+    *,
+    burst: bool = False,
 ) -> Result:
+    """Trickle: each image's event is sent as its push lands. Burst: every image is in the
+    registry first, then all their events are sent at once, each timed as it is sent (as
+    if every push had landed in that second: a CI fan-out, or replication of a backlog)."""
     from devkit.events import EcrEventSource
-    from devkit.images import OciLayoutBuilder, http_push
     from ecr_backup.storage.index import DynamoIndex
     from ecr_backup.storage.provision import ensure_bucket
 
-    settings = settings or BatchSettings.from_template()
+    if burst:
+        images.push_all()
+    count = len(images.built)
     name = f"latency-{uuid.uuid4().hex[:8]}"
     ensure_bucket(ctx.aws.client("s3"), name, region=ctx.aws.region, tls_only=False)
     DynamoIndex(name, client=ctx.aws.client("dynamodb")).create_if_missing()
@@ -127,18 +170,50 @@ def run(
     queue = sqs.create_queue(
         QueueName=name, Attributes={"VisibilityTimeout": str(6 * settings.timeout_s)}
     )["QueueUrl"]
-
-    _say(f"building {images} images...")
-    layout = OciLayoutBuilder(ctx.workdir / name)
-    base = layout.add_layer(BASE_LAYER_SIZE, seed=1)
-    built = [
-        layout.image([base, layout.add_layer(OWN_LAYER_SIZE, seed=100 + n)], ref=f"v{n}")
-        for n in range(images)
-    ]
-
     out = ctx.workdir / f"{name}-out"
     out.mkdir()
-    stop = out / "stop"
+    workers = _start_workers(ctx, name, queue, settings, out)
+    try:
+        _wait_ready(out, settings.concurrency)
+        source = EcrEventSource(region=ctx.aws.region)
+        started = time.perf_counter()
+        if burst:
+            _say(f"sending {count} events at once ({settings})...")
+            events = [
+                json.dumps(event)
+                for n, image in enumerate(images.built)
+                for event in source.pushed(image, REPOSITORY, f"v{n}")
+            ]
+            for first in range(0, len(events), 10):
+                entries = [
+                    {"Id": str(i), "MessageBody": body}
+                    for i, body in enumerate(events[first : first + 10])
+                ]
+                sqs.send_message_batch(QueueUrl=queue, Entries=entries)
+        else:
+            _say(f"pushing {count} images, each event sent as it lands ({settings})...")
+            for n, image in enumerate(images.built):
+                images.push(n)
+                for event in source.pushed(image, REPOSITORY, f"v{n}"):
+                    sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(event))
+            images.pushed = True
+        push_s = time.perf_counter() - started
+        latencies, failed = _wait_durable(out, count)
+        drain_s = time.perf_counter() - started
+    finally:
+        (out / "stop").touch()
+        for worker in workers:
+            try:
+                worker.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait()
+    return Result(count, settings, latencies, push_s, drain_s, failed, burst)
+
+
+def _start_workers(
+    ctx: BenchContext, name: str, queue: str, settings: BatchSettings, out: Path
+) -> list[subprocess.Popen[bytes]]:
     env = ctx.aws_env(bucket=name, table=name, source_registry=ctx.registry.url)
     env.update(
         {
@@ -147,8 +222,6 @@ def run(
             "POWERTOOLS_LOG_LEVEL": "WARNING",
         }
     )
-    import subprocess
-
     argv = python_module(
         "bench.latency_bench",
         "worker",
@@ -158,33 +231,12 @@ def run(
         str(settings.timeout_s),
         str(out),
     )
-    workers = [
+    return [
         subprocess.Popen(
             [*argv, str(n)], env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=None
         )
         for n in range(settings.concurrency)
     ]
-    try:
-        _wait_ready(out, settings.concurrency)
-        _say(f"pushing {images} images, each event sent to the queue as it lands...")
-        source = EcrEventSource(region=ctx.aws.region)
-        started = time.perf_counter()
-        for n, image in enumerate(built):
-            http_push(layout, image, ctx.registry, REPOSITORY, f"v{n}")
-            for event in source.pushed(image, REPOSITORY, f"v{n}"):
-                sqs.send_message(QueueUrl=queue, MessageBody=json.dumps(event))
-        push_s = time.perf_counter() - started
-        latencies, failed = _wait_durable(out, images)
-        drain_s = time.perf_counter() - started
-    finally:
-        stop.touch()
-        for worker in workers:
-            try:
-                worker.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait()
-    return Result(images, settings, latencies, push_s, drain_s, failed)
 
 
 def _wait_ready(out: Path, workers: int) -> None:
@@ -318,9 +370,22 @@ def _latencies(emf: str) -> list[float]:
 
 
 def run_bench(ctx: BenchContext, *, images: int = IMAGES) -> list[Row]:
-    """bench.run's hook: the latency rows of the results table."""
-    result = run(ctx, images=images)
-    return result.rows()
+    """bench.run's hook: the template's settings, as pushed and in a burst."""
+    settings = BatchSettings.from_template()
+    built = Images(ctx, images)
+    return [
+        *run(ctx, built, settings).rows(),
+        *run(ctx, built, settings, burst=True).rows(),
+    ]
+
+
+def _variant(text: str, template: BatchSettings) -> BatchSettings:
+    """BATCH,WINDOW,CONCURRENCY, e.g. 10,0,2."""
+    try:
+        batch, window, concurrency = (int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected BATCH,WINDOW,CONCURRENCY") from None
+    return BatchSettings(batch, window, concurrency, template.timeout_s)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -328,12 +393,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args and args[0] == "worker":
         queue, batch, window, timeout, out, n = args[1:]
         return worker(queue, int(batch), int(window), int(timeout), Path(out), int(n))
+    template = BatchSettings.from_template()
     parser = argparse.ArgumentParser(prog="python -m bench.latency_bench", description=__doc__)
     parser.add_argument("--images", type=int, default=IMAGES)
-    parser.add_argument("--batch-size", type=int, help="default: the template's BatchSize")
-    parser.add_argument("--window", type=int, help="default: the template's BatchingWindowSeconds")
     parser.add_argument(
-        "--concurrency", type=int, help="default: the template's MaximumConcurrency"
+        "--burst",
+        action="append",
+        default=[],
+        type=lambda text: _variant(text, template),
+        metavar="BATCH,WINDOW,CONCURRENCY",
+        help="also measure a burst with these settings (repeatable)",
     )
     options = parser.parse_args(args)
 
@@ -341,13 +410,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bench.run import BENCH_QUIRKS
     from devkit import EcrRegistry, MotoServer
 
-    template = BatchSettings.from_template()
-    settings = BatchSettings(
-        options.batch_size or template.batch_size,
-        template.window_s if options.window is None else options.window,
-        options.concurrency or template.concurrency,
-        template.timeout_s,
-    )
     with contextlib.ExitStack() as stack:
         aws = stack.enter_context(MotoServer())
         storage = stack.enter_context(MotoServer())
@@ -355,9 +417,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ecr-bench-")))
         none = BenchImage("none", "none", "", "", 0, workdir, 0)  # the images are its own
         ctx = BenchContext(aws, registry, workdir, none)
-        result = run(ctx, images=options.images, settings=settings)
-        print(markdown_table(result.rows()))
-        print(f"latencies (s): {json.dumps(sorted(round(v, 2) for v in result.latencies))}")
+        images = Images(ctx, options.images)
+        rows = run(ctx, images, template).rows() + run(ctx, images, template, burst=True).rows()
+        print(markdown_table(rows), flush=True)
+        for variant in options.burst:
+            rows += run(ctx, images, variant, burst=True).rows()
+            print(markdown_table(rows[-1:]), flush=True)
+        print(markdown_table(rows))
     return 0
 
 
