@@ -91,6 +91,7 @@ def _report(event: EcrEvent, outcome: EventOutcome) -> None:
         return
     where = {
         "kind": str(outcome.kind),
+        "origin": outcome.origin,
         "repository": image.repository,
         "digest": str(image.digest),
         "tag": image.tag,

@@ -74,10 +74,6 @@ class EcrActionDetail(BaseModel):
     target_storage_class: str | None = Field(default=None, alias="target-storage-class")
 
 
-# The name the image action's detail had before referrers shared it.
-EcrImageActionDetail = EcrActionDetail
-
-
 class EcrReplicationDetail(BaseModel):
     model_config = _MODEL
 

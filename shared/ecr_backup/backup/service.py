@@ -27,6 +27,7 @@ class EventOutcome:
     report: CopyReport | None = None
     kind: EventKind | None = None
     storage: StorageClassChange | None = None
+    origin: str | None = None  # logged: where a replicated or cached image came from
 
     def as_dict(self) -> dict[str, object]:
         answer: dict[str, object] = {"event_id": self.event_id, "action": self.status}
@@ -79,7 +80,7 @@ def _back_up(
 ) -> EventOutcome:
     report = replicator.backup_event(image)
     status: Status = "backed up" if report.manifests_stored else "already backed up"
-    return EventOutcome(event_id, status, image, report, change.kind, storage)
+    return EventOutcome(event_id, status, image, report, change.kind, storage, change.origin)
 
 
 def _storage_changed(

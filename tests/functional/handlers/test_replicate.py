@@ -602,7 +602,10 @@ def test_a_referrer_pushed_after_its_subject_is_backed_up_and_linked(
 
 
 def test_a_replicated_image_already_held_reads_nothing(
-    handler: Any, registry: FakeRegistry, capsys: pytest.CaptureFixture[str]
+    handler: Any,
+    registry: FakeRegistry,
+    capsys: pytest.CaptureFixture[str],
+    logs: io.StringIO,
 ) -> None:
     image = push_image(registry, 400)
     handler(batch(sqs_record(ecr_event(image.digest))), Context())
@@ -614,6 +617,9 @@ def test_a_replicated_image_already_held_reads_nothing(
 
     assert (registry.manifest_gets, sum(registry.blob_gets.values())) == gets
     assert emitted_metrics(capsys.readouterr().out)["BlobsCopied"] == [0]
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    (logged,) = [line for line in lines if line.get("kind") == "replication"]
+    assert logged["origin"] == "123456789012/us-west-2"  # the sample's source account/region
 
 
 def test_pull_through_cache_follows_its_setting(
