@@ -28,7 +28,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Protocol, cast
 
-from bench import backup_bench, import_bench, reconcile_bench, serve_bench
+from bench import backup_bench, import_bench, latency_bench, reconcile_bench, serve_bench
 from bench.common import RESULTS_PATH, BenchContext, BenchImage, MiB, Row, markdown_table
 from devkit import EcrQuirks, EcrRegistry, MotoServer, OciLayoutBuilder, skopeo_push
 from devkit.servers import REGISTRY_BINARY
@@ -72,6 +72,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--no-serve", action="store_true", help="skip the serve benchmark (pulls from the backup)"
+    )
+    parser.add_argument(
+        "--no-latency",
+        action="store_true",
+        help="skip the push-to-durable latency benchmark (200 pushes through the queue)",
     )
     args = parser.parse_args(argv)
     if args.size_mib < 6 or (args.repeat is not None and args.repeat < 1):
@@ -199,6 +204,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception as e:
                 traceback.print_exc()
                 sections.append(f"The serve benchmark failed: `{e!r}`")
+        if not args.no_latency:
+            sections += ["", "## Push-to-durable latency", ""]
+            try:
+                sections.append(markdown_table(latency_bench.run_bench(ctx)))
+            except Exception as e:
+                traceback.print_exc()
+                sections.append(f"The latency benchmark failed: `{e!r}`")
                 failed = True
         if not args.no_reconcile:
             sections += ["", "## Reconcile", ""]

@@ -1,4 +1,5 @@
-"""Lambda entry point: SQS batches of ECR "ECR Image Action" events -> the backup engine.
+"""Lambda entry point: SQS batches of ECR's events (image, referrer, replication, pull-through
+cache; ecr_backup.backup.events) -> the backup engine.
 
 Thin on purpose: parse each record, hand it to `ecr_backup.backup.service.handle_ecr_event`
 (the same code path as `ecr-backup handle-event`), and report per-record failures so
@@ -54,7 +55,9 @@ def handle_record(
     # Set before the work, so that the failure warning of this record carries it too.
     logger.set_correlation_id(event.id)
     outcome = handle_ecr_event(
-        event, lambda account, region: services.replicator(account, region, deadline=deadline)
+        event,
+        lambda account, region: services.replicator(account, region, deadline=deadline),
+        pull_through_cache=services.settings.pull_through_cache,
     )
     _report(event, outcome)
     return render("handle-event", outcome)  # type: ignore[no-any-return]
@@ -62,13 +65,27 @@ def handle_record(
 
 def _report(event: EcrEvent, outcome: EventOutcome) -> None:
     image = outcome.image
-    if image is None:
+    storage = outcome.storage
+    if storage is not None:
         logger.info(
-            "event ignored: not a successful ECR push or delete",
-            extra={"source": event.source, "detail_type": event.detail_type},
+            "storage class change recorded",
+            extra={
+                "repository": storage.repository,
+                "digest": str(storage.digest),
+                "storage_class": str(storage.storage_class),
+                "backed_up": outcome.report is not None,
+            },
         )
+    if image is None:
+        if storage is None:
+            logger.info(
+                "event ignored: not an ECR change the backup acts on",
+                extra={"source": event.source, "detail_type": event.detail_type},
+            )
         return
     where = {
+        "kind": str(outcome.kind),
+        "origin": outcome.origin,
         "repository": image.repository,
         "digest": str(image.digest),
         "tag": image.tag,

@@ -104,6 +104,53 @@ class ImageEvent:
             raise InvalidInputError(f"invalid push record: {e}") from e
 
 
+class StorageClass(StrEnum):
+    """ECR's storage classes (UpdateImageStorageClass' targetStorageClass)."""
+
+    STANDARD = "STANDARD"
+    ARCHIVE = "ARCHIVE"
+
+
+@dataclass(frozen=True)
+class StorageClassChange:
+    """An image ECR moved into its archive class or restored from it; recorded in the
+    bucket under `refs/<repository>/_storage/`, apart from the push records that rebuild
+    the index (an archived image is still in ECR: its tags and history do not change)."""
+
+    repository: str
+    digest: Digest
+    storage_class: StorageClass
+    time: datetime
+    media_type: str | None = None
+    artifact_media_type: str | None = None
+    source_account: str | None = None
+    source_region: str | None = None
+    event_id: str | None = None
+
+    def __post_init__(self) -> None:
+        validate_repository(self.repository)
+
+    @property
+    def record_name(self) -> str:
+        """One record per (time, class, digest): a replayed event names the same record."""
+        when = format_time(self.time)
+        return f"{self.repository}/_storage/{when}_{self.storage_class}_{self.digest.hex}.json"
+
+    def to_json(self) -> bytes:
+        document = {
+            "repository": self.repository,
+            "digest": str(self.digest),
+            "storageClass": str(self.storage_class),
+            "time": format_time(self.time),
+            "mediaType": self.media_type,
+            "artifactMediaType": self.artifact_media_type,
+            "sourceAccount": self.source_account,
+            "sourceRegion": self.source_region,
+            "eventId": self.event_id,
+        }
+        return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
 @dataclass(frozen=True, slots=True)
 class ManifestRecord:
     digest: Digest

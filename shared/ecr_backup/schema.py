@@ -382,12 +382,15 @@ class Replicate(_Model):
 
 class EventOutcome(_Model):
     event_id: str
-    action: Literal["backed up", "already backed up", "deletion recorded", "ignored"] = _at(
-        "status"
-    )
-    repository: str | None = _at_or_none("image", "repository")
-    digest: DigestText | None = _at_or_none("image", "digest")
-    tag: str | None = _at_or_none("image", "tag")
+    action: Literal[
+        "backed up", "already backed up", "deletion recorded", "storage class recorded", "ignored"
+    ] = _at("status")
+    # The ECR detail-type, absent when the event is not ECR's.
+    kind: Literal["image", "referrer", "replication", "pull-through-cache"] | None = None
+    repository: str | None = None
+    digest: DigestText | None = None
+    tag: str | None = None
+    storage_class: Literal["ARCHIVE", "STANDARD"] | None = None
     report: CopyReport | None = None
 
 

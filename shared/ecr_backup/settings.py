@@ -116,6 +116,8 @@ class Settings(BaseModel):
     # default the backup account's ECR in its region.
     drill_restore: bool = False
     drill_registry: str | None = None
+    # Back up images pull-through cache rules store (template parameter BackupPullThroughCache).
+    pull_through_cache: bool = True
     throughput_floor_mibps: float = Field(default=DEFAULT_THROUGHPUT_FLOOR_MIBPS, gt=0, le=10_000)
 
     @field_validator("bucket")

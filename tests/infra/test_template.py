@@ -227,18 +227,29 @@ def test_table_matches_the_single_schema_definition(resources: dict[str, Any]) -
 # --- events, queue, DLQ ----------------------------------------------------------------
 
 
-def test_rule_matches_successful_ecr_pushes_and_deletes(resources: dict[str, Any]) -> None:
+def test_rule_matches_every_ecr_event_kind_acted_on(resources: dict[str, Any]) -> None:
+    """The pattern's shape; tests/infra/test_event_rules.py runs it on AWS's samples."""
     rule = props(resources, "EcrImageActionRule")
     pattern = rule["EventPattern"]
     assert pattern["source"] == ["aws.ecr"]
-    assert pattern["detail-type"] == ["ECR Image Action"]
-    assert sorted(pattern["detail"]["action-type"]) == ["DELETE", "PUSH"]
-    assert pattern["detail"]["result"] == ["SUCCESS"]
+    condition, with_cache, without_cache = pattern["$or"]["Fn::If"]
+    assert condition == "BackUpPullThroughCache"
+    kinds = {kind for branch in with_cache for kind in branch["detail-type"]}
+    assert kinds == {
+        "ECR Image Action",
+        "ECR Referrer Action",
+        "ECR Replication Action",
+        "ECR Pull Through Cache Action",
+    }
+    assert with_cache[:2] == without_cache
+    for branch in with_cache:
+        status = branch["detail"].get("result") or branch["detail"]["sync-status"]
+        assert status == ["SUCCESS"]
     # The repository filter is optional: absent (match all) unless a prefix is given.
-    assert pattern["detail"]["repository-name"] == {
+    assert pattern["detail"] == {
         "Fn::If": [
             "HasRepositoryPrefix",
-            [{"prefix": {"Ref": "RepositoryPrefix"}}],
+            {"repository-name": [{"prefix": {"Ref": "RepositoryPrefix"}}]},
             {"Ref": "AWS::NoValue"},
         ]
     }
@@ -604,7 +615,8 @@ def test_source_account_template_forwards_events_and_grants_pull_only() -> None:
     ]
     rule = source["ForwardEcrImageActionsRule"]["Properties"]
     assert rule["EventPattern"]["source"] == ["aws.ecr"]
-    assert rule["EventPattern"]["detail-type"] == ["ECR Image Action"]
+    forwarded = {kind for branch in rule["EventPattern"]["$or"] for kind in branch["detail-type"]}
+    assert "ECR Pull Through Cache Action" in forwarded and len(forwarded) == 4
     (target,) = rule["Targets"]
     assert target["Arn"]["Fn::Sub"][0].endswith(":${BackupAccountId}:event-bus/default")
     assert refers_to(target["RoleArn"], "ForwardRole")
@@ -771,3 +783,21 @@ def test_drill_role_reads_and_writes_only_its_run_summary(transformed: dict[str,
     assert writes["Condition"] == {"ForAllValues:StringLike": {"dynamodb:LeadingKeys": ["RUN#*"]}}
     schedule = props(transformed["Resources"], "DrillFunctionDaily")
     assert schedule["ScheduleExpression"] == "rate(1 day)"
+
+
+def test_push_to_durable_latency_alarms_on_its_p99(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    alarm = props(resources, "LatencyAlarm")
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("EcrBackup", "PushToDurableLatency")
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "ecr-backup"}]
+    assert alarm["ExtendedStatistic"] == "p99" and "Statistic" not in alarm
+    assert alarm["Threshold"] == {"Ref": "LatencyAlarmSeconds"}
+    assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+    assert template["Parameters"]["LatencyAlarmSeconds"]["Default"] == 300
+    assert refers_to(alarm["AlarmActions"][0], "AlarmTopic")
+    # The batch settings the latency bench reads (bench/latency_bench.py) are the ones wired.
+    queue = props(resources, "ReplicateFunction")["Events"]["EcrEvents"]["Properties"]
+    assert queue["BatchSize"] == {"Ref": "BatchSize"}
+    assert queue["MaximumBatchingWindowInSeconds"] == {"Ref": "BatchingWindowSeconds"}
+    assert queue["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "MaximumConcurrency"}

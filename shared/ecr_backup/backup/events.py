@@ -1,24 +1,67 @@
-"""ECR's EventBridge "ECR Image Action" events, validated and turned into ImageEvents."""
+"""ECR's EventBridge events, validated and turned into the changes the backup acts on.
+
+The detail-types and their fields are those of the Amazon ECR User Guide, "Amazon ECR events
+and EventBridge" (https://docs.aws.amazon.com/AmazonECR/latest/userguide/ecr-eventbridge.html):
+
+- "ECR Image Action": PUSH and DELETE of an image; UPDATE_STORAGE_CLASS when it is archived
+  (target-storage-class ARCHIVE) or restored (STANDARD, with last-activated-at);
+- "ECR Referrer Action": the same for a referrer (a signature, SBOM or attestation whose
+  manifest names its subject); ECR deletes a subject's referrers after the subject;
+- "ECR Replication Action": REPLICATE, in the account and region the image was copied to
+  (source-account and source-region name where it came from);
+- "ECR Pull Through Cache Action": sync-status SUCCESS when a cache rule stored an upstream
+  image (no action-type, no result).
+
+Only result / sync-status SUCCESS is acted on; failures and other action types are ignored.
+"""
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from ecr_backup.errors import InvalidInputError
-from ecr_backup.model import Action, ImageEvent, format_time
+from ecr_backup.model import Action, ImageEvent, StorageClass, StorageClassChange, format_time
 from ecr_backup.oci.digest import Digest
 
 ECR_SOURCE = "aws.ecr"
 IMAGE_ACTION = "ECR Image Action"
+REFERRER_ACTION = "ECR Referrer Action"
+REPLICATION_ACTION = "ECR Replication Action"
+PULL_THROUGH_CACHE_ACTION = "ECR Pull Through Cache Action"
+SUCCESS = "SUCCESS"
+UPDATE_STORAGE_CLASS = "UPDATE_STORAGE_CLASS"
+REPLICATE = "REPLICATE"
 
+_D = TypeVar("_D", bound=BaseModel)
 _MODEL = ConfigDict(populate_by_name=True, extra="ignore", frozen=True)
 
 
-class EcrImageActionDetail(BaseModel):
+class EventKind(StrEnum):
+    """Which of ECR's detail-types an event is; the word logs and --json use."""
+
+    IMAGE = "image"
+    REFERRER = "referrer"
+    REPLICATION = "replication"
+    PULL_THROUGH_CACHE = "pull-through-cache"
+
+
+DETAIL_TYPES: dict[str, EventKind] = {
+    IMAGE_ACTION: EventKind.IMAGE,
+    REFERRER_ACTION: EventKind.REFERRER,
+    REPLICATION_ACTION: EventKind.REPLICATION,
+    PULL_THROUGH_CACHE_ACTION: EventKind.PULL_THROUGH_CACHE,
+}
+
+
+class EcrActionDetail(BaseModel):
+    """The detail of "ECR Image Action" and "ECR Referrer Action" (one shape for both)."""
+
     model_config = _MODEL
 
     result: str
@@ -27,10 +70,45 @@ class EcrImageActionDetail(BaseModel):
     image_digest: str | None = Field(default=None, alias="image-digest")
     image_tag: str | None = Field(default=None, alias="image-tag")
     manifest_media_type: str | None = Field(default=None, alias="manifest-media-type")
+    artifact_media_type: str | None = Field(default=None, alias="artifact-media-type")
+    target_storage_class: str | None = Field(default=None, alias="target-storage-class")
+
+
+class EcrReplicationDetail(BaseModel):
+    model_config = _MODEL
+
+    result: str
+    action_type: str = Field(alias="action-type")
+    repository_name: str = Field(alias="repository-name")
+    image_digest: str | None = Field(default=None, alias="image-digest")
+    image_tag: str | None = Field(default=None, alias="image-tag")
+    source_account: str | None = Field(default=None, alias="source-account")
+    source_region: str | None = Field(default=None, alias="source-region")
+
+
+class EcrPullThroughCacheDetail(BaseModel):
+    model_config = _MODEL
+
+    sync_status: str = Field(alias="sync-status")
+    repository_name: str = Field(alias="repository-name")
+    image_digest: str | None = Field(default=None, alias="image-digest")
+    image_tag: str | None = Field(default=None, alias="image-tag")
+    upstream_registry_url: str | None = Field(default=None, alias="upstream-registry-url")
+
+
+@dataclass(frozen=True)
+class EcrChange:
+    """What one ECR event asks of the backup: an image pushed or deleted (`image`), or an
+    image moved between storage classes (`storage`); exactly one of the two is set."""
+
+    kind: EventKind
+    image: ImageEvent | None = None
+    storage: StorageClassChange | None = None
+    origin: str | None = None  # replication: "account/region"; pull-through: the upstream
 
 
 class EcrEvent(BaseModel):
-    """The EventBridge envelope; detail is checked only for ECR image actions."""
+    """The EventBridge envelope; detail is checked only for the detail-types acted on."""
 
     model_config = _MODEL
 
@@ -42,26 +120,107 @@ class EcrEvent(BaseModel):
     time: AwareDatetime
     detail: dict[str, Any]
 
+    @property
+    def kind(self) -> EventKind | None:
+        return DETAIL_TYPES.get(self.detail_type) if self.source == ECR_SOURCE else None
+
+    def change(self) -> EcrChange | None:
+        """The change this event reports, or None when it is not one to act on."""
+        kind = self.kind
+        if kind is EventKind.IMAGE or kind is EventKind.REFERRER:
+            return self._action(kind, self._detail(EcrActionDetail))
+        if kind is EventKind.REPLICATION:
+            replicated = self._detail(EcrReplicationDetail)
+            if replicated.result != SUCCESS or replicated.action_type != REPLICATE:
+                return None
+            origin = f"{replicated.source_account or '?'}/{replicated.source_region or '?'}"
+            image = self._image(
+                Action.PUSH,
+                replicated.repository_name,
+                replicated.image_digest,
+                replicated.image_tag,
+            )
+            return EcrChange(kind, image=image, origin=origin)
+        if kind is EventKind.PULL_THROUGH_CACHE:
+            cached = self._detail(EcrPullThroughCacheDetail)
+            if cached.sync_status != SUCCESS:
+                return None
+            image = self._image(
+                Action.PUSH, cached.repository_name, cached.image_digest, cached.image_tag
+            )
+            return EcrChange(kind, image=image, origin=cached.upstream_registry_url)
+        return None
+
     def image_event(self) -> ImageEvent | None:
-        """The push or deletion this event reports, or None when it is not one to act on."""
-        if self.source != ECR_SOURCE or self.detail_type != IMAGE_ACTION:
-            return None
+        """The push or deletion this event reports, or None when it reports none."""
+        change = self.change()
+        return change.image if change else None
+
+    def _detail(self, model: type[_D]) -> _D:
         try:
-            detail = EcrImageActionDetail.model_validate(self.detail)
+            return model.model_validate(self.detail)
         except ValidationError as e:
             problem = first_problem(e, "detail")
             raise InvalidInputError(f"event {self.id}: invalid ECR detail: {problem}") from e
-        if detail.result != "SUCCESS" or detail.action_type not in ("PUSH", "DELETE"):
+
+    def _action(self, kind: EventKind, detail: EcrActionDetail) -> EcrChange | None:
+        if detail.result != SUCCESS:
             return None
-        if not detail.image_digest:
-            raise InvalidInputError(f"event {self.id}: no image-digest in detail")
-        return ImageEvent(
-            repository=detail.repository_name,
-            digest=Digest.parse(detail.image_digest),
-            action=Action(detail.action_type),
-            time=self.time,
-            tag=detail.image_tag or None,
+        if detail.action_type == UPDATE_STORAGE_CLASS:
+            return EcrChange(kind, storage=self._storage_change(detail))
+        if detail.action_type not in (Action.PUSH, Action.DELETE):
+            return None
+        image = self._image(
+            Action(detail.action_type),
+            detail.repository_name,
+            detail.image_digest,
+            detail.image_tag,
             media_type=detail.manifest_media_type,
+        )
+        return EcrChange(kind, image=image)
+
+    def _storage_change(self, detail: EcrActionDetail) -> StorageClassChange:
+        try:
+            storage_class = StorageClass(detail.target_storage_class or "")
+        except ValueError as e:
+            # A class this code does not know: refuse (the record goes to the dead-letter
+            # queue and alarms) rather than guess whether the image can still be pulled.
+            raise InvalidInputError(
+                f"event {self.id}: unknown target-storage-class "
+                f"{detail.target_storage_class!r} (expected ARCHIVE or STANDARD)"
+            ) from e
+        return StorageClassChange(
+            repository=detail.repository_name,
+            digest=self._digest(detail.image_digest),
+            storage_class=storage_class,
+            time=self.time,
+            media_type=detail.manifest_media_type,
+            artifact_media_type=detail.artifact_media_type,
+            source_account=self.account,
+            source_region=self.region,
+            event_id=self.id,
+        )
+
+    def _digest(self, digest: str | None) -> Digest:
+        if not digest:
+            raise InvalidInputError(f"event {self.id}: no image-digest in detail")
+        return Digest.parse(digest)
+
+    def _image(
+        self,
+        action: Action,
+        repository: str,
+        digest: str | None,
+        tag: str | None,
+        media_type: str | None = None,
+    ) -> ImageEvent:
+        return ImageEvent(
+            repository=repository,
+            digest=self._digest(digest),
+            action=action,
+            time=self.time,
+            tag=tag or None,
+            media_type=media_type,
             source_account=self.account,
             source_region=self.region,
             event_id=self.id,

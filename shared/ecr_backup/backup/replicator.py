@@ -27,7 +27,7 @@ from ecr_backup.backup.ports import (
 )
 from ecr_backup.cancellation import check_cancelled
 from ecr_backup.errors import BlobNotFoundError, InvalidInputError, NotFoundError, StorageError
-from ecr_backup.model import Action, ImageEvent, ManifestRecord
+from ecr_backup.model import Action, ImageEvent, ManifestRecord, StorageClassChange
 from ecr_backup.oci.closure import build_closure, check_index_depth, closure_total
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest, parse_manifest
@@ -109,6 +109,14 @@ class Replicator:
         if self._deletions is not None:
             # After the index holds the deletion: a surge counts the images still live.
             self._deletions.observe(event)
+
+    def record_storage_class(self, change: StorageClassChange) -> None:
+        """Record an archive or restore in the bucket; nothing is copied or deleted."""
+        self._store.put_record(change.record_name, change.to_json())
+
+    def holds(self, digest: Digest) -> bool:
+        """Whether the index holds this manifest complete (its closure is durable)."""
+        return self._index.manifest(digest) is not None
 
     def replicate(
         self, repository: str, reference: str, report: CopyReport | None = None

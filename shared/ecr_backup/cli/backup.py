@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
-from ecr_backup.backup.events import load_json, parse_event
+from ecr_backup.backup.events import EcrEvent, load_json, parse_event
 from ecr_backup.backup.replicator import CopyReport
 from ecr_backup.backup.service import EventOutcome, handle_ecr_event
 from ecr_backup.cli.backfill import add_source_account_options, resolve_source
@@ -164,14 +166,20 @@ def run_handle_event(args: argparse.Namespace) -> int:
     raw = sys.stdin.buffer.read() if args.file == "-" else _read_file(args.file)
     document = load_json(raw, "stdin" if args.file == "-" else args.file)
     services = services_from(args)
+    handle = partial(handle_ecr_event, pull_through_cache=services.settings.pull_through_cache)
     if isinstance(document, dict) and isinstance(document.get("Records"), list):
-        return _handle_batch(args, document["Records"], services.replicator)
-    outcome = handle_ecr_event(parse_event(document), services.replicator)
+        return _handle_batch(args, document["Records"], services.replicator, handle)
+    outcome = handle(parse_event(document), services.replicator)
     emit(args, outcome, describe_outcome(outcome), summary=True)
     return 0
 
 
-def _handle_batch(args: argparse.Namespace, records: list[Any], replicator_for: Any) -> int:
+def _handle_batch(
+    args: argparse.Namespace,
+    records: list[Any],
+    replicator_for: Any,
+    handle: Callable[[EcrEvent, Any], EventOutcome],
+) -> int:
     """Like the Lambda: each record succeeds or fails alone; failures are listed."""
     outcomes: list[EventOutcome] = []
     failures: list[dict[str, str]] = []
@@ -184,7 +192,7 @@ def _handle_batch(args: argparse.Namespace, records: list[Any], replicator_for: 
             body = record.get("body") if isinstance(record, dict) else None
             if not isinstance(body, str):
                 raise InvalidInputError(f"record {message_id}: no body")
-            outcome = handle_ecr_event(parse_event(body), replicator_for)
+            outcome = handle(parse_event(body), replicator_for)
         except EcrBackupError as e:
             failures.append({"itemIdentifier": message_id})
             print(f"ecr-backup: record {message_id} failed: {e.one_line()}", file=sys.stderr)
@@ -204,8 +212,12 @@ def _read_file(path: str) -> bytes:
 
 
 def describe_outcome(outcome: EventOutcome) -> list[str]:
+    storage = outcome.storage
+    if storage is not None and outcome.report is None:
+        where = f"{storage.repository}@{storage.digest}"
+        return [f"{where}: storage class {storage.storage_class} recorded (nothing copied)"]
     if outcome.image is None:
-        return [f"event {outcome.event_id}: ignored (not a successful ECR push or delete)"]
+        return [f"event {outcome.event_id}: ignored (not an ECR change the backup acts on)"]
     image = outcome.image
     name = f"{image.repository}:{image.tag}" if image.tag else image.repository
     if outcome.report is None:

@@ -16,6 +16,8 @@ from ecr_backup.cli import main
 from ecr_backup.composition import Adapters, AwsServices
 from ecr_backup.errors import ExitCode
 from ecr_backup.storage.index import DynamoIndex
+from tests import ecr_samples
+from tests.ecr_samples import usable
 from tests.helpers import BUCKET, TABLE, FakeRegistry, ecr_event, reset_connections
 
 REPO = "team/app"
@@ -170,3 +172,30 @@ def test_a_connection_reset_fails_only_the_record_it_hit(
     assert index.manifest(images[0].digest) is not None
     assert index.manifest(images[2].digest) is not None
     assert index.manifest(hit.digest) is None
+
+
+def test_archive_and_pull_through_cache_events_say_what_was_done(
+    registry: FakeRegistry,
+    s3: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    image = registry.image("docker-hub/alpine", [os.urandom(100)], tag="3.17.2")
+    archive = tmp_path / "archive.json"
+    archive.write_text(json.dumps(usable(ecr_samples.IMAGE_ARCHIVE, image.digest)))
+    cached = tmp_path / "cached.json"
+    cached.write_text(json.dumps(usable(ecr_samples.PULL_THROUGH_CACHE, image.digest)))
+
+    code, out, _ = handle_event(capsys, archive)
+    assert code == ExitCode.OK
+    assert out.splitlines() == [
+        f"ubuntu@{image.digest}: storage class ARCHIVE recorded (nothing copied)"
+    ]
+
+    monkeypatch.setenv("ECR_BACKUP_PULL_THROUGH_CACHE", "false")
+    code, out, _ = handle_event(capsys, cached, "--json")
+    assert code == ExitCode.OK
+    answer = json.loads(out)
+    assert (answer["action"], answer["kind"]) == ("ignored", "pull-through-cache")
+    assert registry.manifest_gets == 0

@@ -27,6 +27,8 @@ from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.settings import DEADLINE_RESERVE_SECONDS, MiB, Settings
 from ecr_backup.storage.index import DynamoIndex
+from tests import ecr_samples
+from tests.ecr_samples import referrer_action, usable
 from tests.helpers import (
     ACCOUNT,
     BUCKET,
@@ -562,3 +564,110 @@ def test_cold_import_leaves_the_xray_sdk_and_botocore_clients_out() -> None:
     assert "replicate" in loaded
     assert not {m for m in loaded if m.startswith("aws_xray_sdk")}
     assert not {"boto3", "botocore.config", "botocore.session"} & loaded
+
+
+# -- every ECR event kind, from AWS's samples (tests/ecr_samples.py) ------------------------
+
+
+def at_home(event: dict[str, Any]) -> dict[str, Any]:
+    """A sample moved to the account and region the test's registry stands for."""
+    return {**event, "account": ACCOUNT, "region": REGION}
+
+
+def test_a_referrer_pushed_after_its_subject_is_backed_up_and_linked(
+    handler: Any, registry: FakeRegistry, index: DynamoIndex
+) -> None:
+    image = push_image(registry, 300)
+    handler(batch(sqs_record(ecr_event(image.digest))), Context())
+    registry.add_blob(b"{}")
+    registry.add_blob(b"signature")
+    signature = registry.add_manifest(
+        REPO,
+        {
+            "schemaVersion": 2,
+            "mediaType": mediatypes.OCI_MANIFEST,
+            "artifactType": "application/vnd.dev.cosign.artifact.sig.v1+json",
+            "config": descriptor(mediatypes.OCI_EMPTY, b"{}"),
+            "layers": [descriptor("application/octet-stream", b"signature")],
+            "subject": {
+                "mediaType": image.media_type,
+                "digest": str(image.digest),
+                "size": len(image.raw),
+            },
+        },
+    )
+    referrer = at_home(referrer_action("PUSH", signature.digest, REPO))
+
+    assert handler(batch(sqs_record(referrer)), Context()) == {"batchItemFailures": []}
+
+    assert [r.digest for r in index.referrers(image.digest)] == [signature.digest]
+    deletion = at_home(referrer_action("DELETE", signature.digest, REPO))
+    assert handler(batch(sqs_record(deletion)), Context()) == {"batchItemFailures": []}
+    assert index.manifest(signature.digest) is not None  # recorded, nothing deleted
+
+
+def test_a_replicated_image_already_held_reads_nothing(
+    handler: Any,
+    registry: FakeRegistry,
+    capsys: pytest.CaptureFixture[str],
+    logs: io.StringIO,
+) -> None:
+    image = push_image(registry, 400)
+    handler(batch(sqs_record(ecr_event(image.digest))), Context())
+    gets = (registry.manifest_gets, sum(registry.blob_gets.values()))
+    capsys.readouterr()
+    replicated = at_home(usable(ecr_samples.REPLICATION, image.digest, repository=REPO))
+
+    assert handler(batch(sqs_record(replicated)), Context()) == {"batchItemFailures": []}
+
+    assert (registry.manifest_gets, sum(registry.blob_gets.values())) == gets
+    assert emitted_metrics(capsys.readouterr().out)["BlobsCopied"] == [0]
+    lines = [json.loads(line) for line in logs.getvalue().splitlines()]
+    (logged,) = [line for line in lines if line.get("kind") == "replication"]
+    assert logged["origin"] == "123456789012/us-west-2"  # the sample's source account/region
+
+
+def test_pull_through_cache_follows_its_setting(
+    handler: Any, registry: FakeRegistry, index: DynamoIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cached = registry.image("docker-hub/alpine", [b"alpine"], tag="3.17.2")
+    event = at_home(usable(ecr_samples.PULL_THROUGH_CACHE, cached.digest))
+    monkeypatch.setenv("ECR_BACKUP_PULL_THROUGH_CACHE", "false")
+
+    assert handler(batch(sqs_record(event)), Context()) == {"batchItemFailures": []}
+    assert index.manifest(cached.digest) is None and registry.manifest_gets == 0
+
+    monkeypatch.setenv("ECR_BACKUP_PULL_THROUGH_CACHE", "true")
+    assert handler(batch(sqs_record(event)), Context()) == {"batchItemFailures": []}
+    assert index.manifest(cached.digest) is not None
+
+
+def test_archive_and_restore_are_recorded_and_a_missing_restored_image_backed_up(
+    handler: Any, registry: FakeRegistry, s3: Any, index: DynamoIndex
+) -> None:
+    image = registry.image("ubuntu", [b"jammy"])
+    archive = at_home(usable(ecr_samples.IMAGE_ARCHIVE, image.digest))
+    restore = at_home(usable(ecr_samples.IMAGE_RESTORE, image.digest))
+
+    assert handler(batch(sqs_record(archive)), Context()) == {"batchItemFailures": []}
+    assert index.manifest(image.digest) is None and registry.manifest_gets == 0
+    assert handler(batch(sqs_record(restore)), Context()) == {"batchItemFailures": []}
+
+    assert index.manifest(image.digest) is not None
+    keys = [
+        o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{PREFIX}refs/")["Contents"]
+    ]
+    assert sum("/_storage/" in k and "_ARCHIVE_" in k for k in keys) == 1
+    assert sum("/_storage/" in k and "_STANDARD_" in k for k in keys) == 1
+
+
+def test_an_unknown_storage_class_fails_its_record_alone(
+    handler: Any, registry: FakeRegistry
+) -> None:
+    image = push_image(registry, 100)
+    odd = at_home(usable(ecr_samples.IMAGE_ARCHIVE, image.digest, target_storage_class="COLD"))
+    fine = sqs_record(ecr_event(image.digest))
+
+    answer = handler(batch(sqs_record(odd, "odd"), fine), Context())
+
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "odd"}]}
