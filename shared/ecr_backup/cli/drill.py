@@ -12,6 +12,7 @@ from ecr_backup.maintenance.drill import DrillReport, drill
 from ecr_backup.settings import DEFAULT_DRILL_SAMPLE, DEFAULT_SCRUB_DAYS
 from ecr_backup.status.runs import record_drill
 from ecr_backup.storage.reader import BucketReader
+from ecr_backup.text import counted
 
 
 def register(commands: Any) -> None:
@@ -102,14 +103,15 @@ def run_drill(args: argparse.Namespace) -> int:
     )
     record_drill(services.run_log, report)
     lines = [
-        f"{len(report.sampled)} of {report.images_kept} kept image(s) read whole; "
+        f"{len(report.sampled)} of {counted(report.images_kept, 'kept image')} read whole; "
         f"scrub slice {report.scrub_slice} of {report.scrub_days}: "
-        f"{report.scrubbed_objects} object(s)",
+        f"{counted(report.scrubbed_objects, 'object')}",
         *(
-            f"  {s.repository}@{s.digest}: {s.objects} object(s), {human_size(s.bytes)}"
+            f"  {s.repository}@{s.digest}: {counted(s.objects, 'object')}, {human_size(s.bytes)}"
             for s in report.sampled
         ),
-        f"{report.objects_verified} object(s) verified, {human_size(report.bytes_read)} read",
+        f"{counted(report.objects_verified, 'object')} verified, "
+        f"{human_size(report.bytes_read)} read",
         *(f"  {p.kind}: {p}" for p in report.problems),
     ]
     if report.restore is not None:
@@ -120,6 +122,6 @@ def run_drill(args: argparse.Namespace) -> int:
             f"{check.seconds:.1f} s"
         )
     if report.problems:
-        lines.append(f"{len(report.problems)} problem(s): run `ecr-backup verify --deep`")
+        lines.append(f"{counted(len(report.problems), 'problem')}: run `ecr-backup verify --deep`")
     emit(args, document(report), lines)
     return 0 if report.ok else 1

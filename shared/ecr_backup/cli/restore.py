@@ -309,7 +309,8 @@ class RestoreSession:
         if not (self.args.dry_run and moves and not self.args.allow_tag_moves):
             return ExitCode.OK
         print(
-            f"{len(moves)} tag(s) would move: the restore would refuse without --allow-tag-moves",
+            f"{counted(len(moves), 'tag')} would move: the restore would refuse without "
+            "--allow-tag-moves",
             file=sys.stderr,
         )
         return ExitCode.PROBLEMS

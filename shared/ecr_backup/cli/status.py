@@ -21,6 +21,7 @@ from ecr_backup.settings import ENV_PREFIX, Settings
 from ecr_backup.stack.aws import Stack
 from ecr_backup.status.runs import as_dict
 from ecr_backup.status.service import Location, Status, gather
+from ecr_backup.text import counted
 
 STACK_ENV = f"{ENV_PREFIX}STACK"
 
@@ -200,7 +201,7 @@ def lines(args: argparse.Namespace, status: Status) -> list[str]:
     problems = [f for f in status.findings if f.severity == "problem"]
     if problems:
         since = f" since {_at(now, status.since)}" if status.since else ""
-        out = [f"UNHEALTHY{since}: {len(problems)} problem(s)"]
+        out = [f"UNHEALTHY{since}: {counted(len(problems), 'problem')}"]
     else:
         out = ["HEALTHY"]
     out += [f"  {f.severity}: {f.what}" for f in status.findings]

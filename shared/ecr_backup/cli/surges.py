@@ -9,6 +9,7 @@ from ecr_backup.catalog.surges import Surge, SurgeBook, acknowledge
 from ecr_backup.cli.common import add_storage_options, emit, services_from, table
 from ecr_backup.model import rfc3339
 from ecr_backup.registry.ecr import caller_arn
+from ecr_backup.text import counted
 
 
 def register(commands: Any) -> None:
@@ -80,7 +81,7 @@ def run_list(args: argparse.Namespace) -> int:
     holding = len(book.unacknowledged())
     lines = table(rows, headers) if rows else []
     lines.append(
-        f"{len(book.surges)} surge(s), {holding} holding deleted images from retention"
+        f"{counted(len(book.surges), 'surge')}, {holding} holding deleted images from retention"
         if book.surges
         else "no deletion surge recorded"
     )

@@ -23,6 +23,7 @@ from ecr_backup.restore.plan import plan_images
 from ecr_backup.restore.push import TagMove
 from ecr_backup.restore.target import Target, parse_target
 from ecr_backup.restore.undelete import Deleted, deleted_in
+from ecr_backup.text import counted
 
 
 def register(commands: Any) -> None:
@@ -203,6 +204,7 @@ def _summary(document: dict[str, Any]) -> str:
     if not (images or skipped or failed):
         return f"nothing was deleted in {window}"
     return (
-        f"{verb} {len(images)} image(s) and {tags} tag(s) deleted in {window}; "
-        f"{len(skipped)} tag(s) skipped, {len(failed)} repository(s) failed"
+        f"{verb} {counted(len(images), 'image')} and {counted(tags, 'tag')} deleted in "
+        f"{window}; {counted(len(skipped), 'tag')} skipped, "
+        f"{counted(len(failed), 'repository')} failed"
     )

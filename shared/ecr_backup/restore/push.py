@@ -36,6 +36,7 @@ from ecr_backup.restore.referrers import ReferrersOutcome, index_referrers
 from ecr_backup.retry import RetryPolicy
 from ecr_backup.settings import DEFAULT_CONCURRENCY, MIN_PART_SIZE, UPLOAD_BUFFER_SIZE
 from ecr_backup.storage.reader import BucketReader
+from ecr_backup.text import counted
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,8 @@ class TagPlan:
 def refuse_moves(moves: list[TagMove], notes: tuple[str, ...] = ()) -> RefusedError:
     """One line per move (then `notes`), and a last one saying how to allow them."""
     return RefusedError(
-        f"{len(moves)} tag(s) of the target point at another digest: nothing was pushed; "
+        f"{counted(len(moves), 'tag')} of the target point at another digest: nothing was "
+        "pushed; "
         "pass --allow-tag-moves to move them",
         details=tuple(m.line() for m in moves) + notes,
         code="TAG_MOVES_REFUSED",

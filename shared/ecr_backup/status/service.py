@@ -28,6 +28,7 @@ from ecr_backup.status.runs import (
     last_prune,
     last_reconciles,
 )
+from ecr_backup.text import counted
 
 Severity = Literal["problem", "warning"]
 READ_THREADS = 8  # repositories whose newest push is read at once
@@ -200,7 +201,8 @@ def _stack_findings(stack: Stack) -> list[Finding]:
             found.append(
                 Finding(
                     "problem",
-                    f"dead-letter queue {queue.logical_id} holds {queue.visible} message(s)",
+                    f"dead-letter queue {queue.logical_id} holds "
+                    f"{counted(queue.visible, 'message')}",
                 )
             )
     return found
@@ -216,7 +218,8 @@ def _reconcile_findings(reconcile: ReconcileSummary | None) -> list[Finding]:
     return [
         Finding(
             "problem",
-            f"{len(late)} image(s) missing from the backup for over {reconcile.grace_minutes} "
+            f"{counted(len(late), 'image')} missing from the backup for over "
+            f"{reconcile.grace_minutes} "
             f"minutes (the oldest {first.repository}@{first.digest})",
             first.pushed_at + timedelta(minutes=reconcile.grace_minutes),  # a problem since
         )
@@ -233,8 +236,8 @@ def _job_findings(status: Status) -> list[Finding]:
             found.append(
                 Finding(
                     "problem",
-                    f"the last maintenance pass found {maintain.short} lock(s) short and "
-                    f"{maintain.missing} object(s) missing",
+                    f"the last maintenance pass found {counted(maintain.short, 'lock')} short and "
+                    f"{counted(maintain.missing, 'object')} missing",
                     maintain.time,
                 )
             )
@@ -242,7 +245,8 @@ def _job_findings(status: Status) -> list[Finding]:
             found.append(
                 Finding(
                     "warning",
-                    f"the last maintenance pass could not check {maintain.not_checked} lock(s)",
+                    "the last maintenance pass could not check "
+                    f"{counted(maintain.not_checked, 'lock')}",
                     maintain.time,
                 )
             )

@@ -99,7 +99,7 @@ def test_holds_lists_every_hold_in_text_and_json(
 
     assert main(["release", "app:two"]) == 0
     out = capsys.readouterr().out
-    assert "legal hold turned off on 3 object(s)" in out  # the shared layer stays held
+    assert "legal hold turned off on 3 objects" in out  # the shared layer stays held
     code = main(["release", "app:two"])
     _, err = capsys.readouterr()
     assert code == 1 and f"no hold on app@{two.digest}" in err

@@ -206,9 +206,9 @@ def test_an_alarm_in_alarm_and_a_dead_letter_message_exit_1_first_in_the_screen(
     code, out, _ = status(capsys, "--stack", STACK)
     assert code == 1
     lines = out.splitlines()
-    assert lines[0].startswith("UNHEALTHY since ") and lines[0].endswith(": 2 problem(s)")
+    assert lines[0].startswith("UNHEALTHY since ") and lines[0].endswith(": 2 problems")
     assert lines[1] == "  problem: alarm DeadLetterQueueAlarm is ALARM: set ALARM"
-    assert lines[2] == "  problem: dead-letter queue DeadLetterQueue holds 1 message(s)"
+    assert lines[2] == "  problem: dead-letter queue DeadLetterQueue holds 1 message"
     assert "eu-DeadLetterQueueAlarm" not in out
     code, document = status_json(capsys, "--stack", STACK)
     assert code == 1 and document["healthy"] is False and document["since"] is not None
@@ -228,7 +228,7 @@ def test_an_alarm_in_alarm_and_a_dead_letter_message_exit_1_first_in_the_screen(
     code, document = status_json(capsys, "--stack", STACK)
     assert code == 1
     assert [f["what"] for f in document["findings"] if f["severity"] == "problem"] == [
-        "dead-letter queue DeadLetterQueue holds 1 message(s)"
+        "dead-letter queue DeadLetterQueue holds 1 message"
     ]
 
 
@@ -363,7 +363,7 @@ def test_short_locks_in_the_last_maintenance_pass_are_a_problem(
     log.record("maintain", "last", datetime.now(UTC), summary)
     code, out, _ = status(capsys, "--bucket", BUCKET, "--table", TABLE, "--prefix", PREFIX)
     assert code == 1
-    assert "problem: the last maintenance pass found 3 lock(s) short and 0 object(s) missing" in out
+    assert "problem: the last maintenance pass found 3 locks short and 0 objects missing" in out
 
 
 def test_an_older_run_never_replaces_a_newer_one(index: DynamoIndex) -> None:
