@@ -450,4 +450,6 @@ def test_the_first_location_claimed_wins(side: Side) -> None:
         side.index.claim_location(there)
     with pytest.raises(ConfigurationError):
         side.index.check_location(there)
-    assert side.index.location() == here
+    found = side.index.location()
+    # The real index also records its own region (and account) beside what was claimed.
+    assert found is not None and (found.bucket, found.prefix) == (here.bucket, here.prefix)

@@ -63,6 +63,7 @@ def arguments(command: str, workdir: Path) -> list[str]:
         "export": ["team/app:v1", "--oci-archive", str(workdir / "app.tar")],
         "hold": ["team/app:v1"],
         "release": ["team/app:v1"],
+        "undelete": ["team/app", "--since", "2026-01-01T00:00:00Z"],
     }
     return needed.get(command, [])
 
