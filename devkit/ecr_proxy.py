@@ -110,6 +110,9 @@ class EcrQuirks:
     # ECR's tokens last 12 hours; two minutes lets a test run see them expire.
     token_lifetime_s: float = 120.0
     expired_token_status: int = 403
+    # ECR answers the OCI referrers API since June 2024; off, the proxy passes the request
+    # to the registry, as Debian's distribution 2.x answers it: 404.
+    referrers_api: bool = True
 
 
 @dataclass
@@ -293,7 +296,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return status
             body = self._measured(body, session)
         referrers = _REFERRERS.match(urlsplit(path).path) if self.command == "GET" else None
-        if referrers is not None:
+        if referrers is not None and quirks.referrers_api:
             return self._referrers(referrers["name"], referrers["digest"])
         manifest: bytes | None = None
         if self.command == "PUT" and _MANIFEST.match(path):

@@ -30,6 +30,7 @@ from devkit import (
     skopeo_inspect_raw,
     skopeo_push,
 )
+from devkit.servers import free_port
 from ecr_backup.schema import SCHEMAS
 from ecr_backup.settings import MiB
 from ecr_backup.storage.provision import ensure_bucket
@@ -66,6 +67,28 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
         timeout=300,
         check=False,
     )
+
+
+def serving(env: dict[str, str]) -> Any:
+    """The document `serve --json` prints once it listens; the server is then stopped."""
+    listen = f"127.0.0.1:{free_port()}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "ecr_backup", "serve", "--listen", listen, "--json"],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert server.stdout is not None
+    try:
+        lines: list[str] = []
+        while not lines or not lines[-1].startswith("}"):
+            line = server.stdout.readline()
+            assert line, "serve ended before it printed its document"
+            lines.append(line)
+        return json.loads("".join(lines))
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
 
 
 def docker_login(env: dict[str, str], registry: LocalRegistry) -> None:
@@ -242,6 +265,16 @@ def test_every_command_answers_json_in_its_schema_with_options_anywhere(
     assert answer("hold", "json/app:v1", "--reason", "audit")["held"] is True
     assert [h["reason"] for h in answer("holds", "json/app")] == ["audit"]
     assert answer("release", "json/app:v1")["held"] is False
+    assert answer("surges") == {"surges": [], "holding": 0, "unreadable": []}
+    assert answer("drill", "--sample", "1")["ok"] is True
+    undeleted = answer(
+        "undelete", "json/app", "--since", "2026-01-01T00:00:00Z", "--to-registry",
+        empty_registry.host,
+    )  # fmt: skip
+    assert undeleted["images"] == [] and undeleted["skipped"] == []
+    assert answer("status")["location"]["bucket"] == backup_target.settings.bucket
+    conforms("serve", serving(env))
+    seen.add("serve")
 
     assert seen == set(parser_commands()) == set(SCHEMAS)
     # Text and JSON name the same action; -v is ours, -vv (either side) adds botocore's.

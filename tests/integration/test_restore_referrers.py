@@ -5,10 +5,12 @@ Debian's docker-registry (CNCF distribution 2.x) answers 404 on /v2/<name>/refer
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
 
-from devkit import EcrRegistry, OciLayoutBuilder, skopeo_inspect_raw, skopeo_push
+from devkit import EcrRegistry, MotoServer, OciLayoutBuilder, skopeo_inspect_raw, skopeo_push
+from devkit.ecr_proxy import EcrQuirks
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
 from ecr_backup.restore.referrers import referrers_tag
@@ -21,12 +23,23 @@ pytestmark = pytest.mark.integration
 SBOM = "application/spdx+json"
 
 
+@pytest.fixture
+def no_referrers_api(
+    moto_server: MotoServer, registry_storage: MotoServer, registry: EcrRegistry
+) -> Iterator[EcrRegistry]:
+    """A target without the referrers API, as ECR before June 2024 or Debian's registry."""
+    quirks = EcrQuirks(referrers_api=False)
+    with EcrRegistry(registry_storage, moto_server, tokens=registry, quirks=quirks) as target:
+        yield target
+
+
 def test_a_signature_and_an_sbom_are_found_from_the_subject_after_a_restore(
     backup_target: BackupTarget,
     registry: EcrRegistry,
-    target_registry: EcrRegistry,
+    no_referrers_api: EcrRegistry,
     oci_images: OciLayoutBuilder,
 ) -> None:
+    target_registry = no_referrers_api
     image = oci_images.simple_image(ref="app", n_layers=1, seed=811)
     signature = oci_images.artifact(image, ref="sig")
     sbom = oci_images.artifact(
@@ -59,3 +72,21 @@ def test_a_signature_and_an_sbom_are_found_from_the_subject_after_a_restore(
 
     again = restore(backup_target, target_registry, "ref/app:v1", "ref/app", "--with-referrers")
     assert again["report"]["referrers_tags_updated"] == []
+
+
+def test_where_the_target_has_the_referrers_api_it_lists_them_and_no_tag_is_written(
+    backup_target: BackupTarget,
+    registry: EcrRegistry,
+    target_registry: EcrRegistry,
+    oci_images: OciLayoutBuilder,
+) -> None:
+    image = oci_images.simple_image(ref="api", n_layers=1, seed=821)
+    signature = oci_images.artifact(image, ref="api-sig")
+    push_and_back_up(backup_target, registry, oci_images, image, "ref/api", "v1", at(1))
+    digest = skopeo_push(oci_images.path, "api-sig", registry, "ref/api", None)
+    back_up(backup_target, "ref/api", digest, None, at(2))
+
+    document = restore(backup_target, target_registry, "ref/api:v1", "ref/api", "--with-referrers")
+    assert document["report"]["referrers_listed"] == [signature.digest]
+    assert document["report"]["referrers_unlisted"] == []
+    assert document["report"]["referrers_tags_updated"] == []

@@ -338,6 +338,8 @@ class RegistryClient:
                 attempt += 1
                 continue
             if auth and not refreshed and _stale_credentials(response):
+                if once:
+                    return response  # best effort (a cancelled session): not worth a new token
                 response.drain_conn()
                 refreshed = True
                 if resendable:
