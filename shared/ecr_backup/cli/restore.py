@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.cli import disaster
 from ecr_backup.cli.common import (
     add_catalog_options,
@@ -28,21 +24,17 @@ from ecr_backup.cli.common import (
     when,
 )
 from ecr_backup.cli.options import progress_for
+from ecr_backup.cli.restore_session import PASSWORD_ENV, USERNAME_ENV, RestoreSession
 from ecr_backup.cli.schema import render
-from ecr_backup.composition import AwsServices
 from ecr_backup.errors import ExitCode, InvalidInputError
 from ecr_backup.maintenance.rebuild import rebuild_index
 from ecr_backup.maintenance.verify import verify
 from ecr_backup.oci.reference import ImageRef
-from ecr_backup.progress import ProgressFactory
 from ecr_backup.restore.export import Format, export, split_destination
-from ecr_backup.restore.plan import RestorePlan, RestoreRequest, plan_restore
-from ecr_backup.restore.push import Restorer, RestoreReport
-from ecr_backup.restore.target import Target, parse_target
-from ecr_backup.settings import DEFAULT_CONCURRENCY, ENV_PREFIX, MiB
-
-PASSWORD_ENV = f"{ENV_PREFIX}TARGET_PASSWORD"
-USERNAME_ENV = f"{ENV_PREFIX}TARGET_USERNAME"
+from ecr_backup.restore.plan import RestorePlan
+from ecr_backup.restore.push import RestoreReport
+from ecr_backup.restore.target import parse_target
+from ecr_backup.settings import DEFAULT_CONCURRENCY
 
 
 def register(commands: Any) -> None:
@@ -191,68 +183,6 @@ def run_restore(args: argparse.Namespace) -> int:
         summary=True,
     )
     return 0
-
-
-@dataclass
-class RestoreSession:
-    """What every repository of one `restore` run shares: services, catalog, password."""
-
-    args: argparse.Namespace
-    services: AwsServices
-    catalog: Catalog
-    password: str | None
-
-    @classmethod
-    def start(cls, args: argparse.Namespace) -> RestoreSession:
-        services = services_from(args)
-        catalog = services.catalog(from_bucket=args.from_bucket)
-        password = sys.stdin.readline().rstrip("\n") if args.to_password_stdin else None
-        if password is None:
-            password = os.environ.get(PASSWORD_ENV)
-        return cls(args, services, catalog, password)
-
-    @property
-    def at(self) -> datetime | None:
-        return at_from(self.args)
-
-    def restore(
-        self, ref: ImageRef, target: Target, *, all_tags: bool
-    ) -> tuple[RestorePlan, RestoreReport]:
-        """Plan from the bucket (checked before the target is touched), then push."""
-        args, services = self.args, self.services
-        concurrency = services.settings.concurrency
-        request = RestoreRequest(ref, at_from(args), all_tags, args.with_referrers)
-        plan = plan_restore(self.catalog, request, target, concurrency=concurrency)
-        mount_from = [] if args.no_mount else list(args.mount_from)
-        # The source repository's name in the target registry (restoring into the original
-        # registry) may still hold most layers: mounting them costs no upload.
-        if ref.repository != target.repository and not args.no_mount:
-            mount_from.append(ref.repository)
-        registry, created = services.target_registry(
-            target,
-            auth=args.to_auth,
-            username=args.to_username or os.environ.get(USERNAME_ENV),
-            password=self.password,
-            mount_from=mount_from,
-            create_repository=args.create_repository,
-            dry_run=args.dry_run,
-        )
-        restorer = Restorer(
-            self.catalog.reader,
-            registry,
-            chunk_size=args.chunk_size_mib * MiB if args.chunk_size_mib else None,
-            concurrency=concurrency,
-            mount_from=mount_from,
-            progress=_naming(progress_for(args), ref.repository),
-        )
-        report = RestoreReport(str(target), created_repository=created)
-        report = restorer.preview(plan, report) if args.dry_run else restorer.run(plan, report)
-        return plan, report
-
-
-def _naming(progress: ProgressFactory, repository: str) -> ProgressFactory:
-    """Bars that say which repository they are for (--all-repositories draws one each)."""
-    return lambda total, label: progress(total, f"{label} {repository}")
 
 
 def describe(plan: RestorePlan, report: RestoreReport) -> list[str]:
