@@ -50,15 +50,8 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-from devkit.servers import (
-    LocalRegistry,
-    LoggedRequest,
-    MotoServer,
-    RequestCounting,
-    ServedInThread,
-    decode_basic,
-    local_client,
-)
+from devkit.net import ServedInThread, decode_basic
+from devkit.servers import LocalRegistry, LoggedRequest, MotoServer, RequestCounting, local_client
 
 MiB = 1024 * 1024
 ACCOUNT = "123456789012"

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from devkit.servers import free_port
+from devkit.net import free_port
 from ecr_backup.cli import build_parser
 from ecr_backup.composition import AwsServices
 from ecr_backup.errors import ExitCode

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from devkit.servers import free_port
+from devkit.net import free_port
 from ecr_backup.errors import (
     BlobNotFoundError,
     DigestMismatchError,
