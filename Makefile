@@ -12,9 +12,11 @@ bootstrap:
 demo: bootstrap
 	$(BIN)/python -m devkit.demo
 
+# The same gates run before each commit with pre-commit (.pre-commit-config.yaml).
 lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: bootstrap
 	$(BIN)/ruff check --fix .
