@@ -43,4 +43,4 @@ build: bootstrap
 	$(BIN)/sam build
 
 clean:
-	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .grimp_cache .import_linter_cache
