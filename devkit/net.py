@@ -79,3 +79,42 @@ def self_signed_certificate(ip: str) -> tuple[bytes, bytes]:
             serialization.NoEncryption(),
         ),
     )
+
+
+class SilentListener:
+    """A TCP listener on 127.0.0.1 that accepts every connection and never answers: an
+    endpoint gone silent. Connections are held open until stop()."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self._socket.settimeout(0.1)  # closing a socket does not wake a blocked accept()
+        self.port: int = self._socket.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._accept, name="silent", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self._socket.accept()
+            except TimeoutError:
+                continue
+            self.accepted.append(connection)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+        self._socket.close()
+        for connection in self.accepted:
+            connection.close()
+
+    def __enter__(self) -> SilentListener:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -35,6 +35,7 @@ from ecr_backup.restore.target import AuthMode, Target, ensure_ecr_repository, t
 from ecr_backup.settings import (
     AWS_CONNECT_TIMEOUT_SECONDS,
     AWS_MAX_ATTEMPTS,
+    AWS_PATIENT_READ_TIMEOUT_SECONDS,
     AWS_READ_TIMEOUT_SECONDS,
     ENV_PREFIX,
     PART_BUFFER_BUDGET,
@@ -55,7 +56,8 @@ if TYPE_CHECKING:
 @cache
 def client_config() -> Config:
     """Every AWS client's timeouts and retries (the budget is written next to the numbers in
-    settings.py): an unreachable endpoint fails in seconds, a throttled call is retried."""
+    settings.py): an endpoint unreachable or silent fails in seconds, a throttled call is
+    retried, a slow transfer that progresses is not cut (the timeouts bound each read)."""
     # Imported here, not at module level: botocore.config pulls in most of botocore
     # (about 150 ms), which the Lambda handler's cold import should not pay before the
     # first invocation builds its clients.
@@ -193,6 +195,7 @@ class AwsServices:
             self.settings.bucket,
             self.settings.prefix,
             client=self.client("s3", Config(max_pool_connections=in_flight * 2)),
+            patient_client=self.client("s3", Config(read_timeout=AWS_PATIENT_READ_TIMEOUT_SECONDS)),
             part_size=self.settings.part_size_mib * MiB,
             parts_in_flight=in_flight,
         )
@@ -262,9 +265,10 @@ class AwsServices:
             )
         return RegistryClient(target.url, credentials, http=http), created
 
-    @cached_property
+    @property
     def ledger(self) -> Ledger:
-        return Ledger(self.index.table, client=self.client("dynamodb"))
+        """Built once, by the index (one table, one client)."""
+        return self.index.ledger
 
     @cached_property
     def locks(self) -> S3ObjectLocks:
