@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ecr_backup.errors import ConfigurationError
+from ecr_backup.settings import CREDENTIAL_HELPER_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
-HELPER_TIMEOUT = 60  # seconds; ecr-login may call STS and ECR
 # docker-credential-helpers' own "not found" message (credentials/error.go).
 _HELPER_NOT_FOUND = "credentials not found in native keychain"
 
@@ -56,7 +56,7 @@ def run_helper(program: str, server: str) -> subprocess.CompletedProcess[str]:
         input=server,
         capture_output=True,
         text=True,
-        timeout=HELPER_TIMEOUT,
+        timeout=CREDENTIAL_HELPER_TIMEOUT_S,
         check=False,
     )
 
