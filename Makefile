@@ -12,7 +12,7 @@ bootstrap:
 demo: bootstrap
 	$(BIN)/python -m devkit.demo
 
-# The same gates run before each commit with pre-commit (.pre-commit-config.yaml).
+# pre-commit runs these gates and `make typecheck` before each commit (.pre-commit-config.yaml).
 lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
