@@ -12,9 +12,11 @@ bootstrap:
 demo: bootstrap
 	$(BIN)/python -m devkit.demo
 
+# pre-commit runs these gates and `make typecheck` before each commit (.pre-commit-config.yaml).
 lint: bootstrap
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 format: bootstrap
 	$(BIN)/ruff check --fix .
@@ -46,4 +48,4 @@ build: bootstrap
 	$(BIN)/sam build
 
 clean:
-	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache
+	rm -rf .aws-sam .pytest_cache .mypy_cache .ruff_cache .grimp_cache .import_linter_cache

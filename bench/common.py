@@ -17,14 +17,18 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from devkit import EcrRegistry, MotoServer
+from devkit import EcrQuirks, EcrRegistry, MotoServer, OciLayoutBuilder, skopeo_push
 
 MiB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "bench" / "results.md"
+# The image every benchmark copies, one layer of --size-mib.
+REPOSITORY = "bench/big"
+TAG = "v1"
+# Every ECR quirk on; tokens last 15 minutes (ECR's last 12 hours) so that a slow 1 GiB
+# skopeo copy, whose credentials are fixed when it starts, is not cut off mid-run.
+BENCH_QUIRKS = EcrQuirks(token_lifetime_s=900.0)
 
 # Variables of the caller's shell that would point a child at real AWS or override
 # the settings a benchmark passes explicitly.
@@ -219,3 +223,23 @@ def markdown_table(rows: Sequence[Row]) -> str:
 
 def mib(size: float) -> str:
     return f"{size / MiB:,.1f} MiB"
+
+
+def push_image(registry: EcrRegistry, workdir: Path, size: int) -> BenchImage:
+    """Build a one-layer OCI image on disk (streamed, constant memory) and skopeo it in."""
+    layout = OciLayoutBuilder(workdir / "oci")
+    # Incompressible random content in stored (level 0) gzip: ~size bytes on the wire.
+    layer = layout.add_layer(size, seed=1)
+    built = layout.image([layer], ref=TAG)
+    pushed = skopeo_push(layout.path, TAG, registry, REPOSITORY, TAG)
+    if pushed != built.digest:
+        raise RuntimeError(f"skopeo pushed {pushed}, built {built.digest}")
+    return BenchImage(
+        repository=REPOSITORY,
+        tag=TAG,
+        digest=built.digest,
+        layer_digest=layer.descriptor.digest,
+        layer_size=layer.descriptor.size,
+        layer_path=layout.blob_path(layer.descriptor.digest),
+        blob_count=len(built.blobs),
+    )

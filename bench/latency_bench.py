@@ -406,8 +406,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     options = parser.parse_args(args)
 
-    from bench.common import BenchImage
-    from bench.run import BENCH_QUIRKS
+    from bench.common import BENCH_QUIRKS, BenchImage
     from devkit import EcrRegistry, MotoServer
 
     with contextlib.ExitStack() as stack:

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.common import BenchContext, Row, markdown_table
+from bench.common import BENCH_QUIRKS, BenchContext, Row, markdown_table
 
 REPOSITORIES = 200
 IMAGES_PER_REPOSITORY = 50
@@ -329,7 +329,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from pathlib import Path
 
     from bench.common import BenchImage
-    from bench.run import BENCH_QUIRKS
     from devkit import EcrRegistry, MotoServer
 
     with contextlib.ExitStack() as stack:

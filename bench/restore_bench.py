@@ -33,12 +33,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.common import (
+    BENCH_QUIRKS,
     BenchContext,
     ChildRun,
     MiB,
     Row,
     markdown_table,
     mib,
+    push_image,
     python_module,
     run_child,
 )
@@ -283,7 +285,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=RESTORE_ROUNDS)
     args = parser.parse_args(argv)
 
-    from bench.run import BENCH_QUIRKS, push_image
     from devkit import EcrRegistry, MotoServer
 
     with contextlib.ExitStack() as stack:

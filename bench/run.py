@@ -29,18 +29,22 @@ from pathlib import Path
 from typing import Protocol, cast
 
 from bench import backup_bench, import_bench, latency_bench, reconcile_bench, serve_bench
-from bench.common import RESULTS_PATH, BenchContext, BenchImage, MiB, Row, markdown_table
-from devkit import EcrQuirks, EcrRegistry, MotoServer, OciLayoutBuilder, skopeo_push
+from bench.common import (
+    BENCH_QUIRKS,
+    RESULTS_PATH,
+    BenchContext,
+    BenchImage,
+    MiB,
+    Row,
+    markdown_table,
+    push_image,
+)
+from devkit import EcrRegistry, MotoServer
 from devkit.servers import REGISTRY_BINARY
 
-REPOSITORY = "bench/big"
-TAG = "v1"
 # One run can take 25% more or less than its median: moto's CompleteMultipartUpload of the
 # same GiB took 2.9 to 7.9 s in one session (docs/bench.md); nine pairs steady the medians.
 BACKUP_PAIRS = 9
-# Every ECR quirk on; tokens last 15 minutes (ECR's last 12 hours) so that a slow 1 GiB
-# skopeo copy, whose credentials are fixed when it starts, is not cut off mid-run.
-BENCH_QUIRKS = EcrQuirks(token_lifetime_s=900.0)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -82,26 +86,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.size_mib < 6 or (args.repeat is not None and args.repeat < 1):
         parser.error("--size-mib must be >= 6 (a multipart copy) and --repeat >= 1")
     return args
-
-
-def push_image(registry: EcrRegistry, workdir: Path, size: int) -> BenchImage:
-    """Build a one-layer OCI image on disk (streamed, constant memory) and skopeo it in."""
-    layout = OciLayoutBuilder(workdir / "oci")
-    # Incompressible random content in stored (level 0) gzip: ~size bytes on the wire.
-    layer = layout.add_layer(size, seed=1)
-    built = layout.image([layer], ref=TAG)
-    pushed = skopeo_push(layout.path, TAG, registry, REPOSITORY, TAG)
-    if pushed != built.digest:
-        raise RuntimeError(f"skopeo pushed {pushed}, built {built.digest}")
-    return BenchImage(
-        repository=REPOSITORY,
-        tag=TAG,
-        digest=built.digest,
-        layer_digest=layer.descriptor.digest,
-        layer_size=layer.descriptor.size,
-        layer_path=layout.blob_path(layer.descriptor.digest),
-        blob_count=len(built.blobs),
-    )
 
 
 class RestoreBench(Protocol):

@@ -242,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=SERVE_ROUNDS)
     args = parser.parse_args(argv)
 
-    from bench.run import BENCH_QUIRKS, push_image
+    from bench.common import BENCH_QUIRKS, push_image
     from devkit import EcrRegistry, MotoServer
 
     with contextlib.ExitStack() as stack:

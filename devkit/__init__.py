@@ -17,13 +17,13 @@ from devkit.images import (
     skopeo_push,
     write_random_layer,
 )
+from devkit.net import free_port
 from devkit.servers import (
     LocalRegistry,
     LoggedRequest,
     MotoServer,
     Registry,
     ecr_password_from_moto,
-    free_port,
 )
 from devkit.token_auth import TokenServer
 

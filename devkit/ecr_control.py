@@ -15,18 +15,21 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from botocore.exceptions import ClientError
 
-if TYPE_CHECKING:
-    from devkit.servers import MotoServer
+
+class AwsEndpoint(Protocol):
+    """Where moto answers (devkit.servers.MotoServer): boto3 clients for it."""
+
+    def client(self, service: str) -> Any: ...
 
 
 class EcrControlPlane:
     """moto's ECR of one account and region, registered into as images are pushed."""
 
-    def __init__(self, moto: MotoServer) -> None:
+    def __init__(self, moto: AwsEndpoint) -> None:
         self._ecr: Any = moto.client("ecr")
         # Registering reads the tag's image before moving it: one push at a time.
         self._lock = threading.Lock()

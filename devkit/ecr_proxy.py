@@ -66,15 +66,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 from botocore.exceptions import ClientError
 
 from devkit.ecr_control import EcrControlPlane
-from devkit.servers import (
-    LocalRegistry,
-    LoggedRequest,
-    MotoServer,
-    RequestCounting,
-    ServedInThread,
-    decode_basic,
-    local_client,
-)
+from devkit.net import ServedInThread, decode_basic
+from devkit.servers import LocalRegistry, LoggedRequest, MotoServer, RequestCounting, local_client
 
 MiB = 1024 * 1024
 ACCOUNT = "123456789012"

@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import http.server
 import json
 import os
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +28,7 @@ import botocore.config
 import urllib3
 
 from devkit.ecr_control import EcrControlPlane
+from devkit.net import free_port, self_signed_certificate
 
 if TYPE_CHECKING:
     from devkit.token_auth import TokenServer
@@ -44,24 +42,6 @@ REGISTRY_BINARY = "/usr/bin/docker-registry"
 _HTTP = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2.0, read=30.0), retries=False)
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago (racy, but fine locally)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def decode_basic(credentials: str) -> tuple[str, str] | None:
-    """(user, password) from the credentials of an `Authorization: Basic` header, or None
-    when they are not base64 of UTF-8 text."""
-    try:
-        user, _, password = base64.b64decode(credentials).decode().partition(":")
-    except (ValueError, UnicodeDecodeError):
-        return None
-    return user, password
-
-
 def local_client(service: str, endpoint: str, region: str, config: Any = None) -> Any:
     """A boto3 client for `service` at a local endpoint, with the dummy credentials."""
     return boto3.client(
@@ -72,22 +52,6 @@ def local_client(service: str, endpoint: str, region: str, config: Any = None) -
         aws_secret_access_key=DUMMY_SECRET_KEY,
         config=config,
     )
-
-
-class ServedInThread:
-    """An http.server on 127.0.0.1 and a free port, serving from a thread until stop()."""
-
-    def __init__(self, handler: type[http.server.BaseHTTPRequestHandler], name: str) -> None:
-        self.port = free_port()
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name=name, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
 
 
 def _stop_process(process: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
@@ -527,40 +491,3 @@ class LocalRegistry(RequestCounting, _ManagedProcess):
                 )
             )
         return requests
-
-
-def self_signed_certificate(ip: str) -> tuple[bytes, bytes]:
-    """A one-day certificate (PEM) for an IP address, and its key (PEM)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ip)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(ip))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return (
-        certificate.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )

@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qs, parse_qsl, urlsplit
 
-from devkit.servers import ServedInThread, decode_basic, self_signed_certificate
+from devkit.net import ServedInThread, decode_basic, self_signed_certificate
 
 TOKEN_LIFETIME_S = 300
 

@@ -25,15 +25,11 @@ from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from ecr_backup.backup.events import first_problem, load_json
-from ecr_backup.backup.queue import MessageQueue
 from ecr_backup.composition import AwsServices, services_for
-from ecr_backup.coverage.backfill import enqueue_missing, settle
-from ecr_backup.coverage.reconcile import Reconciler, RepositoryDrift, Source
-from ecr_backup.errors import EcrBackupError, InvalidInputError, RegistryError
-from ecr_backup.registry.source_account import source_role_arn
+from ecr_backup.coverage.reconcile import RepositoryDrift, Source
+from ecr_backup.coverage.service import Coverage, RepositoryTask
 from ecr_backup.settings import Settings, load_from_env
 from ecr_backup.status.runs import record_reconcile
 from sqs_batch import LoggedBatchProcessor
@@ -43,24 +39,6 @@ from sqs_batch import LoggedBatchProcessor
 logger = Logger()
 metrics = Metrics()
 copy_config_to_registered_loggers(source_logger=logger, include={"ecr_backup"})
-
-
-class RepositoryTask(BaseModel):
-    """One reconcile-queue message: a repository of one source registry."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    account: str = Field(pattern=r"^[0-9]{12}$")
-    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
-    repository: str
-
-
-def parse_task(body: str) -> RepositoryTask:
-    """One message's body; anything else is one InvalidInputError."""
-    try:
-        return RepositoryTask.model_validate(load_json(body, "reconcile task"))
-    except ValidationError as e:
-        raise InvalidInputError(f"invalid reconcile task: {first_problem(e, 'task')}") from e
 
 
 class ReconcileConfig(BaseModel):
@@ -94,90 +72,46 @@ class ReconcileConfig(BaseModel):
 processor = LoggedBatchProcessor(logger)
 
 
-def sources(services: AwsServices, config: ReconcileConfig) -> list[Source]:
-    own_account, own_region = services.caller_source()
-    accounts = config.source_accounts or (own_account,)
-    regions = config.source_regions or (own_region,)
-    return [Source(a, r) for a in accounts for r in regions]
-
-
-def role_for(services: AwsServices, source: Source) -> str | None:
-    """The source account's read-only role; None for this account's own registry."""
-    own_account, _ = services.caller_source()
-    return None if source.account == own_account else source_role_arn(source.account, source.region)
-
-
-def start(services: AwsServices, config: ReconcileConfig) -> dict[str, object]:
-    """The scheduled run: one message per repository of every source registry.
-
-    A source registry that cannot be listed (its role missing, its API refusing) does not
-    keep the others from being reconciled: it is logged, and the run fails at the end, so
-    that ReconcileErrorsAlarm fires.
-    """
-    every = sources(services, config)
-    queue = services.queue(config.reconcile_queue_url)
-    sent = 0
-    failed: list[tuple[Source, EcrBackupError]] = []
-    for source in every:
-        try:
-            sent += _queue_repositories(services, config, source, queue, len(every) == 1)
-        except EcrBackupError as e:
-            failed.append((source, e))
-            logger.warning(
-                "source registry not listed; its repositories are not reconciled this run",
-                exc_info=e,
-                extra={"source_account": source.account, "source_region": source.region},
-            )
-    metrics.add_metric("RepositoriesQueued", MetricUnit.Count, sent)
-    logger.info("reconcile started", extra={"repositories": sent, "sources": len(every)})
-    if failed:
-        names = ", ".join(f"{s.account}/{s.region}" for s, _ in failed)
-        raise RegistryError(
-            f"{len(failed)} of {len(every)} source registries could not be listed ({names}); "
-            f"the others' repositories are queued ({sent})",
-            code="SOURCE_NOT_LISTED",
-        ) from failed[0][1]
-    return {"repositories": sent}
-
-
-def _queue_repositories(
-    services: AwsServices,
-    config: ReconcileConfig,
-    source: Source,
-    queue: MessageQueue,
-    only_source: bool,
-) -> int:
-    listing = services.listing(source.account, source.region, role_for(services, source))
-    # A repository deleted from ECR is reconciled too (its images are observed gone), but
-    # only with one source: the index does not say which account a name was in.
-    names = Reconciler(listing, services.index, source).repositories(
-        config.prefixes, include_held=only_source
-    )
-    tasks = [
-        RepositoryTask(account=source.account, region=source.region, repository=name)
-        for name in names
-    ]
-    return queue.send([task.model_dump() for task in tasks])
+def start(coverage: Coverage, config: ReconcileConfig) -> dict[str, object]:
+    """The scheduled run: one message per repository of every source registry. A source
+    that cannot be listed is logged, and the run fails at the end, so that
+    ReconcileErrorsAlarm fires."""
+    sources = coverage.sources(config.source_accounts, config.source_regions)
+    report = coverage.start(sources, config.prefixes, config.reconcile_queue_url)
+    for source, error in report.failed:
+        logger.warning(
+            "source registry not listed; its repositories are not reconciled this run",
+            exc_info=error,
+            extra={"source_account": source.account, "source_region": source.region},
+        )
+    metrics.add_metric("RepositoriesQueued", MetricUnit.Count, report.queued)
+    logger.info("reconcile started", extra={"repositories": report.queued, "sources": len(sources)})
+    report.check()
+    return {"repositories": report.queued}
 
 
 def reconcile_record(
     services: AwsServices, config: ReconcileConfig, record: SQSRecord
 ) -> dict[str, object]:
-    task = parse_task(record.body)
+    task = RepositoryTask.parse(record.body)
     # Every line logged for this record, its failure's included, names the repository.
     processor.note(
         repository=task.repository, source_account=task.account, source_region=task.region
     )
-    source = Source(task.account, task.region)
-    listing = services.listing(task.account, task.region, role_for(services, source))
-    drift = Reconciler(listing, services.index, source).repository(task.repository)
-    recorded = settle(drift, services.replicator(task.account, task.region))
-    enqueued = enqueue_missing(drift, services.queue(config.replicate_queue_url))
-    _report(drift, enqueued, config)
+    outcome = Coverage(services).reconcile(task, config.replicate_queue_url)
+    _report(outcome.drift, outcome.enqueued, config)
     record_reconcile(  # for `ecr-backup status`
-        services.run_log, drift, source, datetime.now(UTC), config.interval_minutes
+        services.run_log,
+        outcome.drift,
+        Source(task.account, task.region),
+        datetime.now(UTC),
+        config.interval_minutes,
     )
-    return {"repository": task.repository, "enqueued": enqueued, "recorded": recorded}
+    return {
+        "repository": task.repository,
+        "enqueued": outcome.enqueued,
+        "recorded": outcome.recorded,
+    }
 
 
 def _report(drift: RepositoryDrift, enqueued: int, config: ReconcileConfig) -> None:
@@ -213,7 +147,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> Any:
     config = ReconcileConfig.load(os.environ)
     if "Records" not in event:
         logger.debug("scheduled event", extra={"event": json.dumps(event, default=str)})
-        return start(services, config)
+        return start(Coverage(services), config)
     response: PartialItemFailureResponse = process_partial_response(
         event=event,
         record_handler=partial(reconcile_record, services, config),

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 @cache
 def client_config() -> Config:
     """Every AWS client's timeouts and retries (the budget is written next to the numbers in
-    settings.py): an unreachable endpoint fails in seconds, a throttled call is retried."""
+    settings.py): an endpoint unreachable or silent fails in seconds, a throttled call is
+    retried, a slow transfer that progresses is not cut (the timeouts bound each read)."""
     # Imported here, not at module level: botocore.config pulls in most of botocore
     # (about 150 ms), which the Lambda handler's cold import should not pay before the
     # first invocation builds its clients.

@@ -53,7 +53,13 @@ from ecr_backup.restore.target import (
     speaks_ecr,
     target_credentials,
 )
-from ecr_backup.settings import ENV_PREFIX, PART_BUFFER_BUDGET, MiB, Settings
+from ecr_backup.settings import (
+    AWS_PATIENT_READ_TIMEOUT_SECONDS,
+    ENV_PREFIX,
+    PART_BUFFER_BUDGET,
+    MiB,
+    Settings,
+)
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.bucket import bucket_region
 from ecr_backup.storage.deletions import DynamoDeletionLog
@@ -178,6 +184,9 @@ class AwsServices:
                 Config(max_pool_connections=in_flight * 2, signature_version="s3v4"),
                 region=self.region,
             ),
+            patient_client=self.client(
+                "s3", Config(read_timeout=AWS_PATIENT_READ_TIMEOUT_SECONDS), region=self.region
+            ),
             part_size=self.settings.part_size_mib * MiB,
             parts_in_flight=in_flight,
         )
@@ -257,12 +266,10 @@ class AwsServices:
             preflight(registry, target, created=created)
         return registry, created
 
-    @cached_property
+    @property
     def ledger(self) -> Ledger:
-        index = self.index
-        return Ledger(
-            index.table, client=self.client("dynamodb"), before_write=index.claim_location
-        )
+        """Built once, by the index (one table, one client)."""
+        return self.index.ledger
 
     @cached_property
     def locks(self) -> S3ObjectLocks:

@@ -195,14 +195,20 @@ def _caused_by(error: BaseException, kind: type[BaseException]) -> bool:
     return False
 
 
+def timed_out(error: BaseException) -> bool:
+    """Whether `error` is the endpoint's silence: a connect or read that timed out."""
+    return _caused_by(error, TimeoutError)
+
+
 def registry_unreachable(what: str, url: str, error: BaseException) -> RegistryError:
-    """A registry we could not talk to (refused, timed out, cut off): worth trying later."""
+    """A registry we could not talk to (refused, cut off: worth trying later; silent: its
+    retries are spent, since silence is answered quickly with an error)."""
     # A certificate we do not trust is not a registry that is down: name the options.
     tls = _caused_by(error, ssl.SSLError)
     return RegistryError(
         f"{what}: {unreachable(url, error)}",
         code=type(error).__name__,
-        retryable=not tls,
+        retryable=not tls and not timed_out(error),
         hint="trust its CA with --ca-bundle FILE (or SSL_CERT_FILE), or pass --insecure"
         if tls
         else "check the registry address and that it is running and reachable",

@@ -31,19 +31,40 @@ REGISTRY_ATTEMPTS = 6
 RETRY_BASE_DELAY_S = 0.2
 RETRY_MAX_DELAY_S = 20.0
 RETRY_MAX_RETRY_AFTER_S = 60.0
-REGISTRY_CONNECT_TIMEOUT_S = 10.0
-REGISTRY_READ_TIMEOUT_S = 120.0
 # Registries refuse manifests over 4 MiB; a bigger object named as a manifest is a layer.
 MAX_MANIFEST_SIZE = 4 * MiB
 # Part buffers are a backup's memory: capped in bytes whatever the concurrency and part size.
 PART_BUFFER_BUDGET = 96 * MiB
-# AWS clients: an unreachable endpoint fails in seconds, not after botocore's default
-# 60 s connect timeout per attempt. Budget per call, worst case (a black-holed endpoint):
-# 3 attempts x 3 s connect + standard-mode backoff (<= 1 s, then <= 2 s) = about 12 s;
-# a refused connection costs only the backoff, about 3 s at most.
+# Silence is an error, quickly: an AWS endpoint or a registry that accepts connections and
+# never answers fails the command within 30 s, retries included. The timeouts bound each
+# read (and each send of a piece of a body), never a whole transfer: a slow transfer that
+# progresses is not cut.
+# AWS clients (composition.client_config). Budget per call, worst case: silence, 3 attempts
+# x 6 s read + standard-mode backoff (<= 1 s, then <= 2 s) = 21 s; a black-holed address,
+# 3 x 3 s connect + backoff = 12 s; a refused connection, the backoff alone, <= 3 s.
 AWS_CONNECT_TIMEOUT_SECONDS = 3
-AWS_READ_TIMEOUT_SECONDS = 60  # botocore's default: a part upload may take a while
+AWS_READ_TIMEOUT_SECONDS = 6
 AWS_MAX_ATTEMPTS = 3  # standard retry mode: the first try and two retries
+# Two S3 calls wait longer, never a command's first: an endpoint gone silent has failed an
+# earlier call by then. S3 answers CompleteMultipartUpload once the object is assembled,
+# which "may take several minutes" (sending whitespace meanwhile); moto's server took 10 s
+# for 512 MiB here. moto's ListObjectVersions copies every version it lists (3 to 6 s for
+# one 512 MiB version here), and the devkit's moto must not fail what S3 would answer.
+AWS_PATIENT_READ_TIMEOUT_SECONDS = 120
+# Registries (registry/tls.py's pool). A request met by silence (a connect or read timeout)
+# is sent at most REGISTRY_SILENT_ATTEMPTS times: 2 x 10 s + backoff < 21 s. A refused or
+# dropped connection is retried up to REGISTRY_ATTEMPTS times (backoff alone, ~6 s).
+REGISTRY_CONNECT_TIMEOUT_S = 5.0
+REGISTRY_READ_TIMEOUT_S = 10.0
+REGISTRY_SILENT_ATTEMPTS = 2
+# A registry answers the PATCH that carried a whole blob, and the PUT ?digest= that commits
+# it, only once the blob is stored (moved, hashed or copied to its storage): those answers
+# may wait this long.
+REGISTRY_COMMIT_READ_TIMEOUT_S = 120.0
+# A streamed body is sent in pieces of this size: while a body is sent, urllib3 bounds each
+# send by the connect timeout, so a piece must drain within it (64 KiB in 5 s: 13 KiB/s).
+SEND_PIECE_SIZE = 64 * 1024
+REGISTRY_MAX_CONNECTIONS_PER_HOST = 16
 # Retention and Object Lock (docs/deploy.md, "Retention"): the bucket's default retention
 # period, how long an image outlives its deletion or last tag, how many digests each tag
 # keeps, and prune's grace period between marking an object and deleting it.
@@ -51,6 +72,8 @@ DEFAULT_LOCK_DAYS = 35
 DEFAULT_KEEP_DELETED_DAYS = 90
 DEFAULT_KEEP_PER_TAG = 3
 DEFAULT_PRUNE_GRACE_HOURS = 24
+# A prune run holds its lease this long; a run that died leaves it to expire.
+PRUNE_LEASE_HOURS = 6
 # The Lambda's clock: a blob copy starts only if, at this many MiB/s, it would end before the
 # invocation's deadline minus the reserve. The floor is per copy with `concurrency` copies
 # sharing the function's network, well under what a 1 GiB function reaches from ECR to S3
@@ -71,8 +94,16 @@ DEFAULT_DRILL_SAMPLE = 3
 DEFAULT_SCRUB_DAYS = 90
 # DescribeRepositories and DescribeImages accept 1 to 1000 results per page.
 ECR_PAGE_SIZE = 1000
-# SQS SendMessageBatch takes at most 10 messages.
+# SQS SendMessageBatch takes at most 10 messages; entries SQS failed for its own reasons
+# (not the sender's) are sent again, this many times in all.
 SQS_BATCH_SIZE = 10
+SQS_SEND_ATTEMPTS = 5
+# DynamoDB's own limits: keys per BatchGetItem, items per BatchWriteItem.
+DYNAMO_BATCH_GET_LIMIT = 100
+DYNAMO_BATCH_WRITE_LIMIT = 25
+# A docker credential helper (docker-credential-ecr-login may call STS and ECR) answers
+# within this many seconds, or the login is refused.
+CREDENTIAL_HELPER_TIMEOUT_S = 60
 # Images backfill copies at once (each with its own `concurrency` blob copies).
 DEFAULT_IMAGE_CONCURRENCY = 4
 # `serve`: presigned blob URLs live long enough for a slow pull to start every blob; page

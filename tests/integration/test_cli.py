@@ -30,7 +30,7 @@ from devkit import (
     skopeo_inspect_raw,
     skopeo_push,
 )
-from devkit.servers import free_port
+from devkit.net import free_port
 from ecr_backup.schema import SCHEMAS
 from ecr_backup.settings import MiB
 from ecr_backup.storage.provision import ensure_bucket

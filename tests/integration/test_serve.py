@@ -30,7 +30,7 @@ import pytest
 import urllib3
 
 from devkit import BuiltManifest, EcrRegistry, Layer, MotoServer, OciLayoutBuilder, http_push
-from devkit.servers import free_port, self_signed_certificate
+from devkit.net import free_port, self_signed_certificate
 from ecr_backup.composition import AwsServices
 from ecr_backup.model import Action, ImageEvent
 from ecr_backup.oci import mediatypes

@@ -11,12 +11,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ecr_backup.awserrors import translate
 from ecr_backup.errors import QueueError
-from ecr_backup.settings import SQS_BATCH_SIZE
+from ecr_backup.settings import SQS_BATCH_SIZE, SQS_SEND_ATTEMPTS
 
 if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
-
-_ATTEMPTS = 5
 
 
 class MessageQueue:
@@ -35,7 +33,7 @@ class MessageQueue:
         return len(bodies)
 
     def _send_batch(self, pending: dict[str, str]) -> None:
-        for attempt in range(_ATTEMPTS):
+        for attempt in range(SQS_SEND_ATTEMPTS):
             try:
                 answer = self._sqs.send_message_batch(
                     QueueUrl=self.url,

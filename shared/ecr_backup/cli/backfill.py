@@ -10,12 +10,12 @@ from typing import Any
 from ecr_backup.cli.common import add_source_options, add_storage_options, emit, services_from
 from ecr_backup.cli.options import progress_for
 from ecr_backup.composition import AwsServices
-from ecr_backup.coverage.backfill import Backfill, BackfillReport
-from ecr_backup.coverage.reconcile import OBSERVED, Reconciler, RepositoryDrift, Source
+from ecr_backup.coverage.backfill import BackfillReport
+from ecr_backup.coverage.reconcile import OBSERVED, RepositoryDrift, Source
+from ecr_backup.coverage.service import Coverage
 from ecr_backup.errors import ExitCode, InvalidInputError
 from ecr_backup.model import ImageEvent, rfc3339
 from ecr_backup.registry.ecr_listing import EcrImage
-from ecr_backup.registry.source_account import source_role_arn
 from ecr_backup.settings import DEFAULT_IMAGE_CONCURRENCY
 from ecr_backup.text import counted
 
@@ -79,11 +79,7 @@ def resolve_source(
         raise InvalidInputError(f"--source-region {region!r}: not a region name")
     if role_arn is not None and not _ROLE.fullmatch(role_arn):
         raise InvalidInputError(f"--role-arn {role_arn!r}: not an IAM role ARN")
-    own_account, own_region = services.caller_source()
-    source = Source(account or own_account, region or own_region)
-    if role_arn is None and source.account != own_account:
-        role_arn = source_role_arn(source.account, source.region)
-    return source, role_arn
+    return Coverage(services).source(account, region, role_arn)
 
 
 def run_backfill(args: argparse.Namespace) -> int:
@@ -93,17 +89,15 @@ def run_backfill(args: argparse.Namespace) -> int:
     source, role_arn = resolve_source(
         services, args.source_account, args.source_region, args.role_arn
     )
-    reconciler = Reconciler(
-        services.listing(source.account, source.region, role_arn), services.index, source
-    )
-    backfill = Backfill(
-        reconciler,
-        services.replicator(source.account, source.region),
-        queue=services.queue(args.enqueue) if args.enqueue else None,
+    report = Coverage(services).backfill(
+        source,
+        role_arn,
+        args.repository_prefix,
+        dry_run=args.dry_run,
+        enqueue_url=args.enqueue,
         image_concurrency=args.image_concurrency,
         progress=progress_for(args),
     )
-    report = backfill.run(args.repository_prefix, dry_run=args.dry_run)
     document = as_document(report, dry_run=args.dry_run)
     # The drift a dry run finds is the answer; a real run's lines report what it did.
     emit(args, document, describe(report, dry_run=args.dry_run), summary=not args.dry_run)

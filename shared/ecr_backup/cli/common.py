@@ -21,7 +21,6 @@ from ecr_backup.schema import render
 from ecr_backup.settings import Settings
 
 SHORT_DIGEST = 12  # hex characters in tables, as docker and crane show image ids
-TABLE_WIDTH = 100
 
 
 def add_storage_options(parser: argparse.ArgumentParser) -> None:

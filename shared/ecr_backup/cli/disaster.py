@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ecr_backup.cli.common import emit, human_size
+from ecr_backup.cli.restore_session import Prepared, RestoreSession
 from ecr_backup.errors import EcrBackupError, ExitCode, InvalidInputError
 from ecr_backup.model import Action
 from ecr_backup.oci.reference import ImageRef
 from ecr_backup.restore.target import parse_target
 from ecr_backup.text import counted
-
-if TYPE_CHECKING:
-    from ecr_backup.cli.restore import Prepared, RestoreSession
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,8 @@ from typing import Any
 
 from ecr_backup.catalog.catalog import Resolved
 from ecr_backup.cli.common import add_catalog_options, emit, human_size
-from ecr_backup.cli.restore import Prepared, RestoreSession, add_push_options
+from ecr_backup.cli.restore import add_push_options
+from ecr_backup.cli.restore_session import Prepared, RestoreSession
 from ecr_backup.errors import EcrBackupError, ExitCode, InvalidInputError
 from ecr_backup.model import parse_time, rfc3339
 from ecr_backup.registry.ecr import ecr_registry_url

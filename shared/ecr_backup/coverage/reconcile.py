@@ -25,8 +25,8 @@ from typing import Protocol
 from ecr_backup.model import Action, ImageEvent, RepositoryState
 from ecr_backup.oci.digest import Digest
 from ecr_backup.registry.ecr_listing import EcrImage
+from ecr_backup.settings import DYNAMO_BATCH_GET_LIMIT
 
-_BATCH = 100  # keys per BatchGetItem call
 # event_id of what reconcile records: a push read from DescribeImages, or a change it saw.
 PUSH_FROM_ECR = "reconcile:ecr-describe-images"
 OBSERVED = "reconcile:observed"
@@ -132,8 +132,8 @@ class Reconciler:
             images = self._ecr.images(name) or []
             waiting.append((name, images))
             unasked.extend(i.digest for i in images)
-            if len(unasked) >= _BATCH:
-                asked = len(unasked) // _BATCH * _BATCH
+            if len(unasked) >= DYNAMO_BATCH_GET_LIMIT:
+                asked = len(unasked) // DYNAMO_BATCH_GET_LIMIT * DYNAMO_BATCH_GET_LIMIT
                 complete |= self._index.complete_manifests(unasked[:asked])
                 unasked = unasked[asked:]
                 # The digests not asked yet are the last repositories' (in order): keep

@@ -42,10 +42,11 @@ from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.ports import PruneLedger, PruneLocks
 from ecr_backup.maintenance.retention import HistorySource, ImageVerdict, RetentionRules, judge
 from ecr_backup.oci.digest import Digest
+from ecr_backup.settings import PRUNE_LEASE_HOURS
 from ecr_backup.storage.ledger import ObjectState
 
 PruneAction = Literal["mark", "delete", "locked", "in-use", "finished"]
-LEASE = timedelta(hours=6)
+LEASE = timedelta(hours=PRUNE_LEASE_HOURS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,7 @@ import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 from ecr_backup.errors import RegistryAuthError, RegistryError, registry_unreachable
+from ecr_backup.registry.tls import TlsOptions
 
 
 class Credentials(Protocol):
@@ -102,7 +103,7 @@ class ChallengeCredentials:
             f"repository:{r}:{'pull,push' if push and i == 0 else 'pull'}"
             for i, r in enumerate(repositories)
         ]
-        self._http = http or urllib3.PoolManager(timeout=urllib3.Timeout(connect=10, read=60))
+        self._http = http or TlsOptions().pool_manager()
         self._lock = threading.Lock()
         self._header: str | None = None
         self._checked = False

@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any, cast
 from urllib.parse import urlencode, urljoin, urlsplit
 
 import urllib3
@@ -27,15 +28,22 @@ from ecr_backup.errors import (
     RegistryThrottledError,
     RepositoryNotFoundError,
     registry_unreachable,
+    timed_out,
 )
 from ecr_backup.oci import mediatypes
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest, parse_manifest
 from ecr_backup.oci.streams import Readable
 from ecr_backup.registry.auth import Anonymous, Credentials
+from ecr_backup.registry.tls import TlsOptions
 from ecr_backup.registry.upload import upload_blob
 from ecr_backup.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
-from ecr_backup.settings import REGISTRY_CONNECT_TIMEOUT_S, REGISTRY_READ_TIMEOUT_S
+from ecr_backup.settings import (
+    REGISTRY_COMMIT_READ_TIMEOUT_S,
+    REGISTRY_CONNECT_TIMEOUT_S,
+    REGISTRY_SILENT_ATTEMPTS,
+    SEND_PIECE_SIZE,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +66,7 @@ class RegistryClient:
         self.base_url = f"{parts.scheme}://{parts.netloc}"
         self.host = parts.netloc
         self._credentials = credentials or Anonymous()
-        self._http = http or urllib3.PoolManager(
-            maxsize=16,
-            timeout=urllib3.Timeout(
-                connect=REGISTRY_CONNECT_TIMEOUT_S, read=REGISTRY_READ_TIMEOUT_S
-            ),
-            retries=False,
-        )
+        self._http = http or TlsOptions().pool_manager()
         self._retry = retry or RetryPolicy()
         self._sleep = sleep
 
@@ -237,7 +239,7 @@ class RegistryClient:
     ) -> str:
         """PATCH data into an upload session (a streamed body is sent once); where the
         session goes on: the Location the registry answered."""
-        response = self._send("PATCH", location, headers=headers, body=body)
+        response = self._send("PATCH", location, headers=headers, body=body, slow_answer=True)
         self._raise_for_status(response, what, expect=expect)
         return self._upload_location(response)
 
@@ -251,7 +253,7 @@ class RegistryClient:
         what: str,
     ) -> None:
         """PUT the session's last bytes (maybe none) with ?digest= in `location`: the commit."""
-        response = self._send("PUT", location, headers=headers, body=body)
+        response = self._send("PUT", location, headers=headers, body=body, slow_answer=True)
         self._raise_for_status(response, what, expect=expect)
 
     def cancel_upload(self, location: str | None) -> None:
@@ -302,15 +304,19 @@ class RegistryClient:
         stream: bool = False,
         auth: bool = True,
         once: bool = False,
+        slow_answer: bool = False,
     ) -> urllib3.BaseHTTPResponse:
         """One request, repeated while the registry throttles or fails (if the body allows
-        and not `once`).
+        and not `once`); met by silence, it is sent at most REGISTRY_SILENT_ATTEMPTS times.
+        `slow_answer`: the registry stores a blob before it answers (settings.py).
 
         A streamed body (an iterator) is sent once: its caller starts over. Credentials are
         refreshed once when the registry calls them stale: 401, or ECR's 403 DENIED for an
         expired token ("Your authorization token has expired").
         """
         resendable = not once and not isinstance(body, Iterator)
+        # Left out, the pool's timeouts apply (None would mean none at all).
+        timeout: dict[str, Any] = {"timeout": self._slow_answer_timeout()} if slow_answer else {}
         refreshed = False
         attempt = 0
         while True:
@@ -319,21 +325,28 @@ class RegistryClient:
                 authorization = self._credentials.authorization(refresh=refreshed)
                 if authorization:
                     sent["Authorization"] = authorization
+            if isinstance(body, bytes) and body:
+                sent.setdefault("Content-Length", str(len(body)))
             try:
                 response = self._http.request(
                     method,
                     url,
                     headers=sent,
-                    body=body,
+                    body=_in_pieces(body),
                     preload_content=not stream,
                     redirect=False,
                     retries=False,
+                    **timeout,
                 )
             except Urllib3Error as e:
                 check_cancelled()  # an interrupt, not a failure: never retried
-                if not resendable or attempt + 1 >= self._retry.attempts:
+                limit = self._retry.attempts
+                if timed_out(e):
+                    limit = min(limit, REGISTRY_SILENT_ATTEMPTS)
+                if not resendable or attempt + 1 >= limit:
                     raise registry_unreachable(f"{method} {_safe(url)}", url, e) from e
-                log.warning("retrying %s %s after %s", method, _safe(url), type(e).__name__)
+                # Seen with -v: the error, if the retries fail too, is the one line people get.
+                log.info("retrying %s %s after %s", method, _safe(url), type(e).__name__)
                 self._sleep(self._retry.delay(attempt))
                 attempt += 1
                 continue
@@ -368,6 +381,15 @@ class RegistryClient:
                 attempt += 1
                 continue
             return response
+
+    def _slow_answer_timeout(self) -> urllib3.Timeout:
+        """The pool's connect timeout (it also bounds each send), a longer read timeout."""
+        pool = self._http.connection_pool_kw.get("timeout")
+        connect = pool.connect_timeout if isinstance(pool, urllib3.Timeout) else None
+        return urllib3.Timeout(
+            connect=connect if isinstance(connect, float | int) else REGISTRY_CONNECT_TIMEOUT_S,
+            read=REGISTRY_COMMIT_READ_TIMEOUT_S,
+        )
 
     def _upload_location(self, response: urllib3.BaseHTTPResponse) -> str:
         location = response.headers.get("Location")
@@ -487,3 +509,21 @@ def _safe(url: str) -> str:
     """A URL without its query string: presigned URLs carry credentials there."""
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def _in_pieces(body: bytes | Iterator[bytes] | None) -> bytes | Iterator[bytes] | None:
+    """The body as pieces of at most SEND_PIECE_SIZE (views, not copies): urllib3 bounds
+    each send of a body by the connect timeout, so a large piece on a slow link that
+    still progresses would time out."""
+    if not body:
+        return body
+    chunks = [body] if isinstance(body, bytes) else body
+
+    def pieces() -> Iterator[memoryview]:
+        for chunk in chunks:
+            view = memoryview(chunk)
+            for start in range(0, len(view), SEND_PIECE_SIZE):
+                yield view[start : start + SEND_PIECE_SIZE]
+
+    # urllib3 sends any buffer; its type names bytes and str only.
+    return cast(Iterator[bytes], pieces())

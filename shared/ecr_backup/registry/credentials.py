@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from ecr_backup.errors import ConfigurationError
+from ecr_backup.settings import CREDENTIAL_HELPER_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
-HELPER_TIMEOUT = 60  # seconds; ecr-login may call STS and ECR
 SYSTEM_AUTH_FILE = Path("/etc/containers/auth.json")
 LEGACY_DOCKERCFG = ".dockercfg"
 # docker-credential-helpers' own "not found" message (credentials/error.go).
@@ -67,7 +67,7 @@ def run_helper(program: str, server: str) -> subprocess.CompletedProcess[str]:
         input=server,
         capture_output=True,
         text=True,
-        timeout=HELPER_TIMEOUT,
+        timeout=CREDENTIAL_HELPER_TIMEOUT_S,
         check=False,
     )
 

@@ -15,10 +15,11 @@ from pathlib import Path
 import urllib3
 
 from ecr_backup.errors import ConfigurationError
-
-CONNECT_TIMEOUT = 10
-READ_TIMEOUT = 120
-MAX_CONNECTIONS_PER_HOST = 16
+from ecr_backup.settings import (
+    REGISTRY_CONNECT_TIMEOUT_S,
+    REGISTRY_MAX_CONNECTIONS_PER_HOST,
+    REGISTRY_READ_TIMEOUT_S,
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,8 @@ class TlsOptions:
         return cls(insecure=insecure, ca_bundle=bundle)
 
     def pool_manager(self) -> urllib3.PoolManager:
-        """A pool for registry requests (no urllib3 retries: the client retries itself)."""
+        """A pool for registry requests (no urllib3 retries: the client retries itself);
+        its timeouts bound each read, not a transfer (settings.py says why these)."""
         tls: dict[str, str] = {}
         if self.insecure:
             urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
@@ -49,8 +51,10 @@ class TlsOptions:
         elif self.ca_bundle:
             tls["ca_certs"] = self.ca_bundle
         return urllib3.PoolManager(
-            maxsize=MAX_CONNECTIONS_PER_HOST,
-            timeout=urllib3.Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT),
+            maxsize=REGISTRY_MAX_CONNECTIONS_PER_HOST,
+            timeout=urllib3.Timeout(
+                connect=REGISTRY_CONNECT_TIMEOUT_S, read=REGISTRY_READ_TIMEOUT_S
+            ),
             retries=False,
             **tls,  # type: ignore[arg-type]
         )

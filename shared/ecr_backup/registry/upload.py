@@ -18,7 +18,7 @@ starts the blob over from its source (restore/push.py reads the bucket again).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import urlencode
 
 from ecr_backup.cancellation import check_cancelled
@@ -27,15 +27,42 @@ from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.streams import Readable, read_full
 from ecr_backup.settings import UPLOAD_BUFFER_SIZE
 
-if TYPE_CHECKING:
-    from ecr_backup.registry.client import RegistryClient
+
+class UploadSessions(Protocol):
+    """The upload-session requests of the distribution spec (RegistryClient sends them);
+    this module decides what goes in them."""
+
+    def start_upload(self, repository: str, digest: Digest) -> str: ...
+
+    def send_to_upload(
+        self,
+        location: str,
+        *,
+        headers: dict[str, str],
+        body: bytes | Iterator[bytes],
+        expect: tuple[int, ...],
+        what: str,
+    ) -> str: ...
+
+    def finish_upload(
+        self,
+        location: str,
+        *,
+        headers: dict[str, str],
+        body: bytes,
+        expect: tuple[int, ...],
+        what: str,
+    ) -> None: ...
+
+    def cancel_upload(self, location: str | None) -> None: ...
+
 
 # A PATCH that took the data: 202 (the spec), 201 (ECR), 204 (older registries).
 PATCH_ACCEPTED = (201, 202, 204)
 
 
 def upload_blob(
-    client: RegistryClient,
+    client: UploadSessions,
     repository: str,
     digest: Digest,
     size: int,
@@ -58,7 +85,7 @@ def upload_blob(
 
 
 def _upload_in_chunks(
-    client: RegistryClient,
+    client: UploadSessions,
     location: str,
     digest: Digest,
     source: Readable,
@@ -80,7 +107,7 @@ def _upload_in_chunks(
 
 
 def _patch(
-    client: RegistryClient,
+    client: UploadSessions,
     location: str,
     digest: Digest,
     body: bytes | Iterator[bytes],
@@ -97,7 +124,7 @@ def _patch(
 
 
 def _commit(
-    client: RegistryClient, location: str, digest: Digest, last: bytes, *, offset: int
+    client: UploadSessions, location: str, digest: Digest, last: bytes, *, offset: int
 ) -> None:
     """PUT ?digest=: with the last chunk, or empty after a streamed PATCH."""
     separator = "&" if "?" in location else "?"

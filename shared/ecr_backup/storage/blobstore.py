@@ -73,6 +73,7 @@ class S3BlobStore:
         prefix: str = "",
         *,
         client: S3Client,
+        patient_client: S3Client | None = None,
         part_size: int = DEFAULT_PART_SIZE_MIB * MiB,
         parts_in_flight: int = 8,
     ) -> None:
@@ -82,6 +83,9 @@ class S3BlobStore:
         self.prefix = prefix
         self.part_size = part_size
         self._s3 = client  # built by the composition root, with its timeouts and retries
+        # For the calls whose answer may take long: CompleteMultipartUpload, ListObjectVersions
+        # (settings.AWS_PATIENT_READ_TIMEOUT_SECONDS says why)
+        self._patient = patient_client or client
         # One budget of part buffers for the whole store bounds memory whatever the number of
         # blobs copied at once: peak ~= (parts_in_flight + copies reading) * part_size.
         self._budget = threading.BoundedSemaphore(parts_in_flight)
@@ -209,7 +213,7 @@ class S3BlobStore:
         return _read_body(body, key)
 
     def _list_versions(self, prefix: str) -> Iterator[tuple[str, ObjectVersion]]:
-        paginator = self._s3.get_paginator("list_object_versions")
+        paginator = self._patient.get_paginator("list_object_versions")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 # S3 lists a key's versions newest first; its delete markers come apart.
@@ -297,7 +301,7 @@ class S3BlobStore:
             parts = self._upload_parts(reader, key, upload_id)
             reader.verify()
             try:
-                self._s3.complete_multipart_upload(
+                self._patient.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=key,
                     UploadId=upload_id,

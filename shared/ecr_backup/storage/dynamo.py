@@ -18,8 +18,6 @@ from ecr_backup.errors import EcrBackupError, IndexMissingError, IndexStoreError
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-BATCH_GET_LIMIT = 100
-BATCH_WRITE_LIMIT = 25
 Item = dict[str, Any]
 
 

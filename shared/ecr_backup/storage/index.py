@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -39,9 +40,8 @@ from ecr_backup.model import (
     parse_time,
 )
 from ecr_backup.oci.digest import Digest
+from ecr_backup.settings import DYNAMO_BATCH_GET_LIMIT, DYNAMO_BATCH_WRITE_LIMIT
 from ecr_backup.storage.dynamo import (
-    BATCH_GET_LIMIT,
-    BATCH_WRITE_LIMIT,
     DynamoTable,
     Item,
     condition_failed,
@@ -96,6 +96,12 @@ class DynamoIndex(DynamoTable):
     @property
     def region(self) -> str:
         return str(self._db.meta.region_name)
+
+    @cached_property
+    def ledger(self) -> Ledger:
+        """The objects' lifecycle records in the same table, with the same client, and the
+        same first-write check of the location."""
+        return Ledger(self.table, client=self._db, before_write=self._before_write)
 
     # -- setup -----------------------------------------------------------------
 
@@ -240,10 +246,9 @@ class DynamoIndex(DynamoTable):
     def _blob_items(self, digests: Iterable[Digest], sort_key: str) -> set[Digest]:
         wanted = sorted(set(digests))
         found: set[Digest] = set()
-        for start in range(0, len(wanted), BATCH_GET_LIMIT):
-            keys = [
-                self._key(f"BLOB#{d}", sort_key) for d in wanted[start : start + BATCH_GET_LIMIT]
-            ]
+        for start in range(0, len(wanted), DYNAMO_BATCH_GET_LIMIT):
+            batch = wanted[start : start + DYNAMO_BATCH_GET_LIMIT]
+            keys = [self._key(f"BLOB#{d}", sort_key) for d in batch]
             for item in self._batch_get(keys):
                 found.add(Digest.parse(item["pk"]["S"].removeprefix("BLOB#")))
         return found
@@ -286,7 +291,7 @@ class DynamoIndex(DynamoTable):
                     "stored_at": text_attr(format_time(stored_at)),
                 }
             )
-            if len(batch) == BATCH_WRITE_LIMIT:
+            if len(batch) == DYNAMO_BATCH_WRITE_LIMIT:
                 written += self._batch_put(batch)
                 batch = []
         if batch:
@@ -295,9 +300,7 @@ class DynamoIndex(DynamoTable):
 
     def claim(self, digest: Digest, now: datetime) -> ObjectState | None:
         """A backup relies on an object (storage.ledger.Ledger.claim)."""
-        return Ledger(self.table, client=self._db, before_write=self._before_write).claim(
-            digest, now
-        )
+        return self.ledger.claim(digest, now)
 
     def blob_size(self, digest: Digest) -> int | None:
         item = self._get(f"BLOB#{digest}", "BLOB")

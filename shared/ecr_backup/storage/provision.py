@@ -4,7 +4,7 @@ template.yaml is the production path; this creates the same bucket idempotently:
 versioning, Object Lock default retention, SSE-KMS with Bucket Keys when given a key
 (SSE-S3 otherwise: setup creates no KMS key), public access blocked, ACLs disabled,
 aborted multipart uploads cleaned up, and a policy that denies every request without TLS.
-tests/unit/storage/test_provision.py compares the result with template.yaml.
+tests/infra/test_setup_bucket.py compares the result with template.yaml.
 """
 
 from __future__ import annotations

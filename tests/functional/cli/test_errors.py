@@ -9,13 +9,14 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from devkit.servers import free_port
+from devkit.net import SilentListener, free_port
 from ecr_backup.cli import build_parser
 from ecr_backup.composition import AwsServices
 from ecr_backup.errors import ExitCode
@@ -110,9 +111,43 @@ def test_each_command_fails_in_one_line_with_its_exit_code(
     says: str,
     tmp_path: Path,
 ) -> None:
-    home = tmp_path / "home"  # no ~/.aws
-    home.mkdir()
     port = free_port()  # nobody listens there
+    run = run_command(command, environment(port), tmp_path)
+    assert "Traceback" not in run.stderr, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("ecr-backup: error: ") and says.format(port=port) in lines[0]
+    assert run.returncode == exit_code, run.stderr
+    assert run.stdout == ""
+    assert not (tmp_path / "app.tar").exists()
+
+
+def test_an_aws_endpoint_that_never_answers_fails_in_one_line_within_30_s(
+    tmp_path: Path,
+) -> None:
+    """Silence is an error, quickly: connect and read timeouts and bounded retries end the
+    command well within 30 s, retries included (settings.py has the budget)."""
+    with SilentListener() as silent:
+        started = time.monotonic()
+        run = run_command("repos", unreachable_endpoint(silent.port), tmp_path)
+        elapsed = time.monotonic() - started
+        assert len(silent.accepted) == AWS_MAX_ATTEMPTS  # it was asked, and said nothing
+    assert "Traceback" not in run.stderr, run.stderr
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1, run.stderr
+    assert lines[0].startswith("ecr-backup: error: ")
+    assert f"cannot reach http://127.0.0.1:{silent.port}: timed out" in lines[0]
+    assert run.returncode == ExitCode.REMOTE
+    assert run.stdout == ""
+    assert elapsed < 30
+
+
+def run_command(
+    command: str, environment: dict[str, str], tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """`ecr-backup COMMAND` with its arguments, in `environment` and no ~/.aws."""
+    home = tmp_path / "home"
+    home.mkdir()
     env = {
         "PATH": os.environ["PATH"],
         "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
@@ -121,9 +156,9 @@ def test_each_command_fails_in_one_line_with_its_exit_code(
         "AWS_EC2_METADATA_DISABLED": "true",
         "ECR_BACKUP_BUCKET": BUCKET,
         "ECR_BACKUP_TABLE": TABLE,
-        **environment(port),
+        **environment,
     }
-    run = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "ecr_backup", command, *arguments(command, tmp_path)],
         env=env,
         cwd=tmp_path,
@@ -133,13 +168,6 @@ def test_each_command_fails_in_one_line_with_its_exit_code(
         timeout=120,
         check=False,
     )
-    assert "Traceback" not in run.stderr, run.stderr
-    lines = run.stderr.splitlines()
-    assert len(lines) == 1, run.stderr
-    assert lines[0].startswith("ecr-backup: error: ") and says.format(port=port) in lines[0]
-    assert run.returncode == exit_code, run.stderr
-    assert run.stdout == ""
-    assert not (tmp_path / "app.tar").exists()
 
 
 def test_aws_clients_try_three_times_with_a_short_connect_timeout(

@@ -20,8 +20,8 @@ import sys, time
 from ecr_backup.cancellation import Cancelled
 from ecr_backup.cli.interrupts import interrupts_cancel
 with interrupts_cancel():
-    print("ready", flush=True)
-    try:
+    try:  # entered before "ready": a signal right after it lands inside
+        print("ready", flush=True)
         time.sleep(60)
     except Cancelled:
         print("cancelled", flush=True)

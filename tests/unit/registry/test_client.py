@@ -6,14 +6,18 @@ import base64
 import http.server
 import io
 import json
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import ClassVar
 
 import pytest
+import urllib3
 
-from devkit.servers import free_port
+from devkit.net import SilentListener, free_port
 from ecr_backup.errors import (
     BlobNotFoundError,
     DigestMismatchError,
@@ -30,6 +34,7 @@ from ecr_backup.oci.manifest import parse_manifest
 from ecr_backup.registry.auth import Credentials, TokenCredentials
 from ecr_backup.registry.client import RegistryClient
 from ecr_backup.retry import RetryPolicy
+from ecr_backup.settings import REGISTRY_SILENT_ATTEMPTS
 
 LAYER = b"layer-bytes" * 1000
 MANIFEST = json.dumps(
@@ -422,3 +427,83 @@ def test_a_token_gone_stale_mid_upload_is_renewed_and_the_blob_started_over(
     assert caught.value.retryable and len(fetched) == 2
     registry.upload_blob("team/app", Digest.of(data), len(data), io.BytesIO(data))
     assert [s.headers["Authorization"] for s in script.seen[-3:]] == ["Basic token-2"] * 3
+
+
+# -- silence and slowness ----------------------------------------------------------------
+
+
+class _SlowReader(http.server.BaseHTTPRequestHandler):
+    """An upload endpoint that takes a body at about 1 MiB/s, then answers at once."""
+
+    received: ClassVar[list[int]] = []
+
+    def do_POST(self) -> None:
+        self._answer(202, "/v2/team/app/blobs/uploads/session")
+
+    def do_PATCH(self) -> None:
+        left, got = int(self.headers["Content-Length"]), 0
+        while left:
+            piece = self.rfile.read(min(left, 16 * 1024))
+            left, got = left - len(piece), got + len(piece)
+            time.sleep(0.015)
+        self.received.append(got)
+        self._answer(202, "/v2/team/app/blobs/uploads/session")
+
+    def do_PUT(self) -> None:
+        self._answer(201, "/v2/team/app/blobs/" + self.path.rpartition("=")[2])
+
+    def _answer(self, status: int, location: str) -> None:
+        self.send_response(status)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+class _SmallBuffers(http.server.ThreadingHTTPServer):
+    def server_bind(self) -> None:
+        # Small kernel buffers: the body is read as it is sent, not absorbed by loopback.
+        self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        super().server_bind()
+
+
+def test_a_slow_upload_that_progresses_is_not_cut_by_the_timeouts() -> None:
+    """Timeouts bound each read and each send of a piece, not a transfer: 2 MiB at about
+    1 MiB/s passes timeouts of half a second (the body comes as one 2 MiB chunk)."""
+    server = _SmallBuffers(("127.0.0.1", 0), _SlowReader)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    pool = urllib3.PoolManager(
+        timeout=urllib3.Timeout(connect=0.5, read=0.5),
+        retries=False,
+        socket_options=[(socket.SOL_SOCKET, socket.SO_SNDBUF, 64 * 1024)],
+    )
+    data = bytes(2 * 1024 * 1024)
+    client = RegistryClient(f"http://127.0.0.1:{server.server_address[1]}", http=pool)
+    try:
+        started = time.monotonic()
+        client.upload_blob("team/app", Digest.of(data), len(data), io.BytesIO(data))
+        elapsed = time.monotonic() - started
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _SlowReader.received == [len(data)]
+    assert elapsed > 1.0  # longer than any timeout, and not cut
+
+
+def test_a_registry_that_never_answers_is_asked_twice_and_not_again() -> None:
+    """Silence is answered quickly: REGISTRY_SILENT_ATTEMPTS tries, then an error the
+    restore does not start over (not retryable), naming the address."""
+    slept: list[float] = []
+    pool = urllib3.PoolManager(timeout=urllib3.Timeout(connect=0.5, read=0.2), retries=False)
+    with SilentListener() as silent:
+        client = RegistryClient(silent.url, http=pool, sleep=slept.append)
+        with pytest.raises(RegistryError) as raised:
+            client.get_manifest("team/app", "v1")
+        assert len(silent.accepted) == REGISTRY_SILENT_ATTEMPTS == 2
+    error = raised.value
+    assert f"cannot reach {silent.url}: timed out" in str(error)
+    assert not error.retryable and error.exit_code == ExitCode.REMOTE
+    assert len(slept) == 1
