@@ -5,7 +5,10 @@ from a kept image is locked until at least `now + LockDays`; a backup leaves eve
 under the image it backs up locked until at least `push time + LockDays/2`.
 
 How it holds, with L = LockDays:
-- A new object is locked for L by the bucket's default retention.
+- A new object is locked for L by the bucket's default retention. The backup that creates
+  it records that end (its clock read before the PUT, plus L) without asking S3: a
+  HeadObject would only confirm it, and maintain reads it again at its first check, since
+  `created + L` is below that check's floor `now + L` from the moment it is written.
 - A backup that relies on an object (new or reused) whose lock ends before `now + L/2`
   extends it to `now + 1.5 L` (PutObjectRetention, the object's own mode).
 - `maintain` (scheduled daily, and `ecr-backup maintain`) extends every object of every kept
@@ -104,6 +107,11 @@ class LockKeeper:
     def for_backup(self, digest: Digest, recorded: datetime | None) -> LockCheck:
         now = self.clock()
         return self._ensure(digest, recorded, self.policy.backup_floor(now), now)
+
+    def default_until(self, created_at: datetime) -> datetime:
+        """The lock end the bucket's default retention gives an object created at
+        `created_at` (read from our clock before the PUT, so no later than S3's own)."""
+        return created_at + self.policy.period
 
     def for_check(self, digest: Digest, recorded: datetime | None) -> LockCheck:
         now = self.clock()
