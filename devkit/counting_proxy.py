@@ -8,15 +8,21 @@ from __future__ import annotations
 
 import http.server
 import re
+import socket
+import ssl
+import tempfile
 import threading
 import urllib.parse
 from collections import Counter
+from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import urllib3
 
-from devkit.servers import ServedInThread
+from devkit.servers import self_signed_certificate
+
+MiB = 1024 * 1024
 
 _SCOPE = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
 # S3 sub-resources that name the operation (query keys), for each method.
@@ -62,20 +68,45 @@ def operation_of(method: str, path: str, headers: dict[str, str], body: bytes) -
     return service, form.get("Action", method)
 
 
-class CountingProxy:
-    """Forwards every request to `upstream` and counts it; `counts()` and `reset()`."""
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
 
-    def __init__(self, upstream: str) -> None:
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        if self.tls is not None:
+            # The handshake happens on the handler's thread, at its first read.
+            connection = self.tls.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, address
+
+
+class CountingProxy:
+    """Forwards every request to `upstream` and counts it; `counts()` and `reset()`.
+    With `tls`, it answers HTTPS with a self-signed certificate for 127.0.0.1 (`ca_path`
+    is the file to trust, as AWS_CA_BUNDLE): AWS as clients meet it, always over TLS."""
+
+    def __init__(self, upstream: str, *, tls: bool = False) -> None:
         self.upstream = upstream.rstrip("/")
+        self.tls = tls
         self._counts: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
-        self._http = urllib3.PoolManager(maxsize=16, retries=False)
-        self._served: ServedInThread | None = None
+        self._http = urllib3.PoolManager(maxsize=32, retries=False, timeout=300.0)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
 
     @property
     def endpoint(self) -> str:
-        assert self._served is not None, "use CountingProxy as a context manager"
-        return f"http://127.0.0.1:{self._served.port}"
+        assert self._server is not None, "use CountingProxy as a context manager"
+        port = self._server.server_address[1]
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
+
+    @property
+    def ca_path(self) -> Path:
+        assert self._workdir is not None and self.tls
+        return Path(self._workdir.name) / "ca.pem"
 
     def counts(self) -> Counter[tuple[str, str]]:
         with self._lock:
@@ -108,22 +139,29 @@ class CountingProxy:
                     body=body if body or self.command in ("PUT", "POST") else None,
                     headers=headers,
                     redirect=False,
-                    preload_content=True,
+                    preload_content=False,
                     decode_content=False,
                 )
-                self.send_response(answer.status)
-                for name, value in answer.headers.items():
-                    if name.lower() not in _HOP and name.lower() != "content-length":
-                        self.send_header(name, value)
-                data = answer.data
-                length = answer.headers.get("Content-Length", "0")
-                # A HEAD answer says the length of the body it does not send.
-                self.send_header(
-                    "Content-Length", length if self.command == "HEAD" else str(len(data))
-                )
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
+                try:
+                    self.send_response(answer.status)
+                    for name, value in answer.headers.items():
+                        if name.lower() not in _HOP:
+                            self.send_header(name, value)
+                    if "content-length" not in {k.lower() for k in answer.headers}:
+                        # Read whole only when the upstream did not say how long it is.
+                        data = answer.read()
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        if self.command != "HEAD":
+                            self.wfile.write(data)
+                        return
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        # Streamed: a GiB object passes through in constant memory.
+                        for chunk in answer.stream(MiB):
+                            self.wfile.write(chunk)
+                finally:
+                    answer.release_conn()
 
             def _body(self) -> bytes:
                 if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -139,7 +177,20 @@ class CountingProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
 
-        self._served = ServedInThread(Handler, "counting-proxy")
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        if self.tls:
+            self._workdir = tempfile.TemporaryDirectory(prefix="counting-proxy-")
+            certificate, key = self_signed_certificate("127.0.0.1")
+            self.ca_path.write_bytes(certificate)
+            key_path = Path(self._workdir.name) / "key.pem"
+            key_path.write_bytes(key)
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(self.ca_path, key_path)
+            self._server.tls = context
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="counting-proxy", daemon=True
+        )
+        self._thread.start()
         return self
 
     def __exit__(
@@ -148,6 +199,11 @@ class CountingProxy:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        if self._served is not None:
-            self._served.stop()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join()
+        if self._workdir is not None:
+            self._workdir.cleanup()
         self._http.clear()

@@ -111,16 +111,24 @@ class FakeBucket:
 
     # -- what S3 answers ------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes, *, if_none_match: bool = False) -> bool:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: bool = False,
+        retain: tuple[LockMode, datetime] | None = None,
+    ) -> bool:
         """PutObject; False for a 412 (If-None-Match and a current version that is not a
-        delete marker)."""
+        delete marker). `retain`: the retention the PUT sets, instead of the default."""
         with self._lock:
             current = self._current(key)
             if if_none_match and current is not None and current.data is not None:
                 return False
             now = self.clock()
             mode, days = self.retention
-            self._add(key, _Version(self._next_id(), bytes(data), now, mode, now + days))
+            lock_mode, until = retain if retain is not None else (mode, now + days)
+            self._add(key, _Version(self._next_id(), bytes(data), now, lock_mode, until))
             return True
 
     def head(self, key: str) -> _Version:
@@ -243,13 +251,20 @@ class FakeBucket:
         return f"v{self._serial:08d}"
 
 
+def _retention(retain: ObjectLock | None) -> tuple[LockMode, datetime] | None:
+    if retain is None or retain.mode is None or retain.until is None:
+        return None
+    return retain.mode, retain.until
+
+
 class FakeBlobStore:
-    """storage.blobstore.S3BlobStore over a FakeBucket."""
+    """storage.blobstore.S3BlobStore over a FakeBucket (every PUT whole: no multipart)."""
 
     def __init__(self, bucket: FakeBucket, prefix: str = "") -> None:
         self.fake = bucket
         self.bucket = bucket.name
         self.prefix = prefix
+        self.part_size = 1 << 62
 
     def close(self) -> None:
         pass
@@ -289,16 +304,22 @@ class FakeBlobStore:
             raise DigestMismatchError(digest, "stored object no longer hashes to its name")
         return data
 
-    def put_bytes(self, digest: Digest, data: bytes) -> bool:
+    def put_bytes(self, digest: Digest, data: bytes, retain: ObjectLock | None = None) -> bool:
         if Digest.of(data) != digest:
             raise DigestMismatchError(digest, f"bytes hash to {Digest.of(data)}")
-        return self.fake.put(self.blob_key(digest), data, if_none_match=True)
+        return self.fake.put(
+            self.blob_key(digest), data, if_none_match=True, retain=_retention(retain)
+        )
 
-    def put_stream(self, digest: Digest, size: int, source: Readable) -> bool:
+    def put_stream(
+        self, digest: Digest, size: int, source: Readable, retain: ObjectLock | None = None
+    ) -> bool:
         reader = VerifyingReader(source, digest, size)
         data = reader.read_exactly(size + 1)
         reader.verify()  # a mismatch stores nothing
-        return self.fake.put(self.blob_key(digest), data, if_none_match=True)
+        return self.fake.put(
+            self.blob_key(digest), data, if_none_match=True, retain=_retention(retain)
+        )
 
     def put_record(self, name: str, body: bytes) -> bool:
         return self.fake.put(self.record_key(name), body, if_none_match=True)

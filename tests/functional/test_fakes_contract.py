@@ -44,7 +44,7 @@ from ecr_backup.settings import Settings
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex, EventChanges, Location, StoredObject
 from ecr_backup.storage.ledger import Ledger
-from ecr_backup.storage.objectlock import LockMode, S3ObjectLocks
+from ecr_backup.storage.objectlock import LockMode, ObjectLock, S3ObjectLocks
 from tests.fakes import FakeAws, FakeBlobStore, FakeIndex, FakeLedger, FakeObjectLocks
 from tests.helpers import BUCKET, TABLE
 
@@ -255,6 +255,17 @@ def moto_departs(side: Side, request: pytest.FixtureRequest, how: str) -> None:
     modes, legal holds; https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-lock.html)."""
     if side.name == "moto":
         request.applymarker(pytest.mark.xfail(reason=f"moto {how}", strict=True))
+
+
+def test_a_put_sets_the_retention_it_asks_for_instead_of_the_default(side: Side) -> None:
+    data, other = b"locked by the backup", b"default"
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=50)
+    assert side.store.put_bytes(Digest.of(data), data, ObjectLock("GOVERNANCE", until))
+    assert side.store.put_stream(Digest.of(other), len(other), io.BytesIO(other))
+    lock = side.locks.read(Digest.of(data))
+    assert lock.mode == "GOVERNANCE" and near(lock.until, until)
+    default = side.locks.read(Digest.of(other)).until
+    assert default is not None and default < until
 
 
 def test_a_governance_lock_is_shortened_only_with_the_bypass(

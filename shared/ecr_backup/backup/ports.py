@@ -13,6 +13,7 @@ from ecr_backup.oci.manifest import Manifest
 from ecr_backup.oci.streams import Readable
 from ecr_backup.storage.index import EventChanges, StoredObject
 from ecr_backup.storage.ledger import ObjectState
+from ecr_backup.storage.objectlock import ObjectLock
 
 
 class SourceRegistry(Protocol):
@@ -22,11 +23,15 @@ class SourceRegistry(Protocol):
 
 
 class BlobStore(Protocol):
+    part_size: int  # a blob larger than this is uploaded in parts
+
     def stat(self, digest: Digest) -> int | None: ...
 
-    def put_stream(self, digest: Digest, size: int, source: Readable) -> bool: ...
+    def put_stream(
+        self, digest: Digest, size: int, source: Readable, retain: ObjectLock | None = None
+    ) -> bool: ...
 
-    def put_bytes(self, digest: Digest, data: bytes) -> bool: ...
+    def put_bytes(self, digest: Digest, data: bytes, retain: ObjectLock | None = None) -> bool: ...
 
     def put_record(self, name: str, body: bytes) -> bool: ...
 
@@ -60,4 +65,4 @@ class BackupLocks(Protocol):
 
     def for_backup(self, digest: Digest, recorded: datetime | None) -> object: ...
 
-    def default_until(self, created_at: datetime) -> datetime: ...
+    def new_object_lock(self, created_at: datetime) -> ObjectLock: ...

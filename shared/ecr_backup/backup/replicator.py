@@ -16,8 +16,8 @@ replay of an image whose closure shows no tombstone writes nothing at all.
 Requests (issue 19, pinned by tests/integration/test_requests.py): one BatchGetItem per
 manifest for the states of its objects; no HEAD before a small blob's conditional PUT (its
 412 answers the question); the new objects' records and the manifest's completion in one
-TransactWriteItems; no lock call for an object this backup created (the bucket's default
-retention locks it for LockDays, maintenance.locks) or whose recorded lock end suffices.
+TransactWriteItems; no lock call for an object this backup wrote whole (its PUT set its
+retention, maintenance.locks) or whose recorded lock end suffices.
 """
 
 from __future__ import annotations
@@ -52,9 +52,10 @@ from ecr_backup.oci.closure import build_closure, check_index_depth, closure_tot
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Descriptor, Manifest, parse_manifest
 from ecr_backup.progress import Counted, Progress, ProgressFactory, no_progress
-from ecr_backup.settings import DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE_MIB, MiB
+from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.storage.index import StoredObject
 from ecr_backup.storage.ledger import ObjectState
+from ecr_backup.storage.objectlock import ObjectLock
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,6 @@ class Replicator:
         locks: BackupLocks | None = None,
         deadline: Deadline | None = None,
         deletions: DeletionWatch | None = None,
-        head_above: int = DEFAULT_PART_SIZE_MIB * MiB,
     ) -> None:
         if concurrency < 1:
             raise InvalidInputError("concurrency must be at least 1")
@@ -123,7 +123,6 @@ class Replicator:
         self._locks = locks
         self._deadline = deadline
         self._deletions = deletions
-        self._head_above = head_above  # blobs larger than this are looked for before a copy
 
     def backup_event(self, event: ImageEvent) -> CopyReport:
         """Back up what an ECR event names, then record the event: bucket first, index second."""
@@ -220,7 +219,7 @@ class Replicator:
         missing = [b for b in blobs if b.digest not in recorded]
         copying.progress.grow(sum(b.size for b in missing))
         stored: list[StoredObject] = []
-        created: set[Digest] = set()
+        lock_known: set[Digest] = set()  # written whole with its retention
         try:
             # list() waits for every copy and re-raises the first failure: manifest last.
             for outcome in copying.pool.map(
@@ -230,7 +229,7 @@ class Replicator:
                 if outcome is not None:
                     stored.append(outcome[0])
                     if outcome[1]:
-                        created.add(outcome[0].digest)
+                        lock_known.add(outcome[0].digest)
         except BaseException:
             # What was stored stays recorded: the redelivered event copies only the rest.
             self._record_stored(stored)
@@ -239,19 +238,20 @@ class Replicator:
 
         check_cancelled()  # manifest last, and not at all once interrupted
         now = self._clock()
-        created_manifest = self._store.put_bytes(manifest.digest, manifest.raw)
+        retain = self._new_lock(now)
+        created_manifest = self._store.put_bytes(manifest.digest, manifest.raw, retain)
         if created_manifest:
-            created.add(manifest.digest)
-        until = self._default_until(now) if created_manifest else None
+            lock_known.add(manifest.digest)
+        until = retain.until if created_manifest and retain is not None else None
         stored.append(StoredObject(manifest.digest, manifest.size, manifest.media_type, now, until))
-        # Locks: an object this backup created has the bucket's default retention; the
+        # Locks: an object this backup wrote whole has the retention its PUT set; the
         # others keep theirs if the recorded end suffices, else are read and extended.
         foreign = set(report.blobs_foreign)
         self._keep_locked(
             [
                 (d, recorded.get(d))
                 for d in [*(b.digest for b in blobs), manifest.digest]
-                if d not in foreign and d not in created
+                if d not in foreign and d not in lock_known
             ]
         )
         self._index.complete(stored, ManifestRecord.of(manifest, total, now))
@@ -324,19 +324,22 @@ class Replicator:
     def _copy_blob(
         self, repository: str, blob: Descriptor, report: CopyReport, progress: Progress
     ) -> tuple[StoredObject, bool] | None:
-        """Copy a blob the index does not hold: what to record, and whether this copy
-        created the object; None for a foreign layer the registry does not serve."""
+        """Copy a blob the index does not hold: what to record, and whether its lock end is
+        known (this copy wrote it whole, with its retention); None for a foreign layer the
+        registry does not serve."""
         check_cancelled()  # a copy still queued when the run is interrupted is not started
         # A small blob is PUT conditionally at once (its 412 says it was there); a large one
         # is looked for first, so that a stored one is not read from the registry again.
-        stored_size = self._store.stat(blob.digest) if blob.size > self._head_above else None
+        whole = blob.size <= self._store.part_size
+        stored_size = None if whole else self._store.stat(blob.digest)
+        retain = None
         if stored_size is None:
             self._check_time(blob.size, f"copy of {blob.digest} ({blob.size} bytes)")
-            started = self._clock()  # before the PUT: no later than S3's creation time
+            retain = self._new_lock(self._clock())
             try:
                 with self._registry.open_blob(repository, blob.digest) as stream:
                     counted = Counted(stream, progress)
-                    written = self._store.put_stream(blob.digest, blob.size, counted)
+                    written = self._store.put_stream(blob.digest, blob.size, counted, retain)
                 progress.advance(blob.size - counted.count)
             except BlobNotFoundError:
                 if not blob.is_foreign:
@@ -360,12 +363,17 @@ class Replicator:
         else:
             report.skipped(blob.digest)  # left by an earlier run that stopped before indexing
             progress.advance(blob.size)
-            written, started = False, self._clock()
-        until = self._default_until(started) if written else None
-        return StoredObject(blob.digest, blob.size, blob.media_type, self._clock(), until), written
+            written = False
+        # A lock set with a single PUT is known; one asked of a multipart upload is read
+        # back (_keep_locked) like any lock not recorded: stand-ins may not apply it.
+        known = written and whole and retain is not None
+        until = retain.until if known and retain is not None else None
+        stored = StoredObject(blob.digest, blob.size, blob.media_type, self._clock(), until)
+        return stored, known
 
-    def _default_until(self, created_at: datetime) -> datetime | None:
-        return self._locks.default_until(created_at) if self._locks is not None else None
+    def _new_lock(self, now: datetime) -> ObjectLock | None:
+        """The retention of an object this backup creates (maintenance.locks)."""
+        return self._locks.new_object_lock(now) if self._locks is not None else None
 
     def _check_time(self, size: int, what: str) -> None:
         # Checked as each copy starts (copies run in parallel): blobs stored before the
