@@ -52,6 +52,7 @@ class CpuPerGib:
     boto3: float
     restore: float
     skopeo: float
+    startup: float  # CPU seconds of a replay: process start, imports, its few requests
 
 
 def _say(message: str) -> None:
@@ -121,7 +122,7 @@ def cpu_per_gib(ctx: BenchContext, repeat: int, *, tls: bool) -> CpuPerGib:
             proxy = stack.enter_context(CountingProxy(ctx.aws.endpoint, tls=True))
             aws_endpoint = {"AWS_ENDPOINT_URL": proxy.endpoint, "AWS_CA_BUNDLE": str(proxy.ca_path)}
         samples: dict[str, list[float]] = {k: [] for k in ("floor", "backup", "boto3")}
-        samples |= {"restore": [], "skopeo": []}
+        samples |= {"restore": [], "skopeo": [], "startup": []}
         for n in range(repeat):
             floor = run_child(
                 [sys.executable, "-c", HASH_PASS, str(image.layer_path)], env={}
@@ -136,6 +137,10 @@ def cpu_per_gib(ctx: BenchContext, repeat: int, *, tls: bool) -> CpuPerGib:
                 python_module("ecr_backup", "replicate", ref, "--quiet"), env=env
             ).check()
             samples["backup"].append(backup.cpu_s)
+            replay = run_child(
+                python_module("ecr_backup", "replicate", ref, "--quiet"), env=env
+            ).check()
+            samples["startup"].append(replay.cpu_s)
             upload_bucket = fresh_bucket(ctx, "cpu-boto3")
             upload = run_child(
                 python_module(
@@ -161,6 +166,7 @@ def cpu_per_gib(ctx: BenchContext, repeat: int, *, tls: bool) -> CpuPerGib:
         per_gib("boto3"),
         per_gib("restore"),
         per_gib("skopeo"),
+        statistics.median(samples["startup"]),
     )
 
 
@@ -187,6 +193,10 @@ def cpu_rows(measured: CpuPerGib) -> list[Row]:
             m.restore <= RESTORE_FLOOR_RATIO * m.floor and m.restore <= m.skopeo if plain else None,
         ),
         Row(f"CPU per GiB, skopeo copy of the image (registry on HTTP), {on}", ratio(m.skopeo)),
+        Row(
+            f"CPU of a replay (process start, imports, its requests; in every figure), {on}",
+            f"{m.startup:.2f} s",
+        ),
     ]
 
 

@@ -28,7 +28,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Protocol, cast
 
-from bench import backup_bench, import_bench, reconcile_bench
+from bench import backup_bench, import_bench, lean_bench, reconcile_bench
 from bench.common import RESULTS_PATH, BenchContext, BenchImage, MiB, Row, markdown_table
 from devkit import EcrQuirks, EcrRegistry, MotoServer, OciLayoutBuilder, skopeo_push
 from devkit.servers import REGISTRY_BINARY
@@ -69,6 +69,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-restore", action="store_true", help="skip the restore benchmark")
     parser.add_argument(
         "--no-reconcile", action="store_true", help="skip the reconcile benchmark (10,000 images)"
+    )
+    parser.add_argument(
+        "--no-lean",
+        action="store_true",
+        help="skip requests per push and CPU seconds per GiB (bench/lean_bench.py)",
     )
     args = parser.parse_args(argv)
     if args.size_mib < 6 or (args.repeat is not None and args.repeat < 1):
@@ -187,6 +192,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 # The backup's results are measured: write them, then fail the run.
                 traceback.print_exc()
                 sections.append(f"The restore benchmark failed: `{e!r}`")
+                failed = True
+        if not args.no_lean:
+            sections += ["", "## Requests per push and CPU per GiB", ""]
+            try:
+                rows = lean_bench.run_bench(ctx, repeat=args.repeat or 3)
+                sections.append(markdown_table(rows))
+            except Exception as e:
+                traceback.print_exc()
+                sections.append(f"The lean benchmark failed: `{e!r}`")
                 failed = True
         if not args.no_reconcile:
             sections += ["", "## Reconcile", ""]
