@@ -5,6 +5,7 @@ directly and are not counted here; tests/integration/test_backup.py counts those
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,6 +15,7 @@ import pytest
 from devkit import EcrRegistry, MotoServer, OciLayoutBuilder, skopeo_push
 from devkit.counting_proxy import CountingProxy
 from tests.integration.conftest import BackupTarget
+from tests.integration.test_backup import ecr_event
 
 pytestmark = pytest.mark.integration
 
@@ -42,9 +44,16 @@ class Counted:
     target: BackupTarget
 
     def replicate(self, image: str) -> Counter[tuple[str, str]]:
+        return self.cli("replicate", image, "--quiet")
+
+    def handle_event(self, event: dict[str, object]) -> Counter[tuple[str, str]]:
+        """What the Lambda does with one event, in a fresh process (a cold Lambda)."""
+        return self.cli("handle-event", "-", "--quiet", stdin=json.dumps(event))
+
+    def cli(self, *args: str, stdin: str | None = None) -> Counter[tuple[str, str]]:
         self.aws.reset()
         self.ecr.reset()
-        done = self.target.cli("replicate", image, "--quiet")
+        done = self.target.cli(*args, stdin=stdin)
         assert done.returncode == 0, done.stderr
         return self.aws.counts() + self.ecr.counts()
 
@@ -95,3 +104,25 @@ def test_requests_per_push_first_incremental_and_replay(
         "dynamodb:PutItem": 2,
         "dynamodb:UpdateItem": 1,
     }
+
+
+def test_requests_per_event_as_the_lambda_handles_it(
+    counted: Counted, registry: EcrRegistry, oci_images: OciLayoutBuilder
+) -> None:
+    repo = "lean/event"
+    base = oci_images.simple_image(ref="v1", n_layers=10, layer_size=20_000, seed=21)
+    first = skopeo_push(oci_images.path, "v1", registry, repo, "v1")
+    oci_images.extend(base, ref="v2", layer_size=10_000, seed=22)
+    second = skopeo_push(oci_images.path, "v2", registry, repo, "v2")
+
+    counted.handle_event(ecr_event(repo, first, "v1"))
+    pushed = ecr_event(repo, second, "v2")
+    incremental = counted.handle_event(pushed)
+    replay = counted.handle_event(pushed)  # EventBridge delivers it again
+    for name, counts in (("incremental", incremental), ("replay", replay)):
+        print(f"event, {name}: {sum(counts.values())} {dict(sorted(counts.items()))}")
+
+    # A cold Lambda also asks for the ECR token and the index's location; a warm one not.
+    assert writes(replay) == {}
+    assert sum(replay.values()) <= REPLAY_CEILING, sorted(replay.items())
+    assert sum(incremental.values()) <= INCREMENTAL_CEILING, sorted(incremental.items())
