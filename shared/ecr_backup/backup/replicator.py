@@ -230,8 +230,9 @@ class Replicator:
                     stored.append(outcome[0])
                     if outcome[1]:
                         lock_known.add(outcome[0].digest)
-        except BaseException:
+        except Exception:
             # What was stored stays recorded: the redelivered event copies only the rest.
+            # (Not on an interrupt: that answers at once and writes nothing more.)
             self._record_stored(stored)
             raise
         total = closure_total(manifest, child_totals)
