@@ -424,15 +424,13 @@ class DynamoIndex(DynamoTable):
             if event.tag:
                 self._advance_tag(repo_pk, event, when)
             return
-        # The unconditional puts in one BatchWriteItem (each item stands alone: a replay
-        # after a partial write reads which are missing and writes those).
-        puts = [history] if changes.history else []
+        # Each item stands alone: a replay after a partial write reads which are missing
+        # and writes those. (REPOS is written once per repository: no BatchWriteItem, which
+        # the functions' roles are not granted, for that one request.)
+        if changes.history:
+            self._put(history)
         if changes.repository:
-            puts.append({**self._key("REPOS", event.repository)})
-        if len(puts) > 1:
-            self._batch_put(puts)
-        elif puts:
-            self._put(puts[0])
+            self._put({**self._key("REPOS", event.repository)})
         if changes.image:
             self._image_pushed(repo_pk, event.digest, when)
         if changes.tag:
