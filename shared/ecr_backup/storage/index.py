@@ -281,7 +281,9 @@ class DynamoIndex(DynamoTable):
         then mark_complete, in TransactWriteItems: the last one marks the manifest complete
         with the final records, so the whole is one request for up to 97 new objects.
         Each record keeps record_blob's condition; ObjectBeingPrunedError (retryable), and
-        none of that transaction's items written, while a prune deletes one of them."""
+        none of that transaction's items written, while a prune deletes one of them. IAM
+        checks each action as its PutItem or UpdateItem, which the role grants already
+        (docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html)."""
         actions = [self._record_action(o) for o in stored]
         completion = [{"Put": {"TableName": self.table, "Item": self._manifest_item(record)}}]
         referrer = self._referrer_item(record)
