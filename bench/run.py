@@ -28,7 +28,14 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Protocol, cast
 
-from bench import backup_bench, import_bench, latency_bench, reconcile_bench, serve_bench
+from bench import (
+    backup_bench,
+    import_bench,
+    latency_bench,
+    lean_bench,
+    reconcile_bench,
+    serve_bench,
+)
 from bench.common import (
     BENCH_QUIRKS,
     RESULTS_PATH,
@@ -81,6 +88,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-latency",
         action="store_true",
         help="skip the push-to-durable latency benchmark (200 pushes through the queue)",
+    )
+    parser.add_argument(
+        "--no-lean",
+        action="store_true",
+        help="skip requests per push and CPU seconds per GiB (bench/lean_bench.py)",
     )
     args = parser.parse_args(argv)
     if args.size_mib < 6 or (args.repeat is not None and args.repeat < 1):
@@ -195,6 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             except Exception as e:
                 traceback.print_exc()
                 sections.append(f"The latency benchmark failed: `{e!r}`")
+        if not args.no_lean:
+            sections += ["", "## Requests per push and CPU per GiB", ""]
+            try:
+                rows = lean_bench.run_bench(ctx, repeat=args.repeat or 3)
+                sections.append(markdown_table(rows))
+            except Exception as e:
+                traceback.print_exc()
+                sections.append(f"The lean benchmark failed: `{e!r}`")
                 failed = True
         if not args.no_reconcile:
             sections += ["", "## Reconcile", ""]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -57,7 +57,7 @@ from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.streams import Readable, VerifyingReader
 from ecr_backup.settings import Settings
 from ecr_backup.storage.blobstore import ObjectVersion
-from ecr_backup.storage.index import Location
+from ecr_backup.storage.index import TRANSACT_LIMIT, EventChanges, Location, StoredObject
 from ecr_backup.storage.ledger import Hold, ObjectState
 from ecr_backup.storage.objectlock import LockMode, ObjectLock
 
@@ -111,16 +111,24 @@ class FakeBucket:
 
     # -- what S3 answers ------------------------------------------------------------------
 
-    def put(self, key: str, data: bytes, *, if_none_match: bool = False) -> bool:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        *,
+        if_none_match: bool = False,
+        retain: tuple[LockMode, datetime] | None = None,
+    ) -> bool:
         """PutObject; False for a 412 (If-None-Match and a current version that is not a
-        delete marker)."""
+        delete marker). `retain`: the retention the PUT sets, instead of the default."""
         with self._lock:
             current = self._current(key)
             if if_none_match and current is not None and current.data is not None:
                 return False
             now = self.clock()
             mode, days = self.retention
-            self._add(key, _Version(self._next_id(), bytes(data), now, mode, now + days))
+            lock_mode, until = retain if retain is not None else (mode, now + days)
+            self._add(key, _Version(self._next_id(), bytes(data), now, lock_mode, until))
             return True
 
     def head(self, key: str) -> _Version:
@@ -243,13 +251,20 @@ class FakeBucket:
         return f"v{self._serial:08d}"
 
 
+def _retention(retain: ObjectLock | None) -> tuple[LockMode, datetime] | None:
+    if retain is None or retain.mode is None or retain.until is None:
+        return None
+    return retain.mode, retain.until
+
+
 class FakeBlobStore:
-    """storage.blobstore.S3BlobStore over a FakeBucket."""
+    """storage.blobstore.S3BlobStore over a FakeBucket (every PUT whole: no multipart)."""
 
     def __init__(self, bucket: FakeBucket, prefix: str = "") -> None:
         self.fake = bucket
         self.bucket = bucket.name
         self.prefix = prefix
+        self.part_size = 1 << 62
 
     def close(self) -> None:
         pass
@@ -289,16 +304,22 @@ class FakeBlobStore:
             raise DigestMismatchError(digest, "stored object no longer hashes to its name")
         return data
 
-    def put_bytes(self, digest: Digest, data: bytes) -> bool:
+    def put_bytes(self, digest: Digest, data: bytes, retain: ObjectLock | None = None) -> bool:
         if Digest.of(data) != digest:
             raise DigestMismatchError(digest, f"bytes hash to {Digest.of(data)}")
-        return self.fake.put(self.blob_key(digest), data, if_none_match=True)
+        return self.fake.put(
+            self.blob_key(digest), data, if_none_match=True, retain=_retention(retain)
+        )
 
-    def put_stream(self, digest: Digest, size: int, source: Readable) -> bool:
+    def put_stream(
+        self, digest: Digest, size: int, source: Readable, retain: ObjectLock | None = None
+    ) -> bool:
         reader = VerifyingReader(source, digest, size)
         data = reader.read_exactly(size + 1)
         reader.verify()  # a mismatch stores nothing
-        return self.fake.put(self.blob_key(digest), data, if_none_match=True)
+        return self.fake.put(
+            self.blob_key(digest), data, if_none_match=True, retain=_retention(retain)
+        )
 
     def put_record(self, name: str, body: bytes) -> bool:
         return self.fake.put(self.record_key(name), body, if_none_match=True)
@@ -468,6 +489,44 @@ class FakeIndex:
             blob.size, blob.media_type, blob.claimed_at = size, media_type, now
             blob.tombstone_at = None
 
+    def object_states(self, digests: Iterable[Digest]) -> dict[Digest, ObjectState]:
+        """A consistent BatchGetItem of BLOB and MANIFEST items: read, nothing written."""
+        with self.fake.lock:
+            self.fake.check()
+            return {
+                d: _state(d, self.fake.blobs[d], complete=d in self.fake.manifests)
+                for d in set(digests)
+                if d in self.fake.blobs
+            }
+
+    def complete(self, stored: Sequence[StoredObject], record: ManifestRecord) -> None:
+        """TransactWriteItems of record_blob's updates and the completion: all or nothing."""
+        limit = TRANSACT_LIMIT - (2 if record.subject else 1)
+        head = max(0, len(stored) - limit)
+        for start in range(0, head, TRANSACT_LIMIT):
+            self.record_stored(stored[start : min(start + TRANSACT_LIMIT, head)])
+        with self.fake.lock:
+            self._record_all(stored[head:])
+            self.mark_complete(record)
+
+    def record_stored(self, stored: Sequence[StoredObject]) -> None:
+        for start in range(0, len(stored), TRANSACT_LIMIT):
+            with self.fake.lock:
+                self._record_all(stored[start : start + TRANSACT_LIMIT])
+
+    def _record_all(self, stored: Sequence[StoredObject]) -> None:
+        """One transaction's records: refused whole while one object is being swept."""
+        self.fake.check()
+        for item in stored:
+            blob = self.fake.blobs.get(item.digest)
+            if blob is not None and blob.sweeping is not None:
+                raise ObjectBeingPrunedError(item.digest)
+        for item in stored:
+            self.record_blob(item.digest, item.size, item.media_type, item.stored_at)
+            blob = self.fake.blobs[item.digest]
+            if item.lock_until is not None and blob.lock_until is None:
+                blob.lock_until = format_time(item.lock_until)
+
     def record_blobs(self, blobs: Iterable[tuple[Digest, int, str, datetime]]) -> int:
         """BatchWriteItem puts: whole items, replacing whatever was there."""
         written = 0
@@ -512,25 +571,51 @@ class FakeIndex:
             found = _digest_text_order(self.fake.subjects.get(subject, set()))
             return [self.fake.manifests[d] for d in found if d in self.fake.manifests]
 
-    def record_event(self, event: ImageEvent) -> None:
+    def event_changes(self, event: ImageEvent) -> EventChanges:
+        """One BatchGetItem of the HIST#, REPOS, IMAGE# and TAG# items; nothing written."""
         when = format_time(event.time)
-        tag = event.tag or UNTAGGED
+        with self.fake.lock:
+            self.fake.check()
+            repo = self.fake.repositories.get(event.repository, _Repository())
+            image = repo.images.get(event.digest)
+            held = repo.tags.get(event.tag) if event.tag else None
+            return EventChanges(
+                history=_history_key(event, when) not in repo.history,
+                repository=event.repository not in self.fake.listed,
+                image=image is None
+                or image.pruned_at is not None
+                or (image.gone is not None and image.gone < when),
+                tag=event.tag is not None
+                and (
+                    held is None
+                    or held[0] < when
+                    or (held[0] == when and held[1:] != (event.digest, event.action))
+                ),
+            )
+
+    def record_event(self, event: ImageEvent, changes: EventChanges | None = None) -> None:
+        """The real one's writes; given event_changes' answer, only the items it names."""
+        when = format_time(event.time)
+        every = EventChanges(history=True, repository=True, image=True, tag=True)
+        write = changes or every
         with self.fake.lock:
             self.fake.check()
             repo = self.fake.repositories.setdefault(event.repository, _Repository())
-            sort_key = f"HIST#{tag}#{when}#{event.digest}#{event.action}"
-            repo.history[sort_key] = replace(event, time=parse_time(when))
+            if write.history:
+                repo.history[_history_key(event, when)] = replace(event, time=parse_time(when))
             if event.action is Action.PUSH:
-                self.fake.listed.add(event.repository)
-                image = repo.images.setdefault(event.digest, _Image(when))
-                image.pruned_at = None
-                if image.gone is not None and image.gone < when:
-                    image.gone = None
+                if write.repository:
+                    self.fake.listed.add(event.repository)
+                if write.image:
+                    image = repo.images.setdefault(event.digest, _Image(when))
+                    image.pruned_at = None
+                    if image.gone is not None and image.gone < when:
+                        image.gone = None
             elif event.tag is None:
                 image_gone = repo.images.get(event.digest)
                 if image_gone is not None and (image_gone.gone is None or image_gone.gone < when):
                     image_gone.gone = when
-            if event.tag:
+            if event.tag and write.tag:
                 held = repo.tags.get(event.tag)
                 if held is None or held[0] <= when:
                     repo.tags[event.tag] = (when, event.digest, event.action)
@@ -588,6 +673,10 @@ class FakeIndex:
         with self.fake.lock:
             images = self._repo(repository).images
             return {d: images[d].gone is not None for d in _digest_text_order(images)}
+
+
+def _history_key(event: ImageEvent, when: str) -> str:
+    return f"HIST#{event.tag or UNTAGGED}#{when}#{event.digest}#{event.action}"
 
 
 def _tag_state(repository: str, tag: str, held: tuple[str, Digest, Action]) -> TagState:

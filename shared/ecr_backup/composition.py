@@ -179,9 +179,15 @@ class AwsServices:
             self.settings.bucket,
             self.settings.prefix,
             # SigV4 also for presigned URLs (serve): SSE-KMS objects refuse other signatures.
+            # No SigV4 hash of bodies over plain HTTP either (over HTTPS botocore skips it):
+            # each body's signed checksum header (SHA-256, CRC32) already binds it.
             client=self.client(
                 "s3",
-                Config(max_pool_connections=in_flight * 2, signature_version="s3v4"),
+                Config(
+                    max_pool_connections=in_flight * 2,
+                    signature_version="s3v4",
+                    s3={"payload_signing_enabled": False},
+                ),
                 region=self.region,
             ),
             patient_client=self.client(

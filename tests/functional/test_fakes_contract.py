@@ -42,9 +42,9 @@ from ecr_backup.model import Action, ImageEvent, ManifestRecord
 from ecr_backup.oci.digest import Digest
 from ecr_backup.settings import Settings
 from ecr_backup.storage.blobstore import S3BlobStore
-from ecr_backup.storage.index import DynamoIndex, Location
+from ecr_backup.storage.index import DynamoIndex, EventChanges, Location, StoredObject
 from ecr_backup.storage.ledger import Hold, Ledger
-from ecr_backup.storage.objectlock import LockMode, S3ObjectLocks
+from ecr_backup.storage.objectlock import LockMode, ObjectLock, S3ObjectLocks
 from tests.fakes import FakeAws, FakeBlobStore, FakeIndex, FakeLedger, FakeObjectLocks
 from tests.helpers import BUCKET, TABLE
 
@@ -257,6 +257,17 @@ def moto_departs(side: Side, request: pytest.FixtureRequest, how: str) -> None:
         request.applymarker(pytest.mark.xfail(reason=f"moto {how}", strict=True))
 
 
+def test_a_put_sets_the_retention_it_asks_for_instead_of_the_default(side: Side) -> None:
+    data, other = b"locked by the backup", b"default"
+    until = datetime.now(UTC).replace(microsecond=0) + timedelta(days=50)
+    assert side.store.put_bytes(Digest.of(data), data, ObjectLock("GOVERNANCE", until))
+    assert side.store.put_stream(Digest.of(other), len(other), io.BytesIO(other))
+    lock = side.locks.read(Digest.of(data))
+    assert lock.mode == "GOVERNANCE" and near(lock.until, until)
+    default = side.locks.read(Digest.of(other)).until
+    assert default is not None and default < until
+
+
 def test_a_governance_lock_is_shortened_only_with_the_bypass(
     side: Side, request: pytest.FixtureRequest
 ) -> None:
@@ -439,6 +450,89 @@ def test_events_out_of_order_pruned_images_and_pushes_again(side: Side) -> None:
     assert index.repository_state("app").pruned == {two}
     index.record_event(ImageEvent("app", two, Action.PUSH, T + timedelta(days=101), "v2"))
     assert set(index.images("app")) == {one, two}
+
+
+def test_object_states_read_blobs_and_completeness_writing_nothing(side: Side) -> None:
+    blob, manifest, absent = Digest.of(b"blob"), Digest.of(b"manifest"), Digest.of(b"none")
+    side.index.record_blob(blob, 4, "layer", T)
+    side.index.record_blob(manifest, 8, "m", T)
+    side.index.mark_complete(ManifestRecord(manifest, "m", 8, 12, T))
+    assert side.ledger.tombstone(blob, T + timedelta(days=2), T + timedelta(days=1))
+    states = side.index.object_states([blob, manifest, absent, blob])
+    assert set(states) == {blob, manifest}
+    assert (states[blob].size, states[blob].complete) == (4, False)
+    assert states[blob].tombstone_at == T + timedelta(days=2)
+    assert states[manifest].complete and states[manifest].tombstone_at is None
+    assert side.ledger.objects()[blob] == states[blob]  # read, not claimed
+
+
+def test_complete_records_and_completes_in_one_transaction_or_not_at_all(side: Side) -> None:
+    new, manifest, swept = Digest.of(b"new"), Digest.of(b"manifest"), Digest.of(b"swept")
+    side.index.record_blob(swept, 1, "layer", T)
+    assert side.ledger.tombstone(swept, T + timedelta(days=2), T + timedelta(days=1))
+    assert side.ledger.start_sweep(swept, T + timedelta(days=2), "run-1")
+    later = T + timedelta(days=3)
+    record = ManifestRecord(manifest, "m", 9, 99, later, subject=new)
+    with pytest.raises(ObjectBeingPrunedError):
+        side.index.complete(
+            [
+                StoredObject(new, 3, "layer", later),
+                StoredObject(swept, 1, "layer", later),
+                StoredObject(manifest, 9, "m", later),
+            ],
+            record,
+        )
+    assert set(side.ledger.objects()) == {swept}  # nothing of the transaction was written
+    assert side.index.manifest(manifest) is None
+
+    until = later + timedelta(days=30)
+    side.index.record_blob(new, 3, "layer", T)
+    side.ledger.record_lock(new, T + timedelta(days=60))
+    side.index.complete(
+        [StoredObject(new, 3, "layer", later, until), StoredObject(manifest, 9, "m", later, until)],
+        record,
+    )
+    objects = side.ledger.objects()
+    assert objects[manifest].complete and objects[manifest].lock_until == until
+    assert objects[new].lock_until == T + timedelta(days=60)  # a recorded end never moves
+    assert (objects[new].stored_at, objects[new].claimed_at) == (T, later)
+    assert [r.digest for r in side.index.referrers(new)] == [manifest]
+
+
+def test_complete_spreads_many_records_over_transactions_of_a_hundred(side: Side) -> None:
+    blobs = [Digest.of(str(n).encode()) for n in range(150)]
+    manifest = Digest.of(b"manifest")
+    side.index.complete(
+        [StoredObject(d, 1, "layer", T) for d in blobs] + [StoredObject(manifest, 2, "m", T)],
+        ManifestRecord(manifest, "m", 2, 152, T),
+    )
+    assert set(side.index.object_states([*blobs, manifest])) == {*blobs, manifest}
+    assert side.index.manifest(manifest) is not None
+    side.index.record_stored([StoredObject(Digest.of(b"late"), 1, "layer", T)])
+    assert side.index.object_states([Digest.of(b"late")])[Digest.of(b"late")].size == 1
+
+
+def test_event_changes_name_what_recording_a_push_would_change(side: Side) -> None:
+    index, digest, other = side.index, Digest.of(b"one"), Digest.of(b"two")
+    push = ImageEvent("app", digest, Action.PUSH, T + timedelta(hours=1), "v1")
+    every = EventChanges(history=True, repository=True, image=True, tag=True)
+    assert index.event_changes(push) == every
+    index.record_event(push, index.event_changes(push))
+    assert index.event_changes(push) == EventChanges(False, False, False, False)
+    assert not index.event_changes(push).any
+    older = ImageEvent("app", other, Action.PUSH, T, "v1")  # out of order: the tag stays
+    assert index.event_changes(older) == EventChanges(True, False, True, False)
+    index.record_event(older, index.event_changes(older))
+    [tag] = index.tags("app")
+    assert tag.digest == digest
+    index.record_event(ImageEvent("app", digest, Action.DELETE, T + timedelta(hours=2), None))
+    side.ledger.mark_pruned("app", other, T + timedelta(days=100))
+    again = ImageEvent("app", digest, Action.PUSH, T + timedelta(hours=3), "v2")
+    assert index.event_changes(again) == EventChanges(True, False, True, True)
+    assert index.event_changes(older).image  # pruned: a push holds it again
+    index.record_event(again, index.event_changes(again))
+    assert index.image_states("app")[digest] is False  # the newer push undid the deletion
+    assert {t.tag: t.digest for t in index.tags("app")} == {"v1": digest, "v2": digest}
 
 
 def test_the_first_location_claimed_wins(side: Side) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Protocol
@@ -11,7 +11,9 @@ from ecr_backup.model import ImageEvent, ManifestRecord
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.manifest import Manifest
 from ecr_backup.oci.streams import Readable
+from ecr_backup.storage.index import EventChanges, StoredObject
 from ecr_backup.storage.ledger import ObjectState
+from ecr_backup.storage.objectlock import ObjectLock
 
 
 class SourceRegistry(Protocol):
@@ -21,11 +23,15 @@ class SourceRegistry(Protocol):
 
 
 class BlobStore(Protocol):
+    part_size: int  # a blob larger than this is uploaded in parts
+
     def stat(self, digest: Digest) -> int | None: ...
 
-    def put_stream(self, digest: Digest, size: int, source: Readable) -> bool: ...
+    def put_stream(
+        self, digest: Digest, size: int, source: Readable, retain: ObjectLock | None = None
+    ) -> bool: ...
 
-    def put_bytes(self, digest: Digest, data: bytes) -> bool: ...
+    def put_bytes(self, digest: Digest, data: bytes, retain: ObjectLock | None = None) -> bool: ...
 
     def put_record(self, name: str, body: bytes) -> bool: ...
 
@@ -33,17 +39,17 @@ class BlobStore(Protocol):
 
 
 class BackupIndex(Protocol):
-    def stored_blobs(self, digests: Iterable[Digest]) -> set[Digest]: ...
+    def object_states(self, digests: Iterable[Digest]) -> dict[Digest, ObjectState]: ...
 
-    def record_blob(
-        self, digest: Digest, size: int, media_type: str, stored_at: datetime
-    ) -> None: ...
+    def complete(self, stored: Sequence[StoredObject], record: ManifestRecord) -> None: ...
+
+    def record_stored(self, stored: Sequence[StoredObject]) -> None: ...
 
     def manifest(self, digest: Digest) -> ManifestRecord | None: ...
 
-    def mark_complete(self, record: ManifestRecord) -> None: ...
+    def event_changes(self, event: ImageEvent) -> EventChanges: ...
 
-    def record_event(self, event: ImageEvent) -> None: ...
+    def record_event(self, event: ImageEvent, changes: EventChanges | None = None) -> None: ...
 
     def claim(self, digest: Digest, now: datetime) -> ObjectState | None: ...
 
@@ -58,3 +64,5 @@ class BackupLocks(Protocol):
     """Keeps the lock of every object a backup relies on (maintenance.locks.LockKeeper)."""
 
     def for_backup(self, digest: Digest, recorded: datetime | None) -> object: ...
+
+    def new_object_lock(self, created_at: datetime) -> ObjectLock: ...

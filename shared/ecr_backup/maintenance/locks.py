@@ -5,7 +5,10 @@ from a kept image is locked until at least `now + LockDays`; a backup leaves eve
 under the image it backs up locked until at least `push time + LockDays/2`.
 
 How it holds, with L = LockDays:
-- A new object is locked for L by the bucket's default retention.
+- A new object is locked for L: by the bucket's default retention, or, when a backup
+  writes it whole (PutObject), by the retention that PUT sets, `now + L` by the backup's
+  clock, which the backup records without asking S3 again. A blob uploaded in parts has
+  its lock read back (HeadObject) like any object whose recorded end is unknown.
 - A backup that relies on an object (new or reused) whose lock ends before `now + L/2`
   extends it to `now + 1.5 L` (PutObjectRetention, the object's own mode).
 - `maintain` (scheduled daily, and `ecr-backup maintain`) extends every object of every kept
@@ -94,6 +97,11 @@ class LockKeeper:
     def for_backup(self, digest: Digest, recorded: datetime | None) -> LockCheck:
         now = self.clock()
         return self._ensure(digest, recorded, self.policy.backup_floor(now), now)
+
+    def new_object_lock(self, created_at: datetime) -> ObjectLock:
+        """The retention a backup sets on an object it creates: what the bucket's default
+        gives (mode, `created_at + L`), but dated by our clock, so that its end is known."""
+        return ObjectLock(self.policy.default_mode, created_at + self.policy.period)
 
     def for_check(self, digest: Digest, recorded: datetime | None) -> LockCheck:
         now = self.clock()

@@ -8,8 +8,10 @@ tombstoned and no longer locked are deleted; locked ones are reported with their
 
 Why a backup running at the same time can never end with a complete manifest over a
 deleted object (the interleavings; tests/unit/maintenance/test_interleaving.py replays each):
-1. A backup claims every object under a manifest before marking it complete
-   (backup.replicator). A claim removes the tombstone and fails while `sweeping` is set.
+1. Before marking a manifest complete, a backup has made sure of every object under it
+   (backup.replicator): it recorded it (which claims it) or read it, consistently, held,
+   untombstoned and not being swept; one the read showed tombstoned it claimed. A claim
+   removes the tombstone and fails while `sweeping` is set.
 2. Prune deletes an object only after `start_sweep`, a conditional write that needs the
    very tombstone it saw and no `sweeping`. So for one object, either
    a. the claim came first: the tombstone is gone, start_sweep fails, nothing is deleted;
@@ -18,7 +20,10 @@ deleted object (the interleavings; tests/unit/maintenance/test_interleaving.py r
       marker); while `sweeping` is still set the backup stops with a retryable error and
       its event is retried later. Either way it marks nothing complete on a deleted object.
 3. Phase one does not tombstone an object a backup claimed within the grace period, so a
-   backup's claim cannot be overtaken by a fresh tombstone while it still runs.
+   backup's claim cannot be overtaken by a fresh tombstone while it still runs; an object
+   a backup read untombstoned gets a tombstone only after that read, and is swept a grace
+   period later at the earliest, when the backup (shorter than the grace period) has
+   marked its manifest complete and rule 4 keeps the object.
 4. A complete manifest is un-completed (its MANIFEST item deleted) before any object is
    delete-marked; objects under a complete manifest that was not swept (a backup claimed
    it, or it is young) are kept, whatever the tombstones say.

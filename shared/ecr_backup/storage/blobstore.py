@@ -46,6 +46,7 @@ from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.streams import Readable, VerifyingReader
 from ecr_backup.settings import DEFAULT_PART_SIZE_MIB, MIN_PART_SIZE, MiB
 from ecr_backup.storage.bucket import s3_error
+from ecr_backup.storage.objectlock import ObjectLock
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -243,29 +244,43 @@ class S3BlobStore:
 
     # -- writing -------------------------------------------------------------------
 
-    def put_bytes(self, digest: Digest, data: bytes) -> bool:
-        """Store bytes under their digest; False when the object was already there."""
+    def put_bytes(self, digest: Digest, data: bytes, retain: ObjectLock | None = None) -> bool:
+        """Store bytes under their digest; False when the object was already there.
+        `retain`: the new object's retention, set with the PUT (instead of the bucket's
+        default), so that its lock end is known without asking."""
         if Digest.of(data) != digest:
             raise DigestMismatchError(digest, f"bytes hash to {Digest.of(data)}")
-        return self._put_object(self.blob_key(digest), data, digest.checksum_sha256())
+        return self._put_object(self.blob_key(digest), data, digest.checksum_sha256(), retain)
 
-    def put_stream(self, digest: Digest, size: int, source: Readable) -> bool:
-        """Copy a stream into the store, verified; False when the object was already there."""
+    def put_stream(
+        self, digest: Digest, size: int, source: Readable, retain: ObjectLock | None = None
+    ) -> bool:
+        """Copy a stream into the store, verified; False when the object was already there.
+        `retain` as for put_bytes; a multipart upload asks for it at its creation."""
         reader = VerifyingReader(source, digest, size)
         if size <= self.part_size:
             with self._budget:
                 data = reader.read_exactly(size + 1)
                 reader.verify()
-                return self._put_object(self.blob_key(digest), data, digest.checksum_sha256())
-        return self._put_multipart(reader)
+                checksum = digest.checksum_sha256()
+                return self._put_object(self.blob_key(digest), data, checksum, retain)
+        return self._put_multipart(reader, retain)
 
     def put_record(self, name: str, body: bytes) -> bool:
         """Write an immutable record under refs/; False when that record already exists."""
         checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
-        return self._put_object(self.record_key(name), body, checksum, "application/json")
+        return self._put_object(
+            self.record_key(name), body, checksum, content_type="application/json"
+        )
 
     def _put_object(
-        self, key: str, body: bytes, checksum: str, content_type: str = "application/octet-stream"
+        self,
+        key: str,
+        body: bytes,
+        checksum: str,
+        retain: ObjectLock | None = None,
+        *,
+        content_type: str = "application/octet-stream",
     ) -> bool:
         try:
             self._s3.put_object(
@@ -278,6 +293,7 @@ class S3BlobStore:
                 ChecksumSHA256=checksum,
                 ContentType=content_type,
                 IfNoneMatch="*",
+                **_retention(retain),
             )
         except (ClientError, BotoCoreError) as e:
             if error_code(e) in _ALREADY_THERE:
@@ -285,7 +301,7 @@ class S3BlobStore:
             raise self._error(e, "PUT", key) from e
         return True
 
-    def _put_multipart(self, reader: VerifyingReader) -> bool:
+    def _put_multipart(self, reader: VerifyingReader, retain: ObjectLock | None) -> bool:
         key = self.blob_key(reader.digest)
         try:
             upload_id = self._s3.create_multipart_upload(
@@ -293,6 +309,7 @@ class S3BlobStore:
                 Key=key,
                 ChecksumAlgorithm="CRC32",
                 ContentType="application/octet-stream",
+                **_retention(retain),
             )["UploadId"]
         except (ClientError, BotoCoreError) as e:
             raise self._error(e, "start multipart upload of", key) from e
@@ -386,6 +403,13 @@ def _dropped(error: Urllib3Error, what: str) -> EcrBackupError:
     return StorageError(
         f"{what}: {type(error).__name__}", code=type(error).__name__, retryable=True
     )
+
+
+def _retention(retain: ObjectLock | None) -> dict[str, Any]:
+    """The Object Lock arguments of a PUT that sets a new object's retention."""
+    if retain is None or retain.mode is None or retain.until is None:
+        return {}
+    return {"ObjectLockMode": retain.mode, "ObjectLockRetainUntilDate": retain.until}
 
 
 class _PartBody(io.BytesIO):

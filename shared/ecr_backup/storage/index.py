@@ -16,10 +16,12 @@ Items (pk / sk):
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -48,7 +50,7 @@ from ecr_backup.storage.dynamo import (
     number_attr,
     text_attr,
 )
-from ecr_backup.storage.ledger import Ledger, ObjectState
+from ecr_backup.storage.ledger import Ledger, ObjectState, object_state
 from ecr_backup.storage.schema import create_table_arguments
 
 if TYPE_CHECKING:
@@ -72,6 +74,40 @@ class Location(NamedTuple):
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"
+
+
+# record_blob's update: a durable object, claimed (its tombstone cleared) as it is recorded.
+_RECORD_BLOB = (
+    "SET #size = :size, media_type = :type, claimed_at = :now, "
+    "stored_at = if_not_exists(stored_at, :now) REMOVE tombstone_at"
+)
+TRANSACT_LIMIT = 100  # actions per TransactWriteItems
+_TRANSACT_ATTEMPTS = 4
+
+
+class StoredObject(NamedTuple):
+    """An object a backup has just made durable, to record (DynamoIndex.complete)."""
+
+    digest: Digest
+    size: int
+    media_type: str
+    stored_at: datetime
+    # Set for an object the backup created: the lock end its default retention gave it.
+    lock_until: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventChanges:
+    """Which index items recording a push would change (DynamoIndex.event_changes)."""
+
+    history: bool  # the event's HIST# item is missing (and maybe its bucket record)
+    repository: bool  # the REPOS item is missing
+    image: bool  # the IMAGE# item needs the push's update
+    tag: bool  # the TAG# item would move to this event
+
+    @property
+    def any(self) -> bool:
+        return self.history or self.repository or self.image or self.tag
 
 
 class DynamoIndex(DynamoTable):
@@ -253,6 +289,24 @@ class DynamoIndex(DynamoTable):
                 found.add(Digest.parse(item["pk"]["S"].removeprefix("BLOB#")))
         return found
 
+    def object_states(self, digests: Iterable[Digest]) -> dict[Digest, ObjectState]:
+        """What the index holds of these objects (size, lock end, tombstone, sweeping, and
+        whether each is a complete manifest), in ceil(2n/100) BatchGetItem calls; an object
+        the index does not hold is left out. Read, not claimed: a backup claims (writes)
+        only what this shows tombstoned (backup.replicator)."""
+        wanted = sorted(set(digests))
+        keys = [self._key(f"BLOB#{d}", sk) for d in wanted for sk in ("BLOB", "MANIFEST")]
+        blobs: dict[Digest, Item] = {}
+        complete: set[Digest] = set()
+        for start in range(0, len(keys), DYNAMO_BATCH_GET_LIMIT):
+            for item in self._batch_get(keys[start : start + DYNAMO_BATCH_GET_LIMIT]):
+                digest = Digest.parse(item["pk"]["S"].removeprefix("BLOB#"))
+                if item["sk"]["S"] == "BLOB":
+                    blobs[digest] = item
+                else:
+                    complete.add(digest)
+        return {d: object_state(item, complete=d in complete) for d, item in blobs.items()}
+
     def record_blob(self, digest: Digest, size: int, media_type: str, stored_at: datetime) -> None:
         """Record a durable object, which claims it (storage.ledger): clears a prune
         tombstone; fails (retryable) while a prune deletes it."""
@@ -261,8 +315,7 @@ class DynamoIndex(DynamoTable):
             self._db.update_item(
                 TableName=self.table,
                 Key=self._key(f"BLOB#{digest}", "BLOB"),
-                UpdateExpression="SET #size = :size, media_type = :type, claimed_at = :now, "
-                "stored_at = if_not_exists(stored_at, :now) REMOVE tombstone_at",
+                UpdateExpression=_RECORD_BLOB,
                 ConditionExpression="attribute_not_exists(sweeping)",
                 ExpressionAttributeNames={"#size": "size"},  # SIZE is a reserved word
                 ExpressionAttributeValues={
@@ -319,6 +372,12 @@ class DynamoIndex(DynamoTable):
 
     def mark_complete(self, record: ManifestRecord) -> None:
         self._before_write()
+        referrer = self._referrer_item(record)
+        if referrer is not None:
+            self._put(referrer)
+        self._put(self._manifest_item(record))
+
+    def _manifest_item(self, record: ManifestRecord) -> Item:
         item: Item = {
             **self._key(f"BLOB#{record.digest}", "MANIFEST"),
             "media_type": text_attr(record.media_type),
@@ -330,15 +389,94 @@ class DynamoIndex(DynamoTable):
             item["artifact_type"] = text_attr(record.artifact_type)
         if record.subject:
             item["subject"] = text_attr(str(record.subject))
-            referrer: Item = {
-                **self._key(f"SUBJECT#{record.subject}", str(record.digest)),
-                "media_type": text_attr(record.media_type),
-                "size": number_attr(record.size),
+        return item
+
+    def _referrer_item(self, record: ManifestRecord) -> Item | None:
+        if record.subject is None:
+            return None
+        referrer: Item = {
+            **self._key(f"SUBJECT#{record.subject}", str(record.digest)),
+            "media_type": text_attr(record.media_type),
+            "size": number_attr(record.size),
+        }
+        if record.artifact_type:
+            referrer["artifact_type"] = text_attr(record.artifact_type)
+        return referrer
+
+    def complete(self, stored: Sequence[StoredObject], record: ManifestRecord) -> None:
+        """record_blob for every object stored (the manifest's new blobs and its own bytes),
+        then mark_complete, in TransactWriteItems: the last one marks the manifest complete
+        with the final records, so the whole is one request for up to 97 new objects.
+        Each record keeps record_blob's condition; ObjectBeingPrunedError (retryable), and
+        none of that transaction's items written, while a prune deletes one of them. IAM
+        checks each action as its PutItem or UpdateItem, which the role grants already
+        (docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html)."""
+        self._before_write()
+        actions = [self._record_action(o) for o in stored]
+        completion = [{"Put": {"TableName": self.table, "Item": self._manifest_item(record)}}]
+        referrer = self._referrer_item(record)
+        if referrer is not None:
+            completion.append({"Put": {"TableName": self.table, "Item": referrer}})
+        # Up to 100 actions per transaction: the completion goes with the last records.
+        head = max(0, len(actions) - (TRANSACT_LIMIT - len(completion)))
+        for start in range(0, head, TRANSACT_LIMIT):
+            chunk = actions[start : min(start + TRANSACT_LIMIT, head)]
+            self._transact(chunk, stored[start : start + len(chunk)])
+        self._transact(actions[head:] + completion, stored[head:])
+
+    def record_stored(self, stored: Sequence[StoredObject]) -> None:
+        """record_blob for objects a backup stored before it failed, in transactions of 100:
+        the event's next delivery does not copy them again."""
+        self._before_write()
+        for start in range(0, len(stored), TRANSACT_LIMIT):
+            chunk = stored[start : start + TRANSACT_LIMIT]
+            self._transact([self._record_action(o) for o in chunk], chunk)
+
+    def _record_action(self, stored: StoredObject) -> dict[str, Any]:
+        update, values = (
+            _RECORD_BLOB,
+            {
+                ":size": number_attr(stored.size),
+                ":type": text_attr(stored.media_type),
+                ":now": text_attr(format_time(stored.stored_at)),
+            },
+        )
+        if stored.lock_until is not None:
+            # Never moves a recorded end (that only an extension does, storage.ledger).
+            update = update.replace(
+                " REMOVE", ", lock_until = if_not_exists(lock_until, :until) REMOVE"
+            )
+            values[":until"] = text_attr(format_time(stored.lock_until))
+        return {
+            "Update": {
+                "TableName": self.table,
+                "Key": self._key(f"BLOB#{stored.digest}", "BLOB"),
+                "UpdateExpression": update,
+                "ConditionExpression": "attribute_not_exists(sweeping)",
+                "ExpressionAttributeNames": {"#size": "size"},
+                "ExpressionAttributeValues": values,
             }
-            if record.artifact_type:
-                referrer["artifact_type"] = text_attr(record.artifact_type)
-            self._put(referrer)
-        self._put(item)
+        }
+
+    def _transact(self, actions: list[dict[str, Any]], stored: Sequence[StoredObject]) -> None:
+        """One TransactWriteItems; a conflict with a concurrent transaction on the same
+        items (another backup recording a shared blob) is tried again after a short pause."""
+        for attempt in range(_TRANSACT_ATTEMPTS):
+            try:
+                self._db.transact_write_items(TransactItems=actions)  # type: ignore[arg-type]
+                return
+            except (ClientError, BotoCoreError) as e:
+                reasons = _cancellation_reasons(e)
+                for reason, item in zip(reasons, stored, strict=False):
+                    if reason == "ConditionalCheckFailed":
+                        raise ObjectBeingPrunedError(item.digest) from e
+                if "TransactionConflict" in reasons and attempt + 1 < _TRANSACT_ATTEMPTS:
+                    time.sleep(0.05 * 2**attempt)
+                    continue
+                error = self._error(e, f"record {len(actions)} objects and complete a manifest")
+                if "TransactionConflict" in reasons:
+                    error.retryable = True
+                raise error from e
 
     def referrers(self, subject: Digest) -> list[ManifestRecord]:
         records = []
@@ -350,14 +488,52 @@ class DynamoIndex(DynamoTable):
 
     # -- repositories, tags, history ---------------------------------------------
 
-    def record_event(self, event: ImageEvent) -> None:
-        """Record a push or deletion; safe to replay and to apply out of order."""
+    def event_changes(self, event: ImageEvent) -> EventChanges:
+        """Which of the items a push's record_event writes would change (one BatchGetItem).
+        A history item already there means the event was recorded, its bucket record too
+        (the bucket's record is written first)."""
+        repo_pk, when = f"REPO#{event.repository}", format_time(event.time)
+        keys = {
+            "history": self._key(repo_pk, _history_key(event, when)),
+            "repository": self._key("REPOS", event.repository),
+            "image": self._key(repo_pk, f"IMAGE#{event.digest}"),
+        }
+        if event.tag:
+            keys["tag"] = self._key(repo_pk, f"TAG#{event.tag}")
+        found = {(i["pk"]["S"], i["sk"]["S"]): i for i in self._batch_get(list(keys.values()))}
+        items = {name: found.get((k["pk"]["S"], k["sk"]["S"])) for name, k in keys.items()}
+        image, tag = items["image"], items.get("tag")
+        return EventChanges(
+            history=items["history"] is None,
+            repository=items["repository"] is None,
+            # What _image_pushed would change: a first push, a pruned image held again, a
+            # deletion older than this push undone.
+            image=image is None
+            or "pruned_at" in image
+            or ("gone" in image and image["gone"]["S"] < when),
+            # What _advance_tag's put would change: it moves only to a newer event.
+            tag=event.tag is not None
+            and (
+                tag is None
+                or tag["time"]["S"] < when
+                or (
+                    tag["time"]["S"] == when
+                    and (tag["digest"]["S"], tag["action"]["S"])
+                    != (str(event.digest), str(event.action))
+                )
+            ),
+        )
+
+    def record_event(self, event: ImageEvent, changes: EventChanges | None = None) -> None:
+        """Record a push or deletion; safe to replay and to apply out of order. Given what
+        event_changes read, a push writes only the items that would change."""
+        if changes is not None and event.action is not Action.PUSH:
+            raise ValueError("event_changes describes pushes only")
         self._before_write()
         repo_pk = f"REPO#{event.repository}"
         when = format_time(event.time)
-        tag = event.tag or UNTAGGED
         history: Item = {
-            **self._key(repo_pk, f"HIST#{tag}#{when}#{event.digest}#{event.action}"),
+            **self._key(repo_pk, _history_key(event, when)),
             "digest": text_attr(str(event.digest)),
             "action": text_attr(str(event.action)),
             "time": text_attr(when),
@@ -370,13 +546,26 @@ class DynamoIndex(DynamoTable):
         ):
             if value:
                 history[name] = text_attr(value)
-        self._put(history)
-        if event.action is Action.PUSH:
+        if changes is None:
+            self._put(history)
+            if event.action is Action.PUSH:
+                self._put({**self._key("REPOS", event.repository)})
+                self._image_pushed(repo_pk, event.digest, when)
+            elif event.tag is None:
+                self._image_gone(repo_pk, event.digest, when)
+            if event.tag:
+                self._advance_tag(repo_pk, event, when)
+            return
+        # Each item stands alone: a replay after a partial write reads which are missing
+        # and writes those. (REPOS is written once per repository: no BatchWriteItem, which
+        # the functions' roles are not granted, for that one request.)
+        if changes.history:
+            self._put(history)
+        if changes.repository:
             self._put({**self._key("REPOS", event.repository)})
+        if changes.image:
             self._image_pushed(repo_pk, event.digest, when)
-        elif event.tag is None:
-            self._image_gone(repo_pk, event.digest, when)
-        if event.tag:
+        if changes.tag:
             self._advance_tag(repo_pk, event, when)
 
     def _image_pushed(self, repo_pk: str, digest: Digest, when: str) -> None:
@@ -524,6 +713,18 @@ class DynamoIndex(DynamoTable):
         return newest
 
 
+def _cancellation_reasons(error: ClientError | BotoCoreError) -> list[str]:
+    """The per-action codes of a cancelled transaction, in the order of its actions."""
+    if not isinstance(error, ClientError):
+        return []
+    reasons = error.response.get("CancellationReasons") or []
+    return [str(r.get("Code", "None")) for r in reasons]
+
+
+def _history_key(event: ImageEvent, when: str) -> str:
+    return f"HIST#{event.tag or UNTAGGED}#{when}#{event.digest}#{event.action}"
+
+
 def _tag_state(repository: str, item: Item) -> TagState:
     return TagState(
         repository=repository,
@@ -564,3 +765,13 @@ def _manifest_record(item: Item) -> ManifestRecord:
         subject=Digest.parse(subject["S"]) if subject else None,
         artifact_type=artifact_type["S"] if artifact_type else None,
     )
+
+
+def _refuse_other(table: str, recorded: Location | None, here: Location) -> None:
+    """Refuse to answer for `here` from a table that indexes another bucket or prefix."""
+    if recorded is not None and recorded != here:
+        raise ConfigurationError(
+            f"index table {table} indexes {recorded}, not {here}",
+            code="IndexLocationMismatch",
+            hint="use that bucket and prefix, or another index table (ECR_BACKUP_TABLE)",
+        )

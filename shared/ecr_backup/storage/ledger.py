@@ -106,7 +106,7 @@ class Ledger:
             ReturnValues="ALL_NEW",
         )
         if answer is not None:
-            return _state(answer["Attributes"])
+            return object_state(answer["Attributes"])
         if self._get(digest) is None:
             return None
         raise ObjectBeingPrunedError(digest)
@@ -133,7 +133,7 @@ class Ledger:
                 blobs[digest] = item
             elif item["sk"]["S"] == "MANIFEST":
                 complete.add(digest)
-        return {d: _state(item, complete=d in complete) for d, item in blobs.items()}
+        return {d: object_state(item, complete=d in complete) for d, item in blobs.items()}
 
     def complete_manifests(self) -> set[Digest]:
         return {
@@ -348,7 +348,8 @@ class Ledger:
             raise self._error(e, f"scan {self.table}") from e
 
 
-def _state(item: Item, *, complete: bool = False) -> ObjectState:
+def object_state(item: Item, *, complete: bool = False) -> ObjectState:
+    """An ObjectState from a `BLOB#<digest> / BLOB` item."""
     sweeping = item.get("sweeping")
     stored_at = _time(item, "stored_at")
     return ObjectState(

@@ -130,7 +130,7 @@ def test_each_record_of_a_batch_is_judged_alone(
 
 @pytest.mark.parametrize(
     ("service", "operation"),
-    [("s3", "PutObject"), ("dynamodb", "PutItem")],
+    [("s3", "PutObject"), ("dynamodb", "TransactWriteItems")],
     ids=["s3", "dynamodb"],
 )
 def test_a_connection_reset_fails_only_the_record_it_hit(

@@ -503,7 +503,7 @@ def test_hostile_records_fail_alone_with_one_line_each(
 
 @pytest.mark.parametrize(
     ("service", "operation"),
-    [("s3", "PutObject"), ("dynamodb", "PutItem")],
+    [("s3", "PutObject"), ("dynamodb", "TransactWriteItems")],  # the manifest, its completion
     ids=["s3", "dynamodb"],
 )
 def test_a_connection_reset_fails_only_the_record_it_hit(
