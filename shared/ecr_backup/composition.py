@@ -27,7 +27,12 @@ from ecr_backup.backup.queue import MessageQueue
 from ecr_backup.backup.replicator import Replicator
 from ecr_backup.catalog.catalog import Catalog
 from ecr_backup.catalog.surges import Surge, SurgeBook, SurgeRules, SurgeWatch, read_surges
-from ecr_backup.errors import ConfigurationError, IndexMissingError, InvalidInputError
+from ecr_backup.errors import (
+    ConfigurationError,
+    EcrBackupError,
+    IndexMissingError,
+    InvalidInputError,
+)
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.holds import Holds
 from ecr_backup.maintenance.locks import Clock, LockKeeper, LockPolicy, system_clock
@@ -167,7 +172,16 @@ class AwsServices:
 
     @cached_property
     def region(self) -> str:
-        """Where the backup lives: its bucket's region, else (no bucket yet) the session's."""
+        """Where the backup lives: its bucket's region, else (no bucket yet) the session's.
+        The index's location record names it (a read the index's check makes anyway, the
+        index living in its bucket's region); HeadBucket asks S3 when no record says."""
+        if self.settings.table is not None:
+            try:
+                recorded = self._table.location()
+            except EcrBackupError:
+                recorded = None  # no table here, or not readable: S3 answers instead
+            if recorded is not None and recorded.bucket == self.settings.bucket and recorded.region:
+                return recorded.region
         return self.bucket_region or str(self._session.region_name)
 
     @cached_property
@@ -207,17 +221,23 @@ class AwsServices:
         return Location(self.settings.bucket, self.settings.prefix, self.region)
 
     @cached_property
+    def _table(self) -> DynamoIndex:
+        """The index table, before it knows this backup's location (the region needs it)."""
+        assert self.settings.table is not None  # callers check
+        return DynamoIndex(
+            self.settings.table,
+            client=self.client("dynamodb"),
+            account=lambda: self._identity[0],
+        )
+
+    @cached_property
     def index(self) -> DynamoIndex:
         """The index, refused here if it indexes another bucket or prefix or sits in
         another region than its backup; its first write records the location."""
         if self.settings.table is None:
             raise InvalidInputError(f"name the index table: --table or {ENV_PREFIX}TABLE")
-        index = DynamoIndex(
-            self.settings.table,
-            client=self.client("dynamodb"),
-            location=self.location,
-            account=lambda: self._identity[0],
-        )
+        index = self._table
+        index.here = self.location
         # A table missing where it belongs is the catalog's to handle: it answers from the
         # bucket, and says so; writes fail with the fix.
         with contextlib.suppress(IndexMissingError):

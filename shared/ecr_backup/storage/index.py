@@ -128,6 +128,7 @@ class DynamoIndex(DynamoTable):
         self._account = account  # asked only when a location is first recorded
         self._claimed = False
         self._claiming = threading.Lock()
+        self._complete_record: Location | None = None
 
     @property
     def region(self) -> str:
@@ -169,7 +170,10 @@ class DynamoIndex(DynamoTable):
 
     def location(self) -> Location | None:
         """The location recorded in the table; None in a table not used yet (or made before
-        locations were recorded)."""
+        locations were recorded). A complete record (region included) is read once per
+        process: it never changes after that, and every command asks for it early."""
+        if self._complete_record is not None:
+            return self._complete_record
         item = self._get("INDEX", "LOCATION", what=f"read what table {self.table} indexes")
         if not item:
             return None
@@ -177,7 +181,10 @@ class DynamoIndex(DynamoTable):
         def text(name: str) -> str | None:
             return item[name]["S"] if name in item else None
 
-        return Location(item["bucket"]["S"], item["prefix"]["S"], text("region"), text("account"))
+        found = Location(item["bucket"]["S"], item["prefix"]["S"], text("region"), text("account"))
+        if found.region is not None:
+            self._complete_record = found
+        return found
 
     def check_location(self, here: Location | None = None) -> None:
         """Refuse to answer for `here` from a table that indexes another bucket or prefix,
