@@ -2,11 +2,15 @@
 replicate queue; moved tags and deleted images are recorded as observed.
 
 Two kinds of invocation, so that no invocation holds a whole registry:
-- the schedule (an EventBridge "Scheduled Event"): list the repositories of every
-  configured source account and region (DescribeRepositories) and send one message per
-  repository to the reconcile queue;
-- that queue (SQS batches): reconcile each repository (DescribeImages, the index), record
-  what is observed, and send each missing image to the replicate queue as ECR's event.
+- the schedule (an EventBridge "Scheduled Event"): find the source accounts and regions
+  (ecr_backup.coverage.accounts: a list, AWS Organizations, or the accounts whose events
+  arrived); with one source registry, list its repositories (DescribeRepositories) and
+  send one message per repository to the reconcile queue; with several, send one message
+  per registry, so that each is listed by its own message and an unreachable account
+  fails alone;
+- that queue (SQS batches): list a registry's repositories into the queue, or reconcile
+  a repository (DescribeImages, the index), record what is observed, and send each
+  missing image to the replicate queue as ECR's event.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -30,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ecr_backup.backup.events import first_problem, load_json
 from ecr_backup.backup.queue import MessageQueue
 from ecr_backup.composition import AwsServices
+from ecr_backup.coverage.accounts import AccountsFrom, plan_sources
 from ecr_backup.coverage.backfill import enqueue_missing, settle
 from ecr_backup.coverage.reconcile import Reconciler, RepositoryDrift, Source
 from ecr_backup.errors import EcrBackupError, InvalidInputError, RegistryError
@@ -46,13 +51,14 @@ copy_config_to_registered_loggers(source_logger=logger, include={"ecr_backup"})
 
 
 class RepositoryTask(BaseModel):
-    """One reconcile-queue message: a repository of one source registry."""
+    """One reconcile-queue message: a repository of one source registry, or (without a
+    repository) the registry itself, whose repositories are to be queued."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     account: str = Field(pattern=r"^[0-9]{12}$")
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
-    repository: str
+    repository: str | None = None
 
 
 def parse_task(body: str) -> RepositoryTask:
@@ -73,6 +79,9 @@ class ReconcileConfig(BaseModel):
     repository_prefix: str = ""
     source_accounts: tuple[str, ...] = ()  # empty: this account
     source_regions: tuple[str, ...] = ()  # empty: this region
+    # Where the source accounts come from (ecr_backup.coverage.accounts).
+    accounts_from: AccountsFrom = "list"
+    organization_role_arn: str = ""
     interval_minutes: int = Field(default=1440, ge=1)
 
     @field_validator("source_accounts", "source_regions", mode="before")
@@ -100,10 +109,16 @@ def services_for(settings: Settings) -> AwsServices:
 
 
 def sources(services: AwsServices, config: ReconcileConfig) -> list[Source]:
-    own_account, own_region = services.caller_source()
-    accounts = config.source_accounts or (own_account,)
-    regions = config.source_regions or (own_region,)
-    return [Source(a, r) for a in accounts for r in regions]
+    role = config.organization_role_arn
+    plan = plan_sources(
+        config.accounts_from,
+        listed=config.source_accounts,
+        regions=config.source_regions,
+        own=Source(*services.caller_source()),
+        organization=services.organization(role) if role else None,
+        seen=services.source_log,
+    )
+    return list(plan.sources)
 
 
 def role_for(services: AwsServices, source: Source) -> str | None:
@@ -121,6 +136,11 @@ def start(services: AwsServices, config: ReconcileConfig) -> dict[str, object]:
     """
     every = sources(services, config)
     queue = services.queue(config.reconcile_queue_url)
+    if len(every) > 1:
+        tasks = [RepositoryTask(account=s.account, region=s.region) for s in every]
+        sent = queue.send([task.model_dump() for task in tasks])
+        logger.info("reconcile started", extra={"sources": sent})
+        return {"sources": sent}
     sent = 0
     failed: list[tuple[Source, EcrBackupError]] = []
     for source in every:
@@ -170,22 +190,28 @@ def reconcile_record(
 ) -> dict[str, object]:
     task = parse_task(record.body)
     # Every line logged for this record, its failure's included, names the repository.
-    processor.note(
-        repository=task.repository, source_account=task.account, source_region=task.region
-    )
+    processor.note(source_account=task.account, source_region=task.region)
+    if task.repository is not None:
+        processor.note(repository=task.repository)
     source = Source(task.account, task.region)
+    if task.repository is None:  # one registry of several: queue its repositories
+        queued = _queue_repositories(
+            services, config, source, services.queue(config.reconcile_queue_url), False
+        )
+        metrics.add_metric("RepositoriesQueued", MetricUnit.Count, queued)
+        return {"source": f"{task.account}/{task.region}", "repositories": queued}
     listing = services.listing(task.account, task.region, role_for(services, source))
     drift = Reconciler(listing, services.index, source).repository(task.repository)
     recorded = settle(drift, services.replicator(task.account, task.region))
     enqueued = enqueue_missing(drift, services.queue(config.replicate_queue_url))
-    _report(drift, enqueued, config)
+    _report(drift, enqueued, config, source)
     record_reconcile(  # for `ecr-backup status`
         services.run_log, drift, source, datetime.now(UTC), config.interval_minutes
     )
     return {"repository": task.repository, "enqueued": enqueued, "recorded": recorded}
 
 
-def _report(drift: RepositoryDrift, enqueued: int, config: ReconcileConfig) -> None:
+def _report(drift: RepositoryDrift, enqueued: int, config: ReconcileConfig, source: Source) -> None:
     # A missing image pushed before the previous run was missing then too: its copy failed.
     previous_run = datetime.now(UTC) - timedelta(minutes=config.interval_minutes)
     still_missing = sum(1 for m in drift.missing if m.image.pushed_at < previous_run)
@@ -198,8 +224,19 @@ def _report(drift: RepositoryDrift, enqueued: int, config: ReconcileConfig) -> N
         "ImagesPrunedInEcr": len(drift.pruned),
         "ImagesStillMissing": still_missing,
     }
+    # The stack's totals (its alarms watch them), and each source registry's non-zero
+    # counts with `account` and `region`: a registry's series exists only while it has
+    # something to show, so thousands of registries do not become thousands of billed,
+    # flat metrics (docs/organization.md).
+    registry = EphemeralMetrics()
+    registry.add_dimension("account", source.account)
+    registry.add_dimension("region", source.region)
     for name, value in counts.items():
         metrics.add_metric(name, MetricUnit.Count, value)
+        if value:
+            registry.add_metric(name, MetricUnit.Count, value)
+    if any(counts.values()):
+        registry.flush_metrics()
     logger.info(
         "repository reconciled",
         extra={

@@ -12,7 +12,6 @@ from typing import Any
 import boto3
 import pytest
 
-from ecr_backup.errors import RegistryError
 from ecr_backup.settings import Settings
 from ecr_backup.status.runs import last_reconciles
 from ecr_backup.storage.blobstore import S3BlobStore
@@ -151,28 +150,40 @@ def test_a_source_registry_that_cannot_be_listed_does_not_stop_the_others(
     logs: io.StringIO,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Several registries: the schedule sends one message per registry, each listed by its
+    # own record, so an unreachable one fails alone (retried, then dead-lettered).
     monkeypatch.setenv("ECR_BACKUP_SOURCE_REGIONS", "eu-west-1,us-east-1")  # the bad one first
     push_to_ecr(backed_up, "app", "v1")  # in us-east-1
     services = handler.services_for(Settings.load(os.environ))
     refused = reset_connections(services, "ecr", "DescribeRepositories", "eu-west-1")
+    sqs = boto3.client("sqs")
 
-    with pytest.raises(RegistryError) as raised:
-        handler.handler({"detail-type": "Scheduled Event"}, Context(function_name="reconcile"))
+    started = handler.handler({"detail-type": "Scheduled Event"}, Context(function_name="r"))
+
+    assert started == {"sources": 2}
+    sent = sqs.receive_message(QueueUrl=queues["reconcile"], MaxNumberOfMessages=10)["Messages"]
+    registries = [json.loads(m["Body"]) for m in sent]
+    assert registries == [
+        {"account": ACCOUNT, "region": "eu-west-1", "repository": None},
+        {"account": ACCOUNT, "region": "us-east-1", "repository": None},
+    ]
+    for message in sent:
+        sqs.delete_message(QueueUrl=queues["reconcile"], ReceiptHandle=message["ReceiptHandle"])
+
+    response = handler.handler(
+        batch(record("eu", registries[0]), record("us", registries[1])),
+        Context(function_name="reconcile"),
+    )
 
     assert refused
-    assert raised.value.code == "SOURCE_NOT_LISTED"
-    assert str(raised.value) == (
-        f"1 of 2 source registries could not be listed ({ACCOUNT}/eu-west-1); "
-        "the others' repositories are queued (1)"
-    )
-    messages = boto3.client("sqs").receive_message(
-        QueueUrl=queues["reconcile"], MaxNumberOfMessages=10
-    )["Messages"]
+    assert response == {"batchItemFailures": [{"itemIdentifier": "eu"}]}
+    messages = sqs.receive_message(QueueUrl=queues["reconcile"], MaxNumberOfMessages=10)["Messages"]
     assert [json.loads(m["Body"]) for m in messages] == [
         {"account": ACCOUNT, "region": "us-east-1", "repository": "app"}
     ]
-    (warning,) = [line for line in log_lines(logs) if line["level"] == "WARNING"]
-    assert (warning["source_region"], warning["exception_name"]) == ("eu-west-1", "RegistryError")
+    (failed,) = [line for line in log_lines(logs) if line["message"].startswith("record failed")]
+    assert (failed["source_region"], failed["exception_name"]) == ("eu-west-1", "RegistryError")
+    assert "repository" not in failed
 
 
 def test_each_repository_reconciled_leaves_its_run_summary_for_status(
