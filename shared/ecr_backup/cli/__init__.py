@@ -10,6 +10,7 @@ from ecr_backup import __version__
 from ecr_backup.cli import (
     backfill,
     backup,
+    coverage,
     drill,
     maintenance,
     queries,
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     surges.register(commands)
     drill.register(commands)
     status.register(commands)
+    coverage.register(commands)
     return parser
 
 
