@@ -28,7 +28,7 @@ import json
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,13 +52,13 @@ class Calls:
     """Every botocore API call of this process: count and seconds, by operation."""
 
     counts: Counter[str] = field(default_factory=Counter)
-    seconds: Counter[str] = field(default_factory=Counter)
+    seconds: defaultdict[str, float] = field(default_factory=lambda: defaultdict(float))
 
     @contextlib.contextmanager
     def counting(self) -> Iterator[None]:
         from botocore.client import BaseClient
 
-        original = BaseClient._make_api_call
+        original = getattr(BaseClient, "_make_api_call")  # noqa: B009 (private, on purpose)
 
         def counted(client: Any, operation: str, params: Any) -> Any:
             name = f"{client.meta.service_model.service_name}.{operation}"
@@ -69,11 +69,11 @@ class Calls:
                 self.counts[name] += 1
                 self.seconds[name] += time.perf_counter() - started
 
-        BaseClient._make_api_call = counted  # type: ignore[method-assign]
+        setattr(BaseClient, "_make_api_call", counted)  # noqa: B010
         try:
             yield
         finally:
-            BaseClient._make_api_call = original  # type: ignore[method-assign]
+            setattr(BaseClient, "_make_api_call", original)  # noqa: B010
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Results:
     seconds: float
     setup_seconds: float
     calls: Counter[str]
-    call_seconds: Counter[str]
+    call_seconds: defaultdict[str, float]
 
     def per_image(self, operation: str) -> float:
         return self.calls[operation] / self.images
