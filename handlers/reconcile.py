@@ -110,12 +110,13 @@ def services_for(settings: Settings) -> AwsServices:
 
 def sources(services: AwsServices, config: ReconcileConfig) -> list[Source]:
     role = config.organization_role_arn
+    reads_organization = config.accounts_from == "organization" and bool(role)
     plan = plan_sources(
         config.accounts_from,
         listed=config.source_accounts,
         regions=config.source_regions,
         own=Source(*services.caller_source()),
-        organization=services.organization(role) if role else None,
+        organization=services.organization(role) if reads_organization else None,
         seen=services.source_log,
     )
     return list(plan.sources)
@@ -128,11 +129,11 @@ def role_for(services: AwsServices, source: Source) -> str | None:
 
 
 def start(services: AwsServices, config: ReconcileConfig) -> dict[str, object]:
-    """The scheduled run: one message per repository of every source registry.
+    """The scheduled run: with several source registries, one message per registry (each
+    lists its own repositories, and fails alone); with one, one message per repository.
 
-    A source registry that cannot be listed (its role missing, its API refusing) does not
-    keep the others from being reconciled: it is logged, and the run fails at the end, so
-    that ReconcileErrorsAlarm fires.
+    The one registry that cannot be listed (its role missing, its API refusing) fails the
+    run at the end, so that ReconcileErrorsAlarm fires.
     """
     every = sources(services, config)
     queue = services.queue(config.reconcile_queue_url)
