@@ -83,12 +83,12 @@ def run_coverage(args: argparse.Namespace) -> int:
     failed: dict[Source, str] = {}
     if args.live:
         counts = []
-        for source in only or known or [Source(*services.caller_source())]:
+        only = only or known or [Source(*services.caller_source())]
+        for source in only:
             try:
                 counts += _live(services, source, now)
             except EcrBackupError as e:
                 failed[source] = e.one_line()
-        only = only or list({c.source for c in counts} | set(failed))
     else:
         counts = [RepositoryCount.from_run(r) for r in runs]
     report = gather(

@@ -184,3 +184,31 @@ def test_text_output_names_the_late_image(
     assert code == 1
     assert out.splitlines()[0] == "NOT COVERED: 1 image(s) missing for over 1h"
     assert f"team/api@{late.digest} pushed" in out and "PAST GRACE" in out
+
+
+def test_live_a_registry_that_cannot_be_listed_is_named_and_the_others_reported(
+    backup: Backup, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ecr_backup.cli import coverage as command
+    from ecr_backup.errors import RegistryError
+
+    listed = command._live
+
+    def live(services: Any, source: Source, now: datetime) -> Any:
+        if source.account == OTHER.account:
+            raise RegistryError("ECR DescribeRepositories: AccessDenied (assume role refused)")
+        return listed(services, source, now)
+
+    monkeypatch.setattr(command, "_live", live)
+    boto3.client("ecr").create_repository(repositoryName="team/api")
+    code, document = coverage(
+        capsys,
+        "--live",
+        *("--source-account", OWN.account, "--source-account", OTHER.account),
+        *("--source-region", OWN.region),
+    )
+    assert (code, document["covered"]) == (1, False)
+    rows = {(r["account"], r["region"]): r for r in document["registries"]}
+    assert rows[(OWN.account, OWN.region)]["error"] is None
+    assert rows[(OWN.account, OWN.region)]["repositories"] == 1
+    assert "AccessDenied" in rows[(OTHER.account, OWN.region)]["error"]
