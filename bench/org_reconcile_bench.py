@@ -14,8 +14,10 @@ and wall time. moto answers in microseconds-to-milliseconds where AWS takes tens
 milliseconds: the counts carry over to AWS, the times do not (docs/organization.md
 extrapolates with both).
 
-`python -m bench.org_reconcile_bench [--accounts N ...]` runs it alone (a few minutes at
-the default size on one core); `make bench` does not run it.
+`python -m bench.org_reconcile_bench [--accounts N ...]` runs it alone; `make bench` does
+not run it. `--accounts 100` takes about a minute. At the default size moto itself is the
+limit: set-up takes minutes, and moto's DynamoDB Query reads the whole table, which fills
+with a run summary per repository, so the run slows quadratically (docs/organization.md).
 """
 
 from __future__ import annotations
