@@ -20,7 +20,7 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import EphemeralMetrics, MetricUnit
 from aws_lambda_powertools.utilities.batch import process_partial_response
 from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
@@ -28,6 +28,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ecr_backup.composition import AwsServices, services_for
+from ecr_backup.coverage.accounts import AccountsFrom, plan_sources
 from ecr_backup.coverage.reconcile import RepositoryDrift, Source
 from ecr_backup.coverage.service import Coverage, RepositoryTask
 from ecr_backup.settings import Settings, load_from_env
@@ -51,6 +52,9 @@ class ReconcileConfig(BaseModel):
     repository_prefix: str = ""
     source_accounts: tuple[str, ...] = ()  # empty: this account
     source_regions: tuple[str, ...] = ()  # empty: this region
+    # Where the source accounts come from (ecr_backup.coverage.accounts).
+    accounts_from: AccountsFrom = "list"
+    organization_role_arn: str = ""
     interval_minutes: int = Field(default=1440, ge=1)
 
     @field_validator("source_accounts", "source_regions", mode="before")
@@ -72,20 +76,40 @@ class ReconcileConfig(BaseModel):
 processor = LoggedBatchProcessor(logger)
 
 
-def start(coverage: Coverage, config: ReconcileConfig) -> dict[str, object]:
-    """The scheduled run: one message per repository of every source registry. A source
-    that cannot be listed is logged, and the run fails at the end, so that
+def sources(services: AwsServices, config: ReconcileConfig) -> list[Source]:
+    """The source registries: from the parameter's list, the Organization's accounts or
+    the accounts whose events the backup has seen (coverage/accounts.py)."""
+    role = config.organization_role_arn
+    reads_organization = config.accounts_from == "organization" and bool(role)
+    plan = plan_sources(
+        config.accounts_from,
+        listed=config.source_accounts,
+        regions=config.source_regions,
+        own=Source(*services.caller_source()),
+        organization=services.organization(role) if reads_organization else None,
+        seen=services.source_log,
+    )
+    return list(plan.sources)
+
+
+def start(services: AwsServices, config: ReconcileConfig) -> dict[str, object]:
+    """The scheduled run: with several source registries, one message per registry (each
+    lists its own repositories, and fails alone); with one, one message per repository,
+    and a registry that cannot be listed fails the run at the end, so that
     ReconcileErrorsAlarm fires."""
-    sources = coverage.sources(config.source_accounts, config.source_regions)
-    report = coverage.start(sources, config.prefixes, config.reconcile_queue_url)
+    every = sources(services, config)
+    report = Coverage(services).start(every, config.prefixes, config.reconcile_queue_url)
     for source, error in report.failed:
         logger.warning(
             "source registry not listed; its repositories are not reconciled this run",
             exc_info=error,
             extra={"source_account": source.account, "source_region": source.region},
         )
+    if report.registries:
+        logger.info("reconcile started", extra={"sources": report.registries})
+        return {"sources": report.registries}
     metrics.add_metric("RepositoriesQueued", MetricUnit.Count, report.queued)
-    logger.info("reconcile started", extra={"repositories": report.queued, "sources": len(sources)})
+    logger.info("reconcile started", extra={"repositories": report.queued, "sources": len(every)})
     report.check()
     return {"repositories": report.queued}
 
@@ -94,18 +118,19 @@ def reconcile_record(
     services: AwsServices, config: ReconcileConfig, record: SQSRecord
 ) -> dict[str, object]:
     task = RepositoryTask.parse(record.body)
-    # Every line logged for this record, its failure's included, names the repository.
-    processor.note(
-        repository=task.repository, source_account=task.account, source_region=task.region
-    )
-    outcome = Coverage(services).reconcile(task, config.replicate_queue_url)
-    _report(outcome.drift, outcome.enqueued, config)
+    # Every line logged for this record, its failure's included, names the registry (and
+    # the repository).
+    processor.note(source_account=task.account, source_region=task.region)
+    coverage = Coverage(services)
+    if task.repository is None:  # one registry of several: queue its repositories
+        queued = coverage.queue_registry(task.source, config.prefixes, config.reconcile_queue_url)
+        metrics.add_metric("RepositoriesQueued", MetricUnit.Count, queued)
+        return {"source": f"{task.account}/{task.region}", "repositories": queued}
+    processor.note(repository=task.repository)
+    outcome = coverage.reconcile(task, config.replicate_queue_url)
+    _report(outcome.drift, outcome.enqueued, config, task.source)
     record_reconcile(  # for `ecr-backup status`
-        services.run_log,
-        outcome.drift,
-        Source(task.account, task.region),
-        datetime.now(UTC),
-        config.interval_minutes,
+        services.run_log, outcome.drift, task.source, datetime.now(UTC), config.interval_minutes
     )
     return {
         "repository": task.repository,
@@ -114,7 +139,7 @@ def reconcile_record(
     }
 
 
-def _report(drift: RepositoryDrift, enqueued: int, config: ReconcileConfig) -> None:
+def _report(drift: RepositoryDrift, enqueued: int, config: ReconcileConfig, source: Source) -> None:
     # A missing image pushed before the previous run was missing then too: its copy failed.
     previous_run = datetime.now(UTC) - timedelta(minutes=config.interval_minutes)
     still_missing = sum(1 for m in drift.missing if m.image.pushed_at < previous_run)
@@ -127,8 +152,19 @@ def _report(drift: RepositoryDrift, enqueued: int, config: ReconcileConfig) -> N
         "ImagesPrunedInEcr": len(drift.pruned),
         "ImagesStillMissing": still_missing,
     }
+    # The stack's totals (its alarms watch them), and each source registry's non-zero
+    # counts with `account` and `region`: a registry's series exists only while it has
+    # something to show, so thousands of registries do not become thousands of billed,
+    # flat metrics (docs/organization.md).
+    registry = EphemeralMetrics()
+    registry.add_dimension("account", source.account)
+    registry.add_dimension("region", source.region)
     for name, value in counts.items():
         metrics.add_metric(name, MetricUnit.Count, value)
+        if value:
+            registry.add_metric(name, MetricUnit.Count, value)
+    if any(counts.values()):
+        registry.flush_metrics()
     logger.info(
         "repository reconciled",
         extra={
@@ -147,7 +183,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> Any:
     config = ReconcileConfig.load(os.environ)
     if "Records" not in event:
         logger.debug("scheduled event", extra={"event": json.dumps(event, default=str)})
-        return start(Coverage(services), config)
+        return start(services, config)
     response: PartialItemFailureResponse = process_partial_response(
         event=event,
         record_handler=partial(reconcile_record, services, config),

@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ecr_backup.backup.deadline import Deadline
-from ecr_backup.backup.events import EcrEvent, parse_event
+from ecr_backup.backup.events import ECR_SOURCE, EcrEvent, parse_event
 from ecr_backup.backup.service import EventOutcome, handle_ecr_event
 from ecr_backup.composition import AwsServices, services_for
 from ecr_backup.schema import CopyReport, dump, render
@@ -54,6 +54,8 @@ def handle_record(
     event = parse_event(record.body)
     # Set before the work, so that the failure warning of this record carries it too.
     logger.set_correlation_id(event.id)
+    if event.source == ECR_SOURCE:  # the registries reconcile and coverage may not know yet
+        services.source_log.note(event.account, event.region, datetime.now(UTC))
     outcome = handle_ecr_event(
         event,
         lambda account, region: services.replicator(account, region, deadline=deadline),

@@ -58,6 +58,12 @@ def open_session(
     try:
         core = botocore.session.Session(profile=profile)
         core.set_default_client_config(client_config())
+        if base is not None and profile is None:
+            # The base's loader, whose cache holds the service models already read: a
+            # reconcile assumes one role per source registry, thousands in an
+            # organization, and each new session would otherwise read them from disk.
+            # (A named profile gets its own: its configuration may point elsewhere.)
+            core.register_component("data_loader", base._session.get_component("data_loader"))
         if role_arn is not None:
             source = (
                 base

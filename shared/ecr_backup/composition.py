@@ -72,6 +72,7 @@ from ecr_backup.storage.index import DynamoIndex, Location
 from ecr_backup.storage.ledger import Ledger
 from ecr_backup.storage.objectlock import S3ObjectLocks
 from ecr_backup.storage.runs import RunLog
+from ecr_backup.storage.sources import SourceLog
 
 if TYPE_CHECKING:
     import boto3
@@ -79,6 +80,7 @@ if TYPE_CHECKING:
     from botocore.config import Config
 
     from ecr_backup.stack.aws import StackReader
+    from ecr_backup.stack.organizations import OrganizationListing
 
 
 def parts_in_flight(settings: Settings) -> int:
@@ -485,6 +487,19 @@ class AwsServices:
     def run_log(self) -> RunLog:
         """The scheduled jobs' last runs, in the index table (status reads them)."""
         return RunLog(self.index.table, client=self.client("dynamodb"))
+
+    @cached_property
+    def source_log(self) -> SourceLog:
+        """The source registries whose events arrived (reconcile and coverage read them)."""
+        return SourceLog(self.index.table, client=self.client("dynamodb"))
+
+    def organization(self, role_arn: str) -> OrganizationListing:
+        """The Organization's accounts, read through `role_arn` (management or delegated
+        administrator account)."""
+        from ecr_backup.stack.organizations import OrganizationListing
+
+        session = open_session(role_arn=role_arn, base=self._session)
+        return OrganizationListing(session.client("organizations", config=client_config()))
 
 
 def stack_reader(session: boto3.Session) -> StackReader:

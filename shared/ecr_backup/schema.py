@@ -758,6 +758,45 @@ class Serve(_Model):
     source: Literal["index", "bucket"]
 
 
+# -- coverage -----------------------------------------------------------------------------
+
+
+class CoverageMissing(_Model):
+    repository: str
+    digest: DigestText
+    pushed_at: Time
+    past_grace: bool
+
+
+class CoverageTotal(_Model):
+    repositories: int
+    images: int
+    backed_up: int
+    missing: int
+    missing_past_grace: int
+    archived_not_backed_up: int
+    pruned: int
+    oldest_missing_pushed_at: Time | None
+    last_reconcile: Time | None
+    missing_not_listed: int
+
+
+class CoverageRegistry(CoverageTotal):
+    account: str
+    region: str
+    missing_images: list[CoverageMissing]
+    error: str | None
+
+
+class Coverage(_Model):
+    covered: bool
+    time: Time
+    grace_seconds: int
+    live: bool
+    registries: list[CoverageRegistry]
+    total: CoverageTotal
+
+
 # Command name -> the shape of its --json document. tests/unit/cli/test_schema.py checks
 # that every command of the parser is here and that docs/json.md shows each one.
 SCHEMAS: dict[str, TypeAdapter[Any]] = {
@@ -784,6 +823,7 @@ SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "serve": TypeAdapter(Serve),
     "status": TypeAdapter(Status),
     "holds": TypeAdapter(list[HoldRow]),
+    "coverage": TypeAdapter(Coverage),
 }
 
 

@@ -97,6 +97,38 @@ def _loop_keys(loop: ast.For, variable: str, parents: dict[ast.AST, ast.AST]) ->
     return None
 
 
+def dimensioned_metrics(path: Path) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """(metric name, extra dimensions) of every add_metric call on an object that the
+    same function gives dimensions with add_dimension("literal", ...): metrics published
+    per source registry besides the service's totals."""
+    tree = ast.parse(path.read_text(), str(path))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+    for function in ast.walk(tree):
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        calls = [
+            n
+            for n in ast.walk(function)
+            if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Attribute)
+            and isinstance(n.func.value, ast.Name)
+        ]
+        dimensions: dict[str, list[str]] = {}
+        for call in calls:
+            if call.func.attr == "add_dimension":  # type: ignore[attr-defined]
+                name = call.args[0]
+                assert isinstance(name, ast.Constant), (
+                    f"line {call.lineno}: a dimension not literal"
+                )
+                dimensions.setdefault(call.func.value.id, []).append(str(name.value))  # type: ignore[attr-defined]
+        for call in calls:
+            receiver = call.func.value.id  # type: ignore[attr-defined]
+            if call.func.attr == "add_metric" and receiver in dimensions:  # type: ignore[attr-defined]
+                where = f"{path.relative_to(ROOT)}:{call.lineno}"
+                for text in _strings(call.args[0], call, parents, where):
+                    yield text, tuple(sorted(dimensions[receiver]))
+
+
 @pytest.fixture(scope="module")
 def metrics() -> dict[str, str]:
     found = {name: where for path in SOURCES for name, where in published_metrics(path)}
@@ -164,6 +196,28 @@ def test_every_published_metric_is_drawn_with_the_dimension_it_is_published_with
     assert set(ours) <= set(metrics), "a widget draws a metric nothing publishes"
 
 
+_SEARCH = re.compile(r"SEARCH\('\{(\w+),([\w,]+)\} (.*?)', '(\w+)', (\d+)\)")
+
+
+def test_metrics_per_source_registry_are_drawn_by_a_search_on_their_dimensions(
+    body: dict[str, Any],
+) -> None:
+    per_registry = {name: dims for path in SOURCES for name, dims in dimensioned_metrics(path)}
+    # The reconcile publishes its counts per account and region (issue 21, item 3).
+    assert "ImagesStillMissing" in per_registry
+    assert set(per_registry.values()) == {("account", "region")}
+    searched: dict[str, tuple[str, ...]] = {}
+    for line in drawn(body):
+        expression = line[0].get("expression", "") if isinstance(line[0], dict) else ""
+        for namespace, schema, terms, _, _ in _SEARCH.findall(expression):
+            assert namespace == NAMESPACE
+            for name in re.findall(r'MetricName="(\w+)"', terms):
+                searched[name] = tuple(sorted(schema.split(",")))
+    for name, dims in per_registry.items():
+        assert searched.get(name) == tuple(sorted((*dims, "service"))), name
+    assert set(searched) <= set(per_registry), "a search draws a metric nothing publishes"
+
+
 def test_every_alarm_is_in_an_alarm_widget(body: dict[str, Any], resources: dict[str, Any]) -> None:
     alarms = {name for name, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
     shown = {a for w in widgets(body, "alarm") for a in w["properties"]["alarms"]}
@@ -174,7 +228,7 @@ def test_each_function_and_queue_has_its_aws_metrics(
     body: dict[str, Any], resources: dict[str, Any]
 ) -> None:
     functions = {n for n, r in resources.items() if r["Type"] == "AWS::Serverless::Function"}
-    lines = {tuple(line[:4]) for line in drawn(body)}
+    lines = {tuple(line[:4]) for line in drawn(body) if isinstance(line[0], str)}
     for function in functions:
         for metric in ("Errors", "Throttles", "Duration"):
             assert ("AWS/Lambda", metric, "FunctionName", f"<{function}>") in lines

@@ -138,8 +138,16 @@ def test_source_account_role_lets_the_backup_account_list_ecr_read_only() -> Non
     role = source["SourceReadRole"]["Properties"]
     assert role["RoleName"] == SOURCE_READ_ROLE
     (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    # The backup account's named roles when given (a StackSet passes its ReconcileRoleArn),
+    # else the backup account, whose own IAM decides.
     assert trust["Principal"] == {
-        "AWS": {"Fn::Sub": "arn:${AWS::Partition}:iam::${BackupAccountId}:root"}
+        "AWS": {
+            "Fn::If": [
+                "TrustsNamedPrincipals",
+                {"Ref": "BackupReadPrincipalArns"},
+                {"Fn::Sub": "arn:${AWS::Partition}:iam::${BackupAccountId}:root"},
+            ]
+        }
     }
     (policy,) = role["Policies"]
     (statement,) = policy["PolicyDocument"]["Statement"]

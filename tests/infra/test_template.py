@@ -595,7 +595,15 @@ def test_backup_account_accepts_events_only_from_listed_source_accounts(
 ) -> None:
     assert template["Parameters"]["SourceAccountIds"]["Type"] == "CommaDelimitedList"
     policy = resources["SourceAccountsEventBusPolicy"]
-    assert policy["Condition"] == "HasSourceAccounts"
+    # Listed accounts are granted one by one only without an Organization
+    # (tests/infra/test_organization.py covers organization mode).
+    assert policy["Condition"] == "GrantsSourceAccounts"
+    assert template["Conditions"]["GrantsSourceAccounts"] == {
+        "Fn::And": [
+            {"Condition": "HasSourceAccounts"},
+            {"Fn::Not": [{"Condition": "HasOrganization"}]},
+        ]
+    }
     statement = policy["Properties"]["Statement"]
     assert statement["Principal"] == {"AWS": {"Ref": "SourceAccountIds"}}
     assert statement["Action"] == "events:PutEvents"

@@ -11,6 +11,7 @@ from ecr_backup import __version__
 from ecr_backup.cli import (
     backfill,
     backup,
+    coverage,
     drill,
     maintenance,
     queries,
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.register(commands)
     undelete.register(commands)
     serve.register(commands)
+    coverage.register(commands)
     return parser
 
 

@@ -56,13 +56,14 @@ class CoverageAdapters(Protocol):
 
 
 class RepositoryTask(BaseModel):
-    """One reconcile-queue message: a repository of one source registry."""
+    """One reconcile-queue message: a repository of one source registry, or (without a
+    repository) the registry itself, whose repositories are to be queued."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     account: str = Field(pattern=r"^[0-9]{12}$")
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-[0-9]$")
-    repository: str
+    repository: str | None = None
 
     @classmethod
     def parse(cls, body: str) -> RepositoryTask:
@@ -82,7 +83,8 @@ class StartReport:
     """The scheduled start: repositories queued, and the sources that could not be listed."""
 
     sources: int
-    queued: int = 0
+    queued: int = 0  # repository messages
+    registries: int = 0  # registry messages (several sources: each lists its own)
     failed: list[tuple[Source, EcrBackupError]] = field(default_factory=list)
 
     def check(self) -> None:
@@ -135,10 +137,16 @@ class Coverage:
     def start(
         self, sources: Sequence[Source], prefixes: Sequence[str], queue_url: str
     ) -> StartReport:
-        """One reconcile-queue message per repository of every source. A source that
-        cannot be listed (its role missing, its API refusing) is reported, not raised."""
+        """With several sources, one reconcile-queue message per source registry, which
+        lists its own repositories (queue_registry) and fails alone, so that no invocation
+        holds an organization. With one, a message per repository; a source that cannot
+        be listed (its role missing, its API refusing) is reported, not raised."""
         queue = self._adapters.queue(queue_url)
         report = StartReport(len(sources))
+        if len(sources) > 1:
+            tasks = [RepositoryTask(account=s.account, region=s.region) for s in sources]
+            report.registries = queue.send([task.model_dump() for task in tasks])
+            return report
         for source in sources:
             # A repository deleted from ECR is reconciled too (its images are observed
             # gone), but only with one source: the index does not say which account a
@@ -156,8 +164,23 @@ class Coverage:
                 report.failed.append((source, e))
         return report
 
+    def queue_registry(self, source: Source, prefixes: Sequence[str], queue_url: str) -> int:
+        """One registry of several: a reconcile-queue message per repository it lists
+        (those only the index holds are left out: the index does not say which account a
+        deleted repository's name was in)."""
+        names = self.reconciler(source, self.role_for(source)).repositories(
+            prefixes, include_held=False
+        )
+        tasks = [
+            RepositoryTask(account=source.account, region=source.region, repository=n)
+            for n in names
+        ]
+        return self._adapters.queue(queue_url).send([task.model_dump() for task in tasks])
+
     def reconcile(self, task: RepositoryTask, replicate_queue_url: str) -> RepositoryOutcome:
         """One repository: record what held images show, send the missing to be copied."""
+        if task.repository is None:
+            raise InvalidInputError("a reconcile task of a whole registry names no repository")
         source = task.source
         drift = self.reconciler(source, self.role_for(source)).repository(task.repository)
         recorded = settle(drift, self._adapters.replicator(source.account, source.region))

@@ -77,10 +77,14 @@ class ReconcileRun:
     repository: str
     images: int
     missing: tuple[MissingImage, ...]
-    missing_count: int  # all of them, `missing` holds the first MISSING_KEPT
+    missing_count: int  # all of them, `missing` holds the MISSING_KEPT oldest
     drifted: int
     archived: int
     grace_minutes: int
+    # For `ecr-backup coverage`; None in summaries written before they were recorded.
+    backed_up: int | None = None  # images the index held complete
+    archived_missing: int | None = None  # archived in ECR, not backed up (cannot be)
+    pruned: int = 0  # removed by retention, still in ECR
 
 
 def record_maintain(log: RunLogPort, report: MaintainReport) -> None:
@@ -122,10 +126,13 @@ def record_prune(log: RunLogPort, report: PruneReport) -> None:
 def record_reconcile(
     log: RunLogPort, drift: RepositoryDrift, source: Source, time: datetime, grace_minutes: int
 ) -> None:
+    # The oldest first: the ones kept are the ones a grace period is about.
+    oldest = sorted(drift.missing, key=lambda m: m.image.pushed_at)
     missing = [
         {"digest": str(m.image.digest), "pushed_at": rfc3339(m.image.pushed_at)}
-        for m in drift.missing[:MISSING_KEPT]
+        for m in oldest[:MISSING_KEPT]
     ]
+    not_held = len(drift.missing) + len(drift.archived_missing) + len(drift.pruned)
     log.record(
         RECONCILE,
         f"{source.account}/{source.region}/{drift.repository}",
@@ -137,6 +144,9 @@ def record_reconcile(
             "drifted": len(drift.drifted),
             "archived": len(drift.archived_missing) + len(drift.archived_held),
             "grace_minutes": grace_minutes,
+            "backed_up": drift.images - not_held,
+            "archived_missing": len(drift.archived_missing),
+            "pruned": len(drift.pruned),
         },
     )
 

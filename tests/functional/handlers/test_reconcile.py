@@ -6,18 +6,19 @@ import io
 import json
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
 
-from ecr_backup.errors import RegistryError
 from ecr_backup.settings import Settings
 from ecr_backup.status.runs import last_reconciles
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.runs import RunLog
+from ecr_backup.storage.sources import SourceLog
 from tests.functional.handlers.test_replicate import Context, batch, captured_logs, log_lines
 from tests.functional.handlers.test_scheduled import BACKUP_ENV, load
 from tests.helpers import TABLE, Backup, reset_connections
@@ -151,28 +152,40 @@ def test_a_source_registry_that_cannot_be_listed_does_not_stop_the_others(
     logs: io.StringIO,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    # Several registries: the schedule sends one message per registry, each listed by its
+    # own record, so an unreachable one fails alone (retried, then dead-lettered).
     monkeypatch.setenv("ECR_BACKUP_SOURCE_REGIONS", "eu-west-1,us-east-1")  # the bad one first
     push_to_ecr(backed_up, "app", "v1")  # in us-east-1
     services = handler.services_for(Settings.load(os.environ))
     refused = reset_connections(services, "ecr", "DescribeRepositories", "eu-west-1")
+    sqs = boto3.client("sqs")
 
-    with pytest.raises(RegistryError) as raised:
-        handler.handler({"detail-type": "Scheduled Event"}, Context(function_name="reconcile"))
+    started = handler.handler({"detail-type": "Scheduled Event"}, Context(function_name="r"))
+
+    assert started == {"sources": 2}
+    sent = sqs.receive_message(QueueUrl=queues["reconcile"], MaxNumberOfMessages=10)["Messages"]
+    registries = [json.loads(m["Body"]) for m in sent]
+    assert registries == [
+        {"account": ACCOUNT, "region": "eu-west-1", "repository": None},
+        {"account": ACCOUNT, "region": "us-east-1", "repository": None},
+    ]
+    for message in sent:
+        sqs.delete_message(QueueUrl=queues["reconcile"], ReceiptHandle=message["ReceiptHandle"])
+
+    response = handler.handler(
+        batch(record("eu", registries[0]), record("us", registries[1])),
+        Context(function_name="reconcile"),
+    )
 
     assert refused
-    assert raised.value.code == "SOURCE_NOT_LISTED"
-    assert str(raised.value) == (
-        f"1 of 2 source registries could not be listed ({ACCOUNT}/eu-west-1); "
-        "the others' repositories are queued (1)"
-    )
-    messages = boto3.client("sqs").receive_message(
-        QueueUrl=queues["reconcile"], MaxNumberOfMessages=10
-    )["Messages"]
+    assert response == {"batchItemFailures": [{"itemIdentifier": "eu"}]}
+    messages = sqs.receive_message(QueueUrl=queues["reconcile"], MaxNumberOfMessages=10)["Messages"]
     assert [json.loads(m["Body"]) for m in messages] == [
         {"account": ACCOUNT, "region": "us-east-1", "repository": "app"}
     ]
-    (warning,) = [line for line in log_lines(logs) if line["level"] == "WARNING"]
-    assert (warning["source_region"], warning["exception_name"]) == ("eu-west-1", "RegistryError")
+    (failed,) = [line for line in log_lines(logs) if line["message"].startswith("record failed")]
+    assert (failed["source_region"], failed["exception_name"]) == ("eu-west-1", "RegistryError")
+    assert "repository" not in failed
 
 
 def test_each_repository_reconciled_leaves_its_run_summary_for_status(
@@ -186,3 +199,60 @@ def test_each_repository_reconciled_leaves_its_run_summary_for_status(
     assert (run.account, run.region, run.repository) == (ACCOUNT, "us-east-1", "missed")
     assert [str(m.digest) for m in run.missing] == [missed]
     assert (run.images, run.missing_count, run.grace_minutes) == (1, 1, 1440)
+
+
+def registry_tasks(queue_url: str) -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs")
+    found: list[dict[str, Any]] = []
+    while messages := sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get(
+        "Messages"
+    ):
+        found += [json.loads(m["Body"]) for m in messages]
+        for m in messages:
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+    return sorted(found, key=lambda t: (t["account"], t["region"]))
+
+
+def test_the_accounts_come_from_aws_organizations_active_ones_only(
+    handler: ModuleType, backed_up: Backup, queues: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    organizations = boto3.client("organizations")
+    organizations.create_organization(FeatureSet="ALL")
+    for name in ("build", "prod"):
+        organizations.create_account(Email=f"{name}@example.com", AccountName=name)
+    members = sorted(a["Id"] for a in organizations.list_accounts()["Accounts"])
+    assert len(members) == 3  # the management account and two members
+    monkeypatch.setenv("ECR_BACKUP_ACCOUNTS_FROM", "organization")
+    monkeypatch.setenv(
+        "ECR_BACKUP_ORGANIZATION_ROLE_ARN",
+        f"arn:aws:iam::{ACCOUNT}:role/ecr-backup-organization-read",
+    )
+    monkeypatch.setenv("ECR_BACKUP_SOURCE_REGIONS", "us-east-1,eu-west-1")
+
+    started = handler.handler({"detail-type": "Scheduled Event"}, Context(function_name="r"))
+
+    assert started == {"sources": 6}  # every account, in every region: one message each
+    assert registry_tasks(queues["reconcile"]) == [
+        {"account": a, "region": r, "repository": None}
+        for a in members
+        for r in ("eu-west-1", "us-east-1")
+    ]
+
+
+def test_the_accounts_come_from_the_events_that_arrived(
+    handler: ModuleType, backed_up: Backup, queues: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = SourceLog(TABLE, client=boto3.client("dynamodb"))
+    now = datetime.now(UTC)
+    for account, region in (("111111111111", "eu-west-1"), ("222222222222", "us-east-1")):
+        log.note(account, region, now)
+    monkeypatch.setenv("ECR_BACKUP_ACCOUNTS_FROM", "events")
+
+    started = handler.handler({"detail-type": "Scheduled Event"}, Context(function_name="r"))
+
+    # Without SourceRegions: exactly the registries the events came from.
+    assert started == {"sources": 2}
+    assert registry_tasks(queues["reconcile"]) == [
+        {"account": "111111111111", "region": "eu-west-1", "repository": None},
+        {"account": "222222222222", "region": "us-east-1", "repository": None},
+    ]

@@ -209,6 +209,26 @@ def test_push_is_backed_up_with_metrics_and_correlation_id(
     assert backed_up[0]["digest"] == str(image.digest)
 
 
+def test_each_source_registry_is_noted_once_per_process(
+    handler: Any, replicate: ModuleType, registry: FakeRegistry, index: DynamoIndex
+) -> None:
+    # For ReconcileAccounts=events and `ecr-backup coverage`: one write per registry and
+    # process, whatever the number of events.
+    first, second = push_image(registry, 100), push_image(registry, 200, tag="v2")
+    log = replicate.services_for(Settings.load(os.environ)).source_log
+    writes: list[str] = []
+    log._db.meta.events.register(
+        "provide-client-params.dynamodb.UpdateItem",
+        lambda params, **_: writes.append(params["Key"]["pk"]["S"]),
+    )
+    for image, tag in ((first, "v1"), (second, "v2")):
+        event = ecr_event(image.digest, tag=tag)
+        assert handler(batch(sqs_record(event)), Context()) == {"batchItemFailures": []}
+    assert writes.count("SOURCE") == 1
+    (seen,) = log.seen()
+    assert (seen.account, seen.region) == (ACCOUNT, REGION)
+
+
 def test_second_push_sharing_layers_copies_only_the_new_one(
     handler: Any, registry: FakeRegistry, capsys: pytest.CaptureFixture[str]
 ) -> None:
