@@ -30,6 +30,7 @@ from ecr_backup.catalog.surges import Surge, SurgeBook, SurgeRules, SurgeWatch, 
 from ecr_backup.errors import (
     ConfigurationError,
     EcrBackupError,
+    ExitCode,
     IndexMissingError,
     InvalidInputError,
 )
@@ -180,7 +181,9 @@ class AwsServices:
         if self.settings.table is not None:
             try:
                 recorded = self._table.location()
-            except EcrBackupError:
+            except EcrBackupError as e:
+                if e.exit_code == ExitCode.REMOTE:
+                    raise  # DynamoDB unreachable or silent: S3 would only make it wait twice
                 recorded = None  # no table here, or not readable: S3 answers instead
             if recorded is not None and recorded.bucket == self.settings.bucket and recorded.region:
                 return recorded.region

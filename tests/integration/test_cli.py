@@ -273,6 +273,7 @@ def test_every_command_answers_json_in_its_schema_with_options_anywhere(
     )  # fmt: skip
     assert undeleted["images"] == [] and undeleted["skipped"] == []
     assert answer("status")["location"]["bucket"] == backup_target.settings.bucket
+    assert answer("coverage")["covered"] is True
     conforms("serve", serving(env))
     seen.add("serve")
 
