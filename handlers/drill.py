@@ -14,11 +14,9 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ecr_backup.composition import AwsServices
-from ecr_backup.maintenance.drill import drill
+from ecr_backup.composition import services_for
 from ecr_backup.settings import Settings
 from ecr_backup.status.runs import record_drill
-from ecr_backup.storage.reader import BucketReader
 
 logger = Logger()
 metrics = Metrics()
@@ -27,21 +25,8 @@ metrics = Metrics()
 @logger.inject_lambda_context(clear_state=True)
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, object]:
-    settings = Settings.load(os.environ)
-    services = AwsServices(settings)
-    report = drill(
-        services.ledger,
-        services.index,
-        services.graph(),
-        BucketReader(services.store),
-        services.rules,
-        surges=services.surges(),
-        now=services.clock(),
-        sample=settings.drill_sample,
-        scrub_days=settings.scrub_days,
-        concurrency=settings.concurrency,
-        restore=services.restore_check if settings.drill_restore else None,
-    )
+    services = services_for(Settings.load(os.environ))
+    report = services.run_drill()
     record_drill(services.run_log, report)  # for `ecr-backup status` and `stats`
     metrics.add_metric("DrillObjectsVerified", MetricUnit.Count, report.objects_verified)
     metrics.add_metric("DrillBytesRead", MetricUnit.Bytes, report.bytes_read)

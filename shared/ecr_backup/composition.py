@@ -34,6 +34,7 @@ from ecr_backup.errors import (
     IndexMissingError,
     InvalidInputError,
 )
+from ecr_backup.maintenance.drill import DrillReport, drill
 from ecr_backup.maintenance.graph import ObjectGraph
 from ecr_backup.maintenance.holds import Holds
 from ecr_backup.maintenance.locks import Clock, LockKeeper, LockPolicy, system_clock
@@ -72,6 +73,7 @@ from ecr_backup.storage.deletions import DynamoDeletionLog
 from ecr_backup.storage.index import DynamoIndex, Location
 from ecr_backup.storage.ledger import Ledger
 from ecr_backup.storage.objectlock import S3ObjectLocks
+from ecr_backup.storage.reader import BucketReader
 from ecr_backup.storage.runs import RunLog
 from ecr_backup.storage.sources import SourceLog
 
@@ -347,6 +349,24 @@ class AwsServices:
         deletions = DynamoDeletionLog(self.index.table, client=self.client("dynamodb"))
         return SurgeWatch(
             deletions, self.index, self.store, rules, clock=self.clock, on_surge=self.on_surge
+        )
+
+    def run_drill(self) -> DrillReport:
+        """A restore drill with this process's settings (the command and the function run
+        the same one; each records it for `status` and `stats`)."""
+        settings = self.settings
+        return drill(
+            self.ledger,
+            self.index,
+            self.graph(),
+            BucketReader(self.store),
+            self.rules,
+            surges=self.surges(),
+            now=self.clock(),
+            sample=settings.drill_sample,
+            scrub_days=settings.scrub_days,
+            concurrency=settings.concurrency,
+            restore=self.restore_check if settings.drill_restore else None,
         )
 
     def restore_check(self, repository: str, digest: Digest) -> RestoreCheck:

@@ -8,10 +8,9 @@ from typing import Any
 
 from ecr_backup.cli.common import add_storage_options, emit, human_size, services_from
 from ecr_backup.cli.maintenance import add_retention_options
-from ecr_backup.maintenance.drill import DrillReport, drill
+from ecr_backup.maintenance.drill import DrillReport
 from ecr_backup.settings import DEFAULT_DRILL_SAMPLE, DEFAULT_SCRUB_DAYS
 from ecr_backup.status.runs import record_drill
-from ecr_backup.storage.reader import BucketReader
 from ecr_backup.text import counted
 
 
@@ -87,20 +86,7 @@ def document(report: DrillReport) -> dict[str, object]:
 
 def run_drill(args: argparse.Namespace) -> int:
     services = services_from(args)
-    settings = services.settings
-    report = drill(
-        services.ledger,
-        services.index,
-        services.graph(),
-        BucketReader(services.store),
-        services.rules,
-        surges=services.surges(),
-        now=services.clock(),
-        sample=settings.drill_sample,
-        scrub_days=settings.scrub_days,
-        concurrency=settings.concurrency,
-        restore=services.restore_check if settings.drill_restore else None,
-    )
+    report = services.run_drill()
     record_drill(services.run_log, report)
     lines = [
         f"{len(report.sampled)} of {counted(report.images_kept, 'kept image')} read whole; "
