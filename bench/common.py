@@ -14,7 +14,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -243,3 +243,32 @@ def push_image(registry: EcrRegistry, workdir: Path, size: int) -> BenchImage:
         layer_path=layout.blob_path(layer.descriptor.digest),
         blob_count=len(built.blobs),
     )
+
+
+def standalone(
+    prog: str,
+    run_bench: Callable[..., list[Row]],
+    argv: Sequence[str] | None,
+    *,
+    size_mib: int,
+    repeat: int,
+) -> int:
+    """`python -m bench.<name>` alone: start moto and the registry, push a one-layer image,
+    run that benchmark only and print its table."""
+    import argparse
+    import contextlib
+
+    parser = argparse.ArgumentParser(prog=prog)
+    parser.add_argument("--size-mib", type=int, default=size_mib)
+    parser.add_argument("--repeat", type=int, default=repeat)
+    args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        aws = stack.enter_context(MotoServer())
+        storage = stack.enter_context(MotoServer())
+        registry = stack.enter_context(EcrRegistry(storage, aws, quirks=BENCH_QUIRKS))
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ecr-bench-")))
+        print(f"bench: building and pushing a {args.size_mib} MiB layer...", file=sys.stderr)
+        image = push_image(registry, workdir, args.size_mib * MiB)
+        ctx = BenchContext(aws, registry, workdir, image)
+        print(markdown_table(run_bench(ctx, repeat=args.repeat)))
+    return 0

@@ -15,17 +15,21 @@ cannot blur it.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-from bench.common import BenchContext, MiB, Row, markdown_table, python_module, run_child
+from bench.common import (
+    BenchContext,
+    MiB,
+    Row,
+    python_module,
+    run_child,
+    standalone,
+)
 
 GiB = 1024 * MiB
 REPOSITORY = "bench/lean"
@@ -211,25 +215,8 @@ def run_bench(ctx: BenchContext, *, repeat: int = 3) -> list[Row]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone: start moto and the registry, push the image, run this benchmark only."""
-    parser = argparse.ArgumentParser(prog="python -m bench.lean_bench")
-    parser.add_argument("--size-mib", type=int, default=512)
-    parser.add_argument("--repeat", type=int, default=3)
-    args = parser.parse_args(argv)
-
-    from bench.common import BENCH_QUIRKS, push_image
-    from devkit import EcrRegistry, MotoServer
-
-    with contextlib.ExitStack() as stack:
-        aws = stack.enter_context(MotoServer())
-        storage = stack.enter_context(MotoServer())
-        registry = stack.enter_context(EcrRegistry(storage, aws, quirks=BENCH_QUIRKS))
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ecr-bench-")))
-        _say(f"building and pushing a {args.size_mib} MiB layer...")
-        image = push_image(registry, workdir, args.size_mib * MiB)
-        ctx = BenchContext(aws, registry, workdir, image)
-        print(markdown_table(run_bench(ctx, repeat=args.repeat)))
-    return 0
+    """Standalone: moto, the registry and the image, then this benchmark only."""
+    return standalone("python -m bench.lean_bench", run_bench, argv, size_mib=512, repeat=3)
 
 
 if __name__ == "__main__":

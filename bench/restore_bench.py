@@ -20,7 +20,6 @@ the restored manifest to hash to the original digest.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -30,19 +29,16 @@ import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from bench.common import (
-    BENCH_QUIRKS,
     BenchContext,
     ChildRun,
     MiB,
     Row,
-    markdown_table,
     mib,
-    push_image,
     python_module,
     run_child,
+    standalone,
 )
 
 TARGET_RSS = 256 * MiB
@@ -279,24 +275,10 @@ def run_bench(ctx: BenchContext, *, repeat: int = RESTORE_ROUNDS) -> list[Row]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone: start moto and the registry, push the image, run the restore benchmark."""
-    parser = argparse.ArgumentParser(prog="python -m bench.restore_bench")
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--repeat", type=int, default=RESTORE_ROUNDS)
-    args = parser.parse_args(argv)
-
-    from devkit import EcrRegistry, MotoServer
-
-    with contextlib.ExitStack() as stack:
-        aws = stack.enter_context(MotoServer())
-        storage = stack.enter_context(MotoServer())
-        registry = stack.enter_context(EcrRegistry(storage, aws, quirks=BENCH_QUIRKS))
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ecr-bench-")))
-        _say(f"building and pushing a {args.size_mib} MiB layer...")
-        image = push_image(registry, workdir, args.size_mib * MiB)
-        ctx = BenchContext(aws, registry, workdir, image)
-        print(markdown_table(run_bench(ctx, repeat=args.repeat)))
-    return 0
+    """Standalone: moto, the registry and the image, then this benchmark only."""
+    return standalone(
+        "python -m bench.restore_bench", run_bench, argv, size_mib=1024, repeat=RESTORE_ROUNDS
+    )
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ prefix, about 10 s per call with the GiB layer in the bucket, which would measur
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -46,10 +45,10 @@ from bench.common import (
     ChildRun,
     MiB,
     Row,
-    markdown_table,
     mib,
     python_module,
     run_child,
+    standalone,
 )
 
 TARGET_RSS = 128 * MiB
@@ -236,25 +235,10 @@ def run_bench(ctx: BenchContext, *, repeat: int = SERVE_ROUNDS) -> list[Row]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone: start moto and the registry, push the image, run the serve benchmark."""
-    parser = argparse.ArgumentParser(prog="python -m bench.serve_bench")
-    parser.add_argument("--size-mib", type=int, default=1024)
-    parser.add_argument("--repeat", type=int, default=SERVE_ROUNDS)
-    args = parser.parse_args(argv)
-
-    from bench.common import BENCH_QUIRKS, push_image
-    from devkit import EcrRegistry, MotoServer
-
-    with contextlib.ExitStack() as stack:
-        aws = stack.enter_context(MotoServer())
-        storage = stack.enter_context(MotoServer())
-        registry = stack.enter_context(EcrRegistry(storage, aws, quirks=BENCH_QUIRKS))
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="ecr-bench-")))
-        _say(f"building and pushing a {args.size_mib} MiB layer...")
-        image = push_image(registry, workdir, args.size_mib * MiB)
-        ctx = BenchContext(aws, registry, workdir, image)
-        print(markdown_table(run_bench(ctx, repeat=args.repeat)))
-    return 0
+    """Standalone: moto, the registry and the image, then this benchmark only."""
+    return standalone(
+        "python -m bench.serve_bench", run_bench, argv, size_mib=1024, repeat=SERVE_ROUNDS
+    )
 
 
 if __name__ == "__main__":
