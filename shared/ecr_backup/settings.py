@@ -33,6 +33,9 @@ RETRY_MAX_DELAY_S = 20.0
 RETRY_MAX_RETRY_AFTER_S = 60.0
 # Registries refuse manifests over 4 MiB; a bigger object named as a manifest is a layer.
 MAX_MANIFEST_SIZE = 4 * MiB
+# A backup reads, hashes and checksums each part in pieces of this size, each while it is
+# still in the CPU's cache (a core's L2 here is 2 MiB).
+HASH_PIECE_SIZE = 1 * MiB
 # Part buffers are a backup's memory: capped in bytes whatever the concurrency and part size.
 PART_BUFFER_BUDGET = 96 * MiB
 # Silence is an error, quickly: an AWS endpoint or a registry that accepts connections and

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -44,7 +44,7 @@ from ecr_backup.errors import (
 )
 from ecr_backup.oci.digest import Digest
 from ecr_backup.oci.streams import Readable, VerifyingReader
-from ecr_backup.settings import DEFAULT_PART_SIZE_MIB, MIN_PART_SIZE, MiB
+from ecr_backup.settings import DEFAULT_PART_SIZE_MIB, HASH_PIECE_SIZE, MIN_PART_SIZE, MiB
 from ecr_backup.storage.bucket import s3_error
 from ecr_backup.storage.objectlock import ObjectLock
 
@@ -345,14 +345,14 @@ class S3BlobStore:
                 check_cancelled()  # no new part once interrupted; the caller aborts
                 self._budget.acquire()
                 try:
-                    data = reader.read_exactly(self.part_size)
+                    part = _Part.read(reader, self.part_size)
                 except BaseException:
                     self._budget.release()
                     raise
-                if not data:
+                if not part.size:
                     self._budget.release()
                     break
-                future = self._uploads.submit(self._upload_part, key, upload_id, number, data)
+                future = self._uploads.submit(self._upload_part, key, upload_id, number, part)
                 future.add_done_callback(lambda _: self._budget.release())
                 futures.append(future)
                 number += 1
@@ -367,16 +367,16 @@ class S3BlobStore:
             raise
 
     def _upload_part(
-        self, key: str, upload_id: str, number: int, data: bytes
+        self, key: str, upload_id: str, number: int, part: _Part
     ) -> CompletedPartTypeDef:
-        checksum = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+        checksum = base64.b64encode(part.crc32.to_bytes(4, "big")).decode()
         try:
             answer = self._s3.upload_part(
                 Bucket=self.bucket,
                 Key=key,
                 UploadId=upload_id,
                 PartNumber=number,
-                Body=_PartBody(data),
+                Body=cast("IO[bytes]", part.body()),  # a file in all but its class
                 ChecksumAlgorithm="CRC32",
                 ChecksumCRC32=checksum,
             )
@@ -412,13 +412,92 @@ def _retention(retain: ObjectLock | None) -> dict[str, Any]:
     return {"ObjectLockMode": retain.mode, "ObjectLockRetainUntilDate": retain.until}
 
 
-class _PartBody(io.BytesIO):
-    """A part's bytes, as the HTTP client sends them (block by block): an interrupt stops
+@dataclass(frozen=True, slots=True)
+class _Part:
+    """One multipart part: its bytes as read, in pieces, and their CRC32.
+
+    Each piece is hashed (SHA-256, by the reader) and CRC'd as it arrives, while it is still
+    in the CPU's cache, and is sent as it is: no part is ever joined into one buffer.
+    Against reading 16 MiB at once, then hashing it, CRC'ing it and sending it through a
+    copy, this saved about 0.2 s of CPU per GiB here (docs/bench.md, "CPU per GiB")."""
+
+    pieces: tuple[bytes, ...]
+    size: int
+    crc32: int
+
+    @classmethod
+    def read(cls, reader: VerifyingReader, size: int) -> _Part:
+        pieces: list[bytes] = []
+        crc = 0
+        remaining = size
+        while remaining:
+            piece = reader.read(min(HASH_PIECE_SIZE, remaining))
+            if not piece:
+                break
+            crc = zlib.crc32(piece, crc)
+            pieces.append(piece)
+            remaining -= len(piece)
+        return cls(tuple(pieces), size - remaining, crc)
+
+    def body(self) -> _PartBody:
+        return _PartBody(self.pieces, self.size)
+
+
+class _PartBody(io.RawIOBase):
+    """A part's pieces as the HTTP client reads them, block by block, without copying them
+    (memoryview slices). Seekable, so botocore can resend it on a retry. An interrupt stops
     the send mid-part, so the part never lands and the abort that follows frees everything."""
 
-    def read(self, size: int | None = -1, /) -> bytes:
+    def __init__(self, pieces: tuple[bytes, ...], size: int) -> None:
+        self._pieces = [memoryview(p) for p in pieces]
+        self._size = size
+        self._position = 0
+        self._piece = 0  # the piece holding self._position
+        self._offset = 0  # self._position within that piece
+
+    def __len__(self) -> int:
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET, /) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = min(max(0, base + offset), self._size)
+        self._piece, self._offset = 0, self._position
+        while self._piece < len(self._pieces) and self._offset >= len(self._pieces[self._piece]):
+            self._offset -= len(self._pieces[self._piece])
+            self._piece += 1
+        return self._position
+
+    def readinto(self, buffer: Any, /) -> int:
+        """For readers that bring their own buffer (botocore's CRT signer, when installed)."""
+        block = self.read(len(memoryview(buffer)))
+        memoryview(buffer).cast("B")[: len(block)] = block
+        return len(block)
+
+    def read(self, size: int | None = -1, /) -> bytes | memoryview:
         check_cancelled()
-        return super().read(size)
+        if size is None or size < 0:  # the rest, as one object (not how HTTP clients read)
+            rest = b"".join(self._pieces[self._piece :])[self._offset :]
+            self.seek(0, io.SEEK_END)
+            return rest
+        if self._piece >= len(self._pieces):
+            return b""
+        piece = self._pieces[self._piece]
+        end = min(len(piece), self._offset + size)
+        block = piece[self._offset : end]
+        self._position += len(block)
+        self._offset = end
+        if end == len(piece):
+            self._piece, self._offset = self._piece + 1, 0
+        return block
 
 
 def _shut_down(body: Any) -> None:

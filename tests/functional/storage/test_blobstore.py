@@ -14,7 +14,7 @@ import pytest
 from ecr_backup.errors import DigestMismatchError, StorageError
 from ecr_backup.oci.digest import Digest
 from ecr_backup.settings import MiB
-from ecr_backup.storage.blobstore import S3BlobStore
+from ecr_backup.storage.blobstore import S3BlobStore, _Part
 from tests.helpers import BUCKET
 
 
@@ -113,14 +113,14 @@ def test_a_failed_multipart_copy_waits_for_parts_in_flight_before_aborting(
     abort = store._abort
     second_part_started = threading.Event()
 
-    def slow_or_failing(key: str, upload_id: str, number: int, data: bytes) -> Any:
+    def slow_or_failing(key: str, upload_id: str, number: int, part: _Part) -> Any:
         if number == 1:  # fails at once, while part 2 is still sending
             second_part_started.wait(5)
             events.append("part 1 failed")
             raise StorageError("upload part 1: SlowDown")
         second_part_started.set()
         time.sleep(0.3)
-        answer = upload_part(key, upload_id, number, data)
+        answer = upload_part(key, upload_id, number, part)
         events.append(f"part {number} stored")
         return answer
 
