@@ -17,7 +17,6 @@ from ecr_backup.composition import AwsServices
 from ecr_backup.model import parse_time
 from ecr_backup.oci.digest import Digest
 from ecr_backup.registry.tls import TlsOptions
-from ecr_backup.schema import render
 from ecr_backup.settings import Settings
 
 SHORT_DIGEST = 12  # hex characters in tables, as docker and crane show image ids
@@ -128,6 +127,9 @@ def emit(
     `summary`: the lines report what was done (not data the command was asked for), so
     --quiet leaves them out; `problems` (printed after them) it keeps."""
     if getattr(args, "json", False):
+        # Imported here: the JSON models cost every command's start-up, and only --json needs them.
+        from ecr_backup.schema import render
+
         json.dump(render(args.command, document), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return

@@ -37,7 +37,6 @@ from ecr_backup.restore.export import Format, export, split_destination
 from ecr_backup.restore.plan import RestorePlan
 from ecr_backup.restore.push import RestoreReport
 from ecr_backup.restore.target import parse_target
-from ecr_backup.schema import render
 from ecr_backup.settings import DEFAULT_CONCURRENCY
 from ecr_backup.text import counted
 
@@ -326,6 +325,8 @@ def run_export(args: argparse.Namespace) -> int:
     if path == "-":
         # stdout carries the archive: the summary goes to stderr.
         if args.json:
+            from ecr_backup.schema import render  # as in cli/common.py: --json only
+
             print(json.dumps(render(args.command, report), indent=2), file=sys.stderr)
         elif not args.quiet:
             print("\n".join(lines), file=sys.stderr)
