@@ -191,9 +191,10 @@ def _cpu_seconds(pids: Sequence[int]) -> float:
     return total / ticks
 
 
-def python_module(module: str, *args: str) -> list[str]:
-    """argv running `module` with this interpreter (the venv's), from the repository root."""
-    return [sys.executable, "-m", module, *args]
+def python_module(module: str, *args: str, python: str = sys.executable) -> list[str]:
+    """argv running `module` from the repository root, with this interpreter (the venv's)
+    unless another is given (bench/installed.py's)."""
+    return [python, "-m", module, *args]
 
 
 # --- results ---------------------------------------------------------------------------

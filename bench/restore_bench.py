@@ -185,7 +185,9 @@ def _check_copied(ctx: BenchContext, repository: str, what: str) -> None:
         )
 
 
-def restore_once(ctx: BenchContext, env: dict[str, str], n: int) -> tuple[ChildRun, bool]:
+def restore_once(
+    ctx: BenchContext, env: dict[str, str], n: int, *, python: str = sys.executable
+) -> tuple[ChildRun, bool]:
     image = ctx.image
     repository = f"bench/restore-{n}"
     ctx.registry.ensure_repository(repository)
@@ -200,6 +202,7 @@ def restore_once(ctx: BenchContext, env: dict[str, str], n: int) -> tuple[ChildR
             "ecr",
             "--no-mount",
             "--json",
+            python=python,
         ),
         env=env,
         watch=ctx.server_pids,
