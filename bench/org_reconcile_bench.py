@@ -14,10 +14,16 @@ and wall time. moto answers in microseconds-to-milliseconds where AWS takes tens
 milliseconds: the counts carry over to AWS, the times do not (docs/organization.md
 extrapolates with both).
 
+The repositories and images are written straight into moto's ECR backends (set-up, not
+measured: 2 s). moto runs with devkit/moto_server.py's speed patches, which change what a
+request costs, never what it answers (tests/functional/test_moto_patches.py): unpatched, a
+DynamoDB Query reads the whole table (which fills with a run summary per repository), an
+SQS request reads the clock once per message in the queue, and each request looks for its
+access key in every account seen, so the default size did not finish in 40 minutes.
+
 `python -m bench.org_reconcile_bench [--accounts N ...]` runs it alone; `make bench` does
-not run it. `--accounts 100` takes about a minute. At the default size moto itself is the
-limit: set-up takes minutes, and moto's DynamoDB Query reads the whole table, which fills
-with a run summary per repository, so the run slows quadratically (docs/organization.md).
+not run it. On the 2-CPU machine, shared: `--accounts 100` about 20 s, the default size
+about 6 minutes (docs/bench.md, *Reconcile at organization scale*).
 """
 
 from __future__ import annotations
