@@ -1,5 +1,5 @@
 """`python -m moto.server` as the devkit runs it: with its disk use bounded, with large
-generated objects that cost no upload, and with request costs that do not grow with the data.
+generated objects that cost no upload, and with request costs that grow less with the data.
 
 Run as a script (`python devkit/moto_server.py -H 127.0.0.1 -p PORT`), it patches moto
 in its own process, then starts moto's server; it imports nothing from the devkit, so it
@@ -230,10 +230,10 @@ def patch_iam_account_lookup() -> None:
 
     moto finds a request's account by asking every account's IAM backend, in every partition,
     whether it holds the access key (`get_account_id_from`); `account[partition]` creates each
-    missing partition's backend on the way, so every request costs a few microseconds per
-    account ever seen (a third of a second per hundred requests at 1,000 accounts). Reading
-    only the backends that exist gives the same first account, in the same order: a backend
-    not yet created holds no key.
+    missing partition's backend on the way (0.57 ms a request at 100 accounts, profiled).
+    Reading only the backends that exist gives the same first account, in the same order: a
+    backend not yet created holds no key. The walk stays linear in the accounts, only
+    cheaper (1.2 ms a request at 1,000 accounts, profiled).
     """
     from moto.core.models import DEFAULT_ACCOUNT_ID
     from moto.iam import models
