@@ -14,10 +14,16 @@ and wall time. moto answers in microseconds-to-milliseconds where AWS takes tens
 milliseconds: the counts carry over to AWS, the times do not (docs/organization.md
 extrapolates with both).
 
+The repositories and images are written straight into moto's ECR backends (set-up, not
+measured: 2 s). moto runs with devkit/moto_server.py's speed patches, which change what a
+request costs, never what it answers (tests/functional/test_moto_patches.py): unpatched, a
+DynamoDB Query reads the whole table (which fills with a run summary per repository), an
+SQS request reads the clock once per message in the queue, and each request looks for its
+access key in every account seen, so the default size did not finish in 40 minutes.
+
 `python -m bench.org_reconcile_bench [--accounts N ...]` runs it alone; `make bench` does
-not run it. `--accounts 100` takes about a minute. At the default size moto itself is the
-limit: set-up takes minutes, and moto's DynamoDB Query reads the whole table, which fills
-with a run summary per repository, so the run slows quadratically (docs/organization.md).
+not run it. On the 2-CPU machine, shared: `--accounts 100` about 20 s, the default size
+about 6 minutes (docs/bench.md, *Reconcile at organization scale*).
 """
 
 from __future__ import annotations
@@ -145,7 +151,7 @@ class Results:
         return rows
 
 
-def _manifest(name: str) -> bytes:
+def manifest_for(name: str) -> bytes:
     config = hashlib.sha256(name.encode()).hexdigest()
     document = {
         "schemaVersion": 2,
@@ -160,30 +166,39 @@ def _manifest(name: str) -> bytes:
     return json.dumps(document, separators=(",", ":")).encode()
 
 
-def _source_session(base: Any, account: str, region: str) -> Any:
-    """The source account's session, as the reconcile opens it (an assumed role)."""
-    from ecr_backup.awssession import open_session
-    from ecr_backup.registry.source_account import source_role_arn
+def populate(accounts: Sequence[str], regions: Sequence[str], repositories: int) -> int:
+    """Repositories `team<n>/app`, one image tagged v1 each, in every account and region.
 
-    return open_session(region=region, role_arn=source_role_arn(account, region), base=base)
+    Written straight into moto's ECR backends with the arguments moto's CreateRepository and
+    PutImage handlers pass them (10,000 of each through boto3 and assumed roles took 8
+    minutes): DescribeRepositories and DescribeImages then answer as after the API calls
+    (tests/functional/test_moto_patches.py compares the two).
+    """
+    from moto.ecr.models import ecr_backends
 
-
-def _populate(base: Any, accounts: list[str], regions: list[str], repositories: int) -> int:
+    omitted: Any = None  # what moto's handlers pass for a parameter the request leaves out
     images = 0
     for account in accounts:
         for region in regions:
-            ecr = _source_session(base, account, region).client("ecr")
+            ecr = ecr_backends[account][region]
             for n in range(repositories):
                 name = f"team{n}/app"
-                ecr.create_repository(repositoryName=name)
-                manifest = _manifest(f"{account}/{region}/{name}")
+                ecr.create_repository(
+                    repository_name=name,
+                    registry_id=omitted,
+                    encryption_config=omitted,
+                    image_scan_config=omitted,
+                    image_tag_mutability=omitted,
+                    tags=[],
+                )
+                manifest = manifest_for(f"{account}/{region}/{name}")
                 ecr.put_image(
-                    repositoryName=name,
-                    imageManifest=manifest.decode(),
-                    imageManifestMediaType=OCI_MANIFEST,
-                    imageTag="v1",
+                    name,
+                    manifest.decode(),
+                    "v1",
+                    OCI_MANIFEST,
                     # moto computes a wrong digest for PutImage unless it is given one.
-                    imageDigest="sha256:" + hashlib.sha256(manifest).hexdigest(),
+                    "sha256:" + hashlib.sha256(manifest).hexdigest(),
                 )
                 images += 1
     return images
@@ -239,6 +254,19 @@ def run(accounts: int, regions: Sequence[str], repositories: int) -> Results:
     import boto3
     from moto import mock_aws
 
+    from devkit.moto_server import (
+        patch_dynamodb_query,
+        patch_iam_account_lookup,
+        patch_sqs_clock,
+    )
+
+    # Speed only, same answers (tests/functional/test_moto_patches.py). Unpatched, a Query costs the
+    # whole table, a message count the whole queue (with a clock reading per message) and a
+    # request's account every account seen: the default size does not finish.
+    patch_dynamodb_query()
+    patch_sqs_clock()
+    patch_iam_account_lookup()
+
     env = {
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
@@ -284,7 +312,7 @@ def _run(accounts: int, regions: list[str], repositories: int, boto3: Any) -> Re
         f"{len(members)} accounts; creating {len(members) * len(regions) * repositories:,} "
         "repositories with one image each..."
     )
-    images = _populate(boto3.Session(), members, regions, repositories)
+    images = populate(members, regions, repositories)
     sqs = boto3.client("sqs")
     urls = {n: sqs.create_queue(QueueName=f"org-bench-{n}")["QueueUrl"] for n in ("r", "copy")}
     os.environ["ECR_BACKUP_RECONCILE_QUEUE_URL"] = urls["r"]
