@@ -35,7 +35,7 @@ RETRY_MAX_RETRY_AFTER_S = 60.0
 MAX_MANIFEST_SIZE = 4 * MiB
 # A backup reads, hashes and checksums each part in pieces of this size, each while it is
 # still in the CPU's cache (a core's L2 here is 2 MiB).
-HASH_PIECE_SIZE = 1 * MiB
+HASH_PIECE_SIZE = 256 * 1024
 # Part buffers are a backup's memory: capped in bytes whatever the concurrency and part size.
 PART_BUFFER_BUDGET = 96 * MiB
 # Silence is an error, quickly: an AWS endpoint or a registry that accepts connections and
