@@ -69,4 +69,6 @@ def installed_python(directory: Path) -> str:
             link = site / top
             if (base / top).exists() and not link.exists():
                 link.symlink_to(base / top)
+    # A single-file module's bytecode lives beside its link, not beside its target.
+    compileall.compile_dir(site, quiet=1)
     return str(python)
