@@ -8,6 +8,8 @@ would inflate the RSS it is compared on.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devkit import EcrQuirks, EcrRegistry, MotoServer, OciLayoutBuilder, skopeo_push
+from devkit.images import OCI_CONFIG, OCI_MANIFEST
 
 MiB = 1024 * 1024
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -224,6 +227,19 @@ def markdown_table(rows: Sequence[Row]) -> str:
 
 def mib(size: float) -> str:
     return f"{size / MiB:,.1f} MiB"
+
+
+def config_only_manifest(seed: str) -> bytes:
+    """A small OCI image manifest, distinct for each `seed`: a config digest, no layers.
+    What the reconcile benchmarks register with moto's ECR by the thousand."""
+    config = hashlib.sha256(seed.encode()).hexdigest()
+    document = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": f"sha256:{config}", "size": 2},
+        "layers": [],
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
 
 
 def push_image(registry: EcrRegistry, workdir: Path, size: int) -> BenchImage:

@@ -42,12 +42,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.common import Row, markdown_table
+from bench.common import Row, config_only_manifest, markdown_table
+from devkit.images import OCI_MANIFEST
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKUP_ACCOUNT = "123456789012"  # moto's default: the backup account
 BACKUP_REGION = "us-east-1"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 BATCH_SIZE = 5  # template.yaml: the reconcile function's SQS BatchSize
 
 
@@ -151,21 +151,6 @@ class Results:
         return rows
 
 
-def manifest_for(name: str) -> bytes:
-    config = hashlib.sha256(name.encode()).hexdigest()
-    document = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": f"sha256:{config}",
-            "size": 2,
-        },
-        "layers": [],
-    }
-    return json.dumps(document, separators=(",", ":")).encode()
-
-
 def populate(accounts: Sequence[str], regions: Sequence[str], repositories: int) -> int:
     """Repositories `team<n>/app`, one image tagged v1 each, in every account and region.
 
@@ -191,7 +176,7 @@ def populate(accounts: Sequence[str], regions: Sequence[str], repositories: int)
                     image_tag_mutability=omitted,
                     tags=[],
                 )
-                manifest = manifest_for(f"{account}/{region}/{name}")
+                manifest = config_only_manifest(f"{account}/{region}/{name}")
                 ecr.put_image(
                     name,
                     manifest.decode(),

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import json
 import os
 import statistics
 import sys
@@ -34,31 +33,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from bench.common import BENCH_QUIRKS, BenchContext, Row, markdown_table
+from bench.common import (
+    BENCH_QUIRKS,
+    BenchContext,
+    Row,
+    config_only_manifest,
+    markdown_table,
+)
+from devkit.images import OCI_MANIFEST
 
 REPOSITORIES = 200
 IMAGES_PER_REPOSITORY = 50
 ACCOUNT = "123456789012"  # moto's default
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
 def _say(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def _manifest(repository: str, n: int) -> bytes:
-    config = hashlib.sha256(f"{repository}/{n}".encode()).hexdigest()
-    document = {
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {
-            "mediaType": "application/vnd.oci.image.config.v1+json",
-            "digest": f"sha256:{config}",
-            "size": 2,
-        },
-        "layers": [],
-    }
-    return json.dumps(document, separators=(",", ":")).encode()
 
 
 class _CapturingClient:
@@ -86,7 +76,7 @@ def _register_in_ecr(ecr: Any, repositories: list[str]) -> None:
     def put(repository: str) -> None:
         ecr.create_repository(repositoryName=repository)
         for n in range(IMAGES_PER_REPOSITORY):
-            manifest = _manifest(repository, n)
+            manifest = config_only_manifest(f"{repository}/{n}")
             ecr.put_image(
                 repositoryName=repository,
                 imageManifest=manifest.decode(),

@@ -16,7 +16,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from bench.org_reconcile_bench import OCI_MANIFEST, manifest_for, populate
+from bench.common import config_only_manifest
+from bench.org_reconcile_bench import populate
+from devkit.images import OCI_MANIFEST
 from devkit.moto_server import patch_dynamodb_query, patch_iam_account_lookup, patch_sqs_clock
 
 SOURCE_ACCOUNT = "210987654321"
@@ -370,7 +372,7 @@ def test_the_bench_populates_ecr_as_the_api_would(credentials: None) -> None:
             ecr = _assumed_ecr(region)
             for n in range(2):
                 name = f"team{n}/app"
-                manifest = manifest_for(f"{SOURCE_ACCOUNT}/{region}/{name}")
+                manifest = config_only_manifest(f"{SOURCE_ACCOUNT}/{region}/{name}")
                 ecr.create_repository(repositoryName=name)
                 ecr.put_image(
                     repositoryName=name,
@@ -390,7 +392,7 @@ def test_the_bench_populates_ecr_as_the_api_would(credentials: None) -> None:
     for region, registry in zip(regions, direct, strict=True):
         for repository, details in registry:
             name = repository["repositoryName"]
-            manifest = manifest_for(f"{SOURCE_ACCOUNT}/{region}/{name}")
+            manifest = config_only_manifest(f"{SOURCE_ACCOUNT}/{region}/{name}")
             assert [d["imageDigest"] for d in details] == [
                 "sha256:" + hashlib.sha256(manifest).hexdigest()
             ]
