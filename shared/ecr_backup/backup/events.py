@@ -59,8 +59,8 @@ DETAIL_TYPES: dict[str, EventKind] = {
 }
 
 
-class EcrActionDetail(BaseModel):
-    """The detail of "ECR Image Action" and "ECR Referrer Action" (one shape for both)."""
+class _ImageActionDetail(BaseModel):
+    """What the action events share: the outcome, the action and the image acted on."""
 
     model_config = _MODEL
 
@@ -69,19 +69,17 @@ class EcrActionDetail(BaseModel):
     repository_name: str = Field(alias="repository-name")
     image_digest: str | None = Field(default=None, alias="image-digest")
     image_tag: str | None = Field(default=None, alias="image-tag")
+
+
+class EcrActionDetail(_ImageActionDetail):
+    """The detail of "ECR Image Action" and "ECR Referrer Action" (one shape for both)."""
+
     manifest_media_type: str | None = Field(default=None, alias="manifest-media-type")
     artifact_media_type: str | None = Field(default=None, alias="artifact-media-type")
     target_storage_class: str | None = Field(default=None, alias="target-storage-class")
 
 
-class EcrReplicationDetail(BaseModel):
-    model_config = _MODEL
-
-    result: str
-    action_type: str = Field(alias="action-type")
-    repository_name: str = Field(alias="repository-name")
-    image_digest: str | None = Field(default=None, alias="image-digest")
-    image_tag: str | None = Field(default=None, alias="image-tag")
+class EcrReplicationDetail(_ImageActionDetail):
     source_account: str | None = Field(default=None, alias="source-account")
     source_region: str | None = Field(default=None, alias="source-region")
 
