@@ -440,7 +440,7 @@ class _Part:
         return cls(tuple(pieces), size - remaining, crc)
 
     def body(self) -> _PartBody:
-        return _PartBody(self.pieces, self.size)
+        return _PartBody(self.pieces)
 
 
 class _PartBody(io.RawIOBase):
@@ -448,9 +448,9 @@ class _PartBody(io.RawIOBase):
     (memoryview slices). Seekable, so botocore can resend it on a retry. An interrupt stops
     the send mid-part, so the part never lands and the abort that follows frees everything."""
 
-    def __init__(self, pieces: tuple[bytes, ...], size: int) -> None:
+    def __init__(self, pieces: tuple[bytes, ...]) -> None:
         self._pieces = [memoryview(p) for p in pieces]
-        self._size = size
+        self._size = sum(len(p) for p in pieces)
         self._position = 0
         self._piece = 0  # the piece holding self._position
         self._offset = 0  # self._position within that piece
@@ -478,8 +478,9 @@ class _PartBody(io.RawIOBase):
 
     def readinto(self, buffer: Any, /) -> int:
         """For readers that bring their own buffer (botocore's CRT signer, when installed)."""
-        block = self.read(len(memoryview(buffer)))
-        memoryview(buffer).cast("B")[: len(block)] = block
+        view = memoryview(buffer).cast("B")
+        block = self.read(len(view))
+        view[: len(block)] = block
         return len(block)
 
     def read(self, size: int | None = -1, /) -> bytes | memoryview:
