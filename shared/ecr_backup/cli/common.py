@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -115,6 +114,14 @@ def services_from(args: argparse.Namespace, settings: Settings | None = None) ->
     )
 
 
+def json_report(args: argparse.Namespace, document: Any) -> str:
+    """The command's --json output: `document` in its schema (ecr_backup/schema.py)."""
+    # Imported here: the JSON models cost every command's start-up, and only --json needs them.
+    from ecr_backup.schema import render
+
+    return json.dumps(render(args.command, document), indent=2)
+
+
 def emit(
     args: argparse.Namespace,
     document: Any,
@@ -127,11 +134,7 @@ def emit(
     `summary`: the lines report what was done (not data the command was asked for), so
     --quiet leaves them out; `problems` (printed after them) it keeps."""
     if getattr(args, "json", False):
-        # Imported here: the JSON models cost every command's start-up, and only --json needs them.
-        from ecr_backup.schema import render
-
-        json.dump(render(args.command, document), sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        print(json_report(args, document))
         return
     quiet = summary and getattr(args, "quiet", False)
     for line in [*([] if quiet else text_lines), *problems]:

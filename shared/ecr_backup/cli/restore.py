@@ -7,7 +7,6 @@ one is configured and reachable, else the bucket's push records (--from-bucket f
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
 
@@ -20,6 +19,7 @@ from ecr_backup.cli.common import (
     catalog_from,
     emit,
     human_size,
+    json_report,
     services_from,
 )
 from ecr_backup.cli.options import progress_for
@@ -325,9 +325,7 @@ def run_export(args: argparse.Namespace) -> int:
     if path == "-":
         # stdout carries the archive: the summary goes to stderr.
         if args.json:
-            from ecr_backup.schema import render  # as in cli/common.py: --json only
-
-            print(json.dumps(render(args.command, report), indent=2), file=sys.stderr)
+            print(json_report(args, report), file=sys.stderr)
         elif not args.quiet:
             print("\n".join(lines), file=sys.stderr)
     else:

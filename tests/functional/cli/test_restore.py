@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import tarfile
@@ -205,3 +206,15 @@ def test_restore_all_repositories_goes_on_past_a_failure_and_says_which(
     assert code != 0 and "takes no IMAGE" in err
     code, _, err = cli(capsys, "restore", "team/app:v1")
     assert code != 0 and "needs REPOSITORY[:TAG|@DIGEST] and --to" in err
+
+
+def test_an_archive_on_stdout_puts_its_json_report_on_stderr(
+    backup: Backup, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    code = main(["export", "team/app:v1", "--oci-archive", "-", "--json"])
+    out, err = capsysbinary.readouterr()
+    assert code == 0
+    with tarfile.open(fileobj=io.BytesIO(out)) as archive:
+        assert "index.json" in archive.getnames()
+    report = json.loads(err)
+    assert report["format"] == "oci-archive" and report["path"] == "-" and report["blobs"] >= 1
