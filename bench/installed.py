@@ -46,10 +46,13 @@ def runtime_closure(name: str = DISTRIBUTION) -> list[metadata.Distribution]:
 
 
 def installed_python(directory: Path) -> str:
-    """The interpreter of a venv at `directory` that imports only the runtime closure."""
+    """The interpreter of a venv at `directory` that imports only the runtime closure; made
+    on the first call, reused after."""
+    python = directory / "bin" / "python"
+    if python.exists():
+        return str(python)
     compileall.compile_dir(REPO_ROOT / "shared" / "ecr_backup", quiet=1)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(directory)], check=True)
-    python = directory / "bin" / "python"
     site = Path(
         subprocess.run(
             [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],

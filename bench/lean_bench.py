@@ -123,7 +123,7 @@ def cpu_per_gib(ctx: BenchContext, repeat: int, *, tls: bool) -> CpuPerGib:
     from devkit.counting_proxy import CountingProxy
 
     image = ctx.image
-    python = installed_python(ctx.workdir / f"installed-{'tls' if tls else 'http'}")
+    python = installed_python(ctx.workdir / "installed")
     gib = image.layer_size / GiB
     with contextlib.ExitStack() as stack:
         aws_endpoint: dict[str, str] = {}
