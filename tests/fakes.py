@@ -27,9 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from functools import cached_property
 
-from ecr_backup.catalog.surges import read_surges
 from ecr_backup.errors import (
     BlobNotFoundError,
     ConfigurationError,
@@ -38,11 +36,7 @@ from ecr_backup.errors import (
     ObjectBeingPrunedError,
     StorageError,
 )
-from ecr_backup.maintenance.graph import ObjectGraph
-from ecr_backup.maintenance.holds import Holds
-from ecr_backup.maintenance.locks import LockKeeper, LockPolicy
-from ecr_backup.maintenance.prune import Pruner
-from ecr_backup.maintenance.retention import RetentionRules
+from ecr_backup.maintenance.wiring import Maintained, MaintenanceServices
 from ecr_backup.model import (
     UNTAGGED,
     Action,
@@ -853,10 +847,10 @@ class MovableClock:
 
 
 @dataclass
-class FakeAws:
+class FakeAws(MaintenanceServices):
     """A bucket and a table with the four adapters over them, sharing state as the real
     ones do (the store and the locks one bucket, the index and the ledger one table), and
-    the maintenance services wired over them as ecr_backup.composition wires the real ones."""
+    the maintenance services wired over them by the same code as the real ones."""
 
     clock: Clock = _now
     settings: Settings = field(
@@ -877,30 +871,5 @@ class FakeAws:
         self.index = FakeIndex(self.table)
         self.ledger = FakeLedger(self.table)
 
-    @cached_property
-    def keeper(self) -> LockKeeper:
-        policy = LockPolicy(self.settings.lock_days, self.settings.lock_mode)
-        return LockKeeper(self.locks, self.ledger, policy, self.clock)
-
-    @property
-    def rules(self) -> RetentionRules:
-        return RetentionRules(self.settings.keep_deleted_days, self.settings.keep_per_tag)
-
-    def graph(self) -> ObjectGraph:
-        return ObjectGraph(self.store, self.index)
-
-    def pruner(self) -> Pruner:
-        grace = timedelta(hours=self.settings.prune_grace_hours)
-        return Pruner(
-            self.ledger,
-            self.locks,
-            self.index,
-            self.graph(),
-            self.rules,
-            grace,
-            lambda: read_surges(self.store),
-            self.clock,
-        )
-
-    def holds(self) -> Holds:
-        return Holds(self.ledger, self.locks, self.graph(), self.store)
+    def maintained(self) -> Maintained:
+        return Maintained(self.store, self.index, self.ledger, self.locks)

@@ -13,7 +13,6 @@ import contextlib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +25,7 @@ from ecr_backup.backup.ports import SourceRegistry
 from ecr_backup.backup.queue import MessageQueue
 from ecr_backup.backup.replicator import Replicator
 from ecr_backup.catalog.catalog import Catalog
-from ecr_backup.catalog.surges import Surge, SurgeBook, SurgeRules, SurgeWatch, read_surges
+from ecr_backup.catalog.surges import Surge, SurgeRules, SurgeWatch
 from ecr_backup.errors import (
     ConfigurationError,
     EcrBackupError,
@@ -35,11 +34,8 @@ from ecr_backup.errors import (
     InvalidInputError,
 )
 from ecr_backup.maintenance.drill import DrillReport, drill
-from ecr_backup.maintenance.graph import ObjectGraph
-from ecr_backup.maintenance.holds import Holds
-from ecr_backup.maintenance.locks import Clock, LockKeeper, LockPolicy, system_clock
-from ecr_backup.maintenance.prune import Pruner
-from ecr_backup.maintenance.retention import RetentionRules
+from ecr_backup.maintenance.locks import Clock, system_clock
+from ecr_backup.maintenance.wiring import Maintained, MaintenanceServices
 from ecr_backup.model import RestoreCheck
 from ecr_backup.oci.digest import Digest
 from ecr_backup.progress import ProgressFactory, no_progress
@@ -105,7 +101,7 @@ class Adapters:
     locks: S3ObjectLocks | None = None
 
 
-class AwsServices:
+class AwsServices(MaintenanceServices):
     """Adapters built lazily and reused: a warm Lambda keeps its clients and ECR tokens.
 
     `session` reads and writes the backup (bucket, table) and reads ECR sources;
@@ -311,37 +307,8 @@ class AwsServices:
         s3 = self.client("s3", region=self.region)
         return S3ObjectLocks(self.settings.bucket, self.settings.prefix, s3)
 
-    @cached_property
-    def keeper(self) -> LockKeeper:
-        policy = LockPolicy(self.settings.lock_days, self.settings.lock_mode)
-        return LockKeeper(self.locks, self.ledger, policy, self.clock)
-
-    @cached_property
-    def rules(self) -> RetentionRules:
-        return RetentionRules(self.settings.keep_deleted_days, self.settings.keep_per_tag)
-
-    def graph(self) -> ObjectGraph:
-        """A fresh cache of manifests for one maintenance run: the one thing not kept, since
-        manifests it has not seen may arrive between runs. (Pruner and Holds are built per
-        call too, but only over the kept adapters.)"""
-        return ObjectGraph(self.store, self.index)
-
-    def pruner(self) -> Pruner:
-        grace = timedelta(hours=self.settings.prune_grace_hours)
-        return Pruner(
-            self.ledger,
-            self.locks,
-            self.index,
-            self.graph(),
-            self.rules,
-            grace,
-            self.surges,
-            self.clock,
-        )
-
-    def surges(self) -> SurgeBook:
-        """Every recorded deletion surge and acknowledgement, read from the bucket now."""
-        return read_surges(self.store)
+    def maintained(self) -> Maintained:
+        return Maintained(self.store, self.index, self.ledger, self.locks)
 
     @cached_property
     def surge_watch(self) -> SurgeWatch:
@@ -389,9 +356,6 @@ class AwsServices:
         """The surges recorded since the last call (a warm Lambda reuses these services)."""
         taken, self.surges_recorded = self.surges_recorded, []
         return taken
-
-    def holds(self) -> Holds:
-        return Holds(self.ledger, self.locks, self.graph(), self.store)
 
     def registry(self, account: str, region: str) -> RegistryClient:
         """The source registry of an event's account and region (or the configured override)."""
