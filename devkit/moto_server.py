@@ -30,6 +30,12 @@ in every account's IAM backend, creating missing ones on the way: an organizatio
 reconcile (bench/org_reconcile_bench.py) slows quadratically. `patch_dynamodb_query`,
 `patch_sqs_clock` and `patch_iam_account_lookup` change only that cost;
 tests/functional/test_moto_patches.py shows each answering as moto does.
+
+**Atomic DynamoDB requests.** moto answers requests on threads, and its TransactWriteItems
+rolls back by putting back a copy of the table taken while others write: the copy can
+fail, and a rollback can undo other requests' committed writes. DynamoDB does neither.
+`patch_dynamodb_atomic` answers DynamoDB requests one at a time, here and in the
+functional tests' in-process moto.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from __future__ import annotations
 import hashlib
 import random
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -252,6 +259,32 @@ def patch_iam_account_lookup() -> None:
     models.get_account_id_from = get_account_id_from
 
 
+def patch_dynamodb_atomic() -> None:
+    """Each DynamoDB request is answered whole before the next starts, as DynamoDB's are
+    atomic: moto's are not on threads.
+
+    moto's TransactWriteItems deep-copies every table it touches, to put the copy back if a
+    condition fails. Another thread's write during the copy breaks it ("dictionary changed
+    size during iteration"), and one that lands before a rollback is lost with it: a
+    committed PutItem undone by somebody else's failed transaction, which DynamoDB never
+    does. The engine writes from threads (blob copies, backfill's images), so the devkit's
+    server and the functional tests' in-process moto take the requests one at a time.
+    """
+    from moto.dynamodb.responses import DynamoHandler
+
+    if getattr(DynamoHandler.call_action, "_atomic", False):
+        return
+    answer = DynamoHandler.call_action
+    one_at_a_time = threading.Lock()
+
+    def call_action(self: Any) -> Any:
+        with one_at_a_time:
+            return answer(self)
+
+    call_action._atomic = True  # type: ignore[attr-defined]
+    DynamoHandler.call_action = call_action  # type: ignore[method-assign]
+
+
 def patch_for_speed() -> None:
     """The patches that change what a request costs, never what it answers."""
     patch_dynamodb_query()
@@ -262,6 +295,7 @@ def patch_for_speed() -> None:
 def main(argv: list[str]) -> None:
     patch_moto()
     patch_ecr_image_size()
+    patch_dynamodb_atomic()
     patch_for_speed()
     from moto.server import main as moto_main
 

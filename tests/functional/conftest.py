@@ -7,11 +7,19 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from devkit.moto_server import patch_dynamodb_atomic
 from ecr_backup.settings import MiB
 from ecr_backup.storage.blobstore import S3BlobStore
 from ecr_backup.storage.index import DynamoIndex
 from ecr_backup.storage.provision import ensure_bucket
 from tests.helpers import BUCKET, TABLE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def atomic_dynamodb() -> None:
+    """moto's DynamoDB answers one request at a time, as the devkit's server does (the
+    engine writes from threads; devkit/moto_server.py says what moto does otherwise)."""
+    patch_dynamodb_atomic()
 
 
 @pytest.fixture

@@ -1,13 +1,16 @@
-"""devkit/moto_server.py's speed patches answer exactly as unpatched moto does.
+"""devkit/moto_server.py's speed patches answer exactly as unpatched moto does, and its
+DynamoDB requests are atomic on threads, as DynamoDB's are.
 
-Each test runs the same requests on the same state (or on two identically built queues)
-before and after the patch; `monkeypatch` puts moto's originals back afterwards.
+Each speed test runs the same requests on the same state (or on two identically built
+queues) before and after the patch; `monkeypatch` puts moto's originals back afterwards.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -19,7 +22,12 @@ from moto import mock_aws
 from bench.common import config_only_manifest
 from bench.org_reconcile_bench import populate
 from devkit.images import OCI_MANIFEST
-from devkit.moto_server import patch_dynamodb_query, patch_iam_account_lookup, patch_sqs_clock
+from devkit.moto_server import (
+    patch_dynamodb_atomic,
+    patch_dynamodb_query,
+    patch_iam_account_lookup,
+    patch_sqs_clock,
+)
 
 SOURCE_ACCOUNT = "210987654321"
 
@@ -396,3 +404,53 @@ def test_the_bench_populates_ecr_as_the_api_would(credentials: None) -> None:
             assert [d["imageDigest"] for d in details] == [
                 "sha256:" + hashlib.sha256(manifest).hexdigest()
             ]
+
+
+# DynamoDB requests, one at a time
+
+
+def test_dynamodb_requests_are_answered_one_at_a_time(
+    aws: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tests/functional/conftest.py applies the patch for the session, as the devkit's server
+    does. Without it, moto's TransactWriteItems copies a table to roll it back while other
+    threads write: in rounds of 300 puts beside failing transactions, about half broke the
+    copy ("dictionary changed size during iteration") or had a rollback undo committed
+    puts (276 of 500 items left, once). Here each put is slowed inside moto, so unpatched
+    requests from four threads would be seen overlapping."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    patch_dynamodb_atomic()  # applied once: a second call changes nothing
+    dynamodb = boto3.client("dynamodb")
+    _table(dynamodb, "atomic", "S", sort_key=False)
+    answering = 0
+    most_at_once = 0
+    count = threading.Lock()
+    put_item = DynamoDBBackend.put_item
+
+    def slow_put_item(self: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal answering, most_at_once
+        with count:
+            answering += 1
+            most_at_once = max(most_at_once, answering)
+        try:
+            time.sleep(0.02)
+            return put_item(self, *args, **kwargs)
+        finally:
+            with count:
+                answering -= 1
+
+    monkeypatch.setattr(DynamoDBBackend, "put_item", slow_put_item)
+
+    def put(thread: int) -> None:
+        client = boto3.client("dynamodb")
+        for n in range(5):
+            client.put_item(TableName="atomic", Item={"pk": {"S": f"{thread}-{n}"}})
+
+    threads = [threading.Thread(target=put, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert most_at_once == 1
+    assert dynamodb.scan(TableName="atomic", Select="COUNT")["Count"] == 20
