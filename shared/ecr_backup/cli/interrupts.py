@@ -62,7 +62,6 @@ class _Watcher:
     def __init__(self) -> None:
         self._reader, self.writer = socket.socketpair()
         self.writer.setblocking(False)  # set_wakeup_fd needs it: a handler must never block
-        self.signalled = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="interrupts", daemon=True)
         self._thread.start()
 
@@ -87,7 +86,6 @@ class _Watcher:
                 if deadline is not None:
                     _exit_now()  # the second interrupt
                 CANCELLATION.cancel()
-                self.signalled.set()
                 deadline = time.monotonic() + CLEANUP_GRACE_S
 
     def stop(self) -> None:
@@ -114,7 +112,8 @@ def interrupts_cancel() -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         signal.set_wakeup_fd(previous_fd)
-        # Once signalled, the watcher keeps its deadline: the interpreter's exit still
-        # waits for the threads of an upload that holds on.
-        if not watcher.signalled.is_set():
+        # Once cancelled (by either handler: the signal's number may still be on its way to
+        # the watcher), the watcher keeps its deadline: the interpreter's exit still waits
+        # for the threads of an upload that holds on.
+        if not CANCELLATION.cancelled:
             watcher.stop()
