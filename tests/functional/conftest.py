@@ -23,12 +23,17 @@ def atomic_dynamodb() -> None:
 
 
 @pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's test credentials and region, and no endpoint or profile from the shell."""
     for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+@pytest.fixture
+def aws(credentials: None) -> Iterator[None]:
     with mock_aws():
         yield
 
